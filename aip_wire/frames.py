@@ -1,0 +1,258 @@
+"""AIP frames as they cross the wire: lenient on input, exact on output.
+
+Input: :func:`parse_client_frame` turns one WebSocket message (text, or bytes holding
+UTF-8 JSON) into a :class:`ClientFrame`, accepting any case for enumerated values and
+ignoring unknown fields. It raises :class:`FrameError` with a message fit to send back
+to the client.
+
+Output: the ``*_frame`` builders return plain dicts holding only values real clients
+accept (lowercase types and statuses, ISO 8601 timestamps with a UTC offset), and
+:func:`encode` serialises one to the text of a WebSocket message. No I/O happens here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+# Client -> server message types.
+REGISTER = "register"
+HEARTBEAT = "heartbeat"
+TASK = "task"
+COMMAND_RESULTS = "command_results"
+TASK_END = "task_end"
+ERROR = "error"
+DEVICE_INFO_REQUEST = "device_info_request"
+DEVICE_INFO_RESPONSE = "device_info_response"
+CLIENT_TYPES = frozenset(
+    {
+        REGISTER,
+        HEARTBEAT,
+        TASK,
+        COMMAND_RESULTS,
+        TASK_END,
+        ERROR,
+        DEVICE_INFO_REQUEST,
+        DEVICE_INFO_RESPONSE,
+    }
+)
+
+# Server -> client message types (the only ones a strict client accepts).
+COMMAND = "command"
+
+# Message statuses.
+CONTINUE = "continue"
+COMPLETED = "completed"
+FAILED = "failed"
+OK = "ok"
+STATUS_ERROR = "error"
+
+# Client kinds.
+DEVICE = "device"
+CONSTELLATION = "constellation"
+CLIENT_KINDS = frozenset({DEVICE, CONSTELLATION})
+
+class FrameError(ValueError):
+    """A client message that cannot be understood; ``str(err)`` is the reason."""
+
+
+class ClientFrame(BaseModel):
+    """One client -> server frame, normalised.
+
+    Enumerated fields (``type``, ``status``, ``client_type``) are lowercased. ``request``
+    may arrive as a string or as JSON (an object or a list), which is kept as JSON text.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+    type: str
+    status: str = OK
+    client_type: str | None = None
+    client_id: str | None = None
+    session_id: str | None = None
+    task_name: str | None = None
+    target_id: str | None = None
+    request: str | None = None
+    action_results: list[Any] | None = None
+    timestamp: str | None = None
+    request_id: str | None = None
+    prev_response_id: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _lower_type(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _lower_status(cls, value: Any) -> Any:
+        if value is None:
+            return OK
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("client_type", mode="before")
+    @classmethod
+    def _lower_client_type(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("request", mode="before")
+    @classmethod
+    def _request_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict | list):
+            return orjson.dumps(value).decode()
+        return value
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _error_as_text(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        return orjson.dumps(value, default=str).decode()
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False)[:3]:
+        location = ".".join(str(part) for part in item["loc"])
+        kind = item["type"]
+        if kind == "missing":
+            parts.append(f"missing required field '{location}'")
+        elif kind in {"json_invalid", "json_type"}:
+            parts.append(f"not valid JSON ({item['msg']})")
+        elif kind == "model_type" or not location:
+            parts.append("a frame must be a JSON object")
+        else:
+            parts.append(f"field '{location}': {item['msg']}")
+    return "Invalid message format: " + "; ".join(parts)
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
+    """Parse one client message.
+
+    :raises FrameError: the message is not UTF-8, not JSON, not an object, nests deeper
+        than the JSON parser's recursion limit, or has a field of the wrong type.
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FrameError("Invalid message format: not valid UTF-8") from exc
+    try:
+        return ClientFrame.model_validate_json(data)
+    except ValidationError as exc:
+        raise FrameError(_describe(exc)) from exc
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 with a UTC offset, as clients expect."""
+    return datetime.now(UTC).isoformat()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialise a server frame to the text of one WebSocket message."""
+    return orjson.dumps(frame).decode()
+
+
+def heartbeat_frame(*, session_id: str | None = None) -> dict[str, Any]:
+    """The heartbeat ack; also the registration confirmation and the task ack."""
+    frame: dict[str, Any] = {
+        "type": HEARTBEAT,
+        "status": OK,
+        "timestamp": now_iso(),
+        "response_id": new_id(),
+    }
+    if session_id is not None:
+        frame["session_id"] = session_id
+    return frame
+
+
+def error_frame(error: str, *, session_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": ERROR,
+        "status": STATUS_ERROR,
+        "error": error,
+        "timestamp": now_iso(),
+        "response_id": new_id(),
+    }
+    if session_id is not None:
+        frame["session_id"] = session_id
+    return frame
+
+
+def device_info_response_frame(
+    *, result: Any, response_id: str | None, error: str | None = None
+) -> dict[str, Any]:
+    """Answer to a device_info_request; ``response_id`` echoes the ``request_id``."""
+    frame: dict[str, Any] = {
+        "type": DEVICE_INFO_RESPONSE,
+        "status": STATUS_ERROR if error else OK,
+        "result": result,
+        "timestamp": now_iso(),
+        "response_id": response_id if response_id is not None else new_id(),
+    }
+    if error:
+        frame["error"] = error
+    return frame
+
+
+def command_frame(
+    *,
+    session_id: str,
+    task_name: str,
+    response_id: str,
+    actions: list[dict[str, Any]],
+    agent_name: str | None = None,
+    process_name: str | None = None,
+    root_name: str | None = None,
+    status: str = CONTINUE,
+) -> dict[str, Any]:
+    frame: dict[str, Any] = {
+        "type": COMMAND,
+        "status": status,
+        "session_id": session_id,
+        "task_name": task_name,
+        "response_id": response_id,
+        "actions": actions,
+        "timestamp": now_iso(),
+    }
+    if agent_name is not None:
+        frame["agent_name"] = agent_name
+    if process_name is not None:
+        frame["process_name"] = process_name
+    if root_name is not None:
+        frame["root_name"] = root_name
+    return frame
+
+
+def task_end_frame(
+    *,
+    session_id: str,
+    task_name: str,
+    status: str,
+    result: Any,
+    error: str | None,
+) -> dict[str, Any]:
+    """``status`` is ``completed`` or ``failed``."""
+    return {
+        "type": TASK_END,
+        "status": status,
+        "session_id": session_id,
+        "task_name": task_name,
+        "result": result,
+        "error": error,
+        "timestamp": now_iso(),
+        "response_id": new_id(),
+    }

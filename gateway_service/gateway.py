@@ -1,0 +1,479 @@
+"""The gateway's shared state and its side of the link.
+
+:class:`Gateway` holds the client registry, the session routes (which replica owns a
+session, who asked for it, which device runs it) and the links to the replicas. It turns
+client events into link messages and link messages into frames for clients. Frame
+handling per client lives in :mod:`gateway_service.handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aip_grpc import link_pb2
+from aip_wire import frames
+from gateway_service import metrics
+from gateway_service.link import ReplicaLink
+from gateway_service.registry import ClientRegistry, Connection, Outbox
+from gateway_service.rules import (
+    CLOSE_DUPLICATE,
+    CLOSE_REPLACED,
+    CLOSE_TOO_SLOW,
+    Refusal,
+    Registration,
+    TaskPlan,
+)
+from gateway_service.settings import GatewaySettings
+
+log = logging.getLogger("aip.gateway")
+
+KIND_TO_PROTO = {
+    frames.DEVICE: link_pb2.CLIENT_KIND_DEVICE,
+    frames.CONSTELLATION: link_pb2.CLIENT_KIND_CONSTELLATION,
+}
+REQUESTER_OF_KIND = {
+    frames.DEVICE: link_pb2.REQUESTER_KIND_DEVICE,
+    frames.CONSTELLATION: link_pb2.REQUESTER_KIND_CONSTELLATION,
+}
+
+
+class TaskError(Exception):
+    """A task that cannot be started; ``str(err)`` is told to the requester.
+
+    ``http_status`` is what the HTTP API answers with for it.
+    """
+
+    def __init__(self, message: str, http_status: int = 409) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+NO_REPLICA = "No session service replica is reachable; try again later"
+
+
+@dataclass(eq=False, slots=True)
+class Route:
+    """A running session as the gateway sees it."""
+
+    session_id: str
+    task_name: str
+    link: ReplicaLink
+    requester_id: str
+    requester_kind: int
+    device_id: str
+    requester: Connection | None
+    device: Connection | None
+
+
+@dataclass(eq=False, slots=True)
+class PendingSubmit:
+    plan: TaskPlan
+    link: ReplicaLink
+    requester_id: str
+    requester_kind: int
+    requester: Connection | None
+    future: asyncio.Future[str] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.gateway_id = settings.gateway_id
+        self.registry = ClientRegistry()
+        self.routes: dict[str, Route] = {}
+        self.links = [
+            ReplicaLink(
+                address,
+                self,
+                backoff_min=settings.link_backoff_min,
+                backoff_max=settings.link_backoff_max,
+            )
+            for address in settings.session_addresses()
+        ]
+        self._pending: dict[int, PendingSubmit] = {}
+        self._submit_ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for link in self.links:
+            link.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(link.stop() for link in self.links))
+
+    def healthy_links(self) -> list[ReplicaLink]:
+        return [link for link in self.links if link.healthy]
+
+    def pick_link(self) -> ReplicaLink | None:
+        """The healthy replica with the fewest active sessions."""
+        healthy = self.healthy_links()
+        if not healthy:
+            return None
+        return min(healthy, key=lambda link: link.active_sessions)
+
+    def broadcast(self, message: link_pb2.GatewayMessage) -> None:
+        for link in self.links:
+            link.send(message)
+
+    # ------------------------------------------------------------------ presence
+
+    def _presence(self, conn: Connection) -> link_pb2.ClientPresence:
+        return link_pb2.ClientPresence(
+            client_id=conn.client_id,
+            kind=KIND_TO_PROTO[conn.kind],
+            platform=conn.platform,
+            device_info_json=orjson.dumps(conn.device_info),
+            gateway_id=self.gateway_id,
+        )
+
+    def hello_message(self) -> link_pb2.GatewayMessage:
+        return link_pb2.GatewayMessage(
+            hello=link_pb2.Hello(
+                gateway_id=self.gateway_id,
+                clients=[self._presence(conn) for conn in self.registry],
+            )
+        )
+
+    def register(
+        self,
+        registration: Registration,
+        outbox_writer: Any,
+        close: Any,
+    ) -> Connection:
+        """Bind a validated registration to a new connection and announce it.
+
+        :raises Refusal: the ``client_id`` is taken and duplicates are refused.
+        """
+        previous = self.registry.get(registration.client_id)
+        if previous is not None:
+            if self.settings.refuse_duplicates:
+                raise Refusal(
+                    f"Client ID '{registration.client_id}' is already connected",
+                    CLOSE_DUPLICATE,
+                )
+            log.warning(
+                "[WS] %s reconnected: the newer connection takes over the old one",
+                registration.client_id,
+            )
+            self.unregister(previous)
+            previous.close(CLOSE_REPLACED, "replaced by a newer connection")
+
+        conn_holder: list[Connection] = []
+
+        def overflow() -> None:
+            conn = conn_holder[0]
+            log.warning(
+                "[WS] %s stopped reading (%d frames pending): disconnecting it",
+                conn.client_id,
+                self.settings.max_pending_sends,
+            )
+            conn.close(CLOSE_TOO_SLOW, "too many frames pending")
+
+        conn = Connection(
+            client_id=registration.client_id,
+            kind=registration.kind,
+            platform=registration.platform,
+            target_id=registration.target_id,
+            device_info=registration.device_info,
+            outbox=Outbox(
+                outbox_writer, limit=self.settings.max_pending_sends, on_overflow=overflow
+            ),
+            close=close,
+        )
+        conn_holder.append(conn)
+        self.registry.add(conn)
+        metrics.CLIENTS.labels(conn.kind).inc()
+        self.broadcast(link_pb2.GatewayMessage(client_online=link_pb2.ClientOnline(
+            client=self._presence(conn)
+        )))
+        if conn.is_device:
+            log.info("[WS] Registered device client: %s (platform %s)", conn.client_id,
+                     conn.platform)
+        else:
+            log.info("[WS] Registered constellation client: %s (target %s)", conn.client_id,
+                     conn.target_id)
+        return conn
+
+    def unregister(self, conn: Connection) -> None:
+        """Forget a connection that is gone; its sessions are cancelled by the replicas.
+
+        Safe to call more than once and for a connection that was taken over.
+        """
+        for task in list(conn.tasks):
+            task.cancel()
+        conn.outbox.close()
+        if not self.registry.remove(conn):
+            return
+        metrics.CLIENTS.labels(conn.kind).dec()
+        if conn.sessions:
+            reason = "device_disconnected" if conn.is_device else "constellation_disconnected"
+            log.info(
+                "[WS] %s %s disconnected, cancelling %d active session(s) (%s)",
+                conn.kind,
+                conn.client_id,
+                len(conn.sessions),
+                reason,
+            )
+        self.broadcast(link_pb2.GatewayMessage(client_offline=link_pb2.ClientOffline(
+            client_id=conn.client_id, kind=KIND_TO_PROTO[conn.kind], gateway_id=self.gateway_id
+        )))
+        log.info("[WS] %s disconnected", conn.client_id)
+
+    def update_device_info(self, conn: Connection, info: dict[str, Any]) -> None:
+        conn.device_info = info
+        self.broadcast(link_pb2.GatewayMessage(device_info_update=link_pb2.DeviceInfoUpdate(
+            device_id=conn.client_id, device_info_json=orjson.dumps(info)
+        )))
+
+    # ------------------------------------------------------------------ tasks
+
+    async def submit_task(
+        self,
+        plan: TaskPlan,
+        *,
+        requester_id: str,
+        requester_kind: int,
+        requester: Connection | None,
+    ) -> str:
+        """Start a session on a replica and wait until it is accepted.
+
+        A WebSocket requester gets its ack frame from the link reader, before any
+        command of the session can reach the same socket.
+
+        :raises TaskError: no replica, a refusal, or no answer in time.
+        """
+        route = self.routes.get(plan.session_id)
+        if route is not None:
+            if route.requester_id != requester_id:
+                raise TaskError(f"Session '{plan.session_id}' belongs to another client")
+            raise TaskError(f"Session '{plan.session_id}' is already running")
+        link = self.pick_link()
+        if link is None:
+            raise TaskError(NO_REPLICA, 503)
+        submit_id = next(self._submit_ids)
+        pending = PendingSubmit(plan, link, requester_id, requester_kind, requester)
+        self._pending[submit_id] = pending
+        sent = link.send(link_pb2.GatewayMessage(task_submit=link_pb2.TaskSubmit(
+            submit_id=submit_id,
+            session_id=plan.session_id,
+            task_name=plan.task_name,
+            request=plan.request,
+            requester_id=requester_id,
+            requester_kind=requester_kind,
+            device_id=plan.device_id,
+            gateway_id=self.gateway_id,
+        )))
+        if not sent:
+            del self._pending[submit_id]
+            raise TaskError(NO_REPLICA, 503)
+        link.active_sessions += 1  # until the replica reports its own count
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(pending.future), self.settings.submit_timeout
+            )
+        except TimeoutError:
+            self._pending.pop(submit_id, None)
+            link.send(link_pb2.GatewayMessage(cancel_session=link_pb2.CancelSession(
+                session_id=plan.session_id, reason="submit_timeout", requester_id=requester_id
+            )))
+            raise TaskError(
+                f"The session service did not accept the task within "
+                f"{self.settings.submit_timeout:g}s",
+                504,
+            ) from None
+        finally:
+            if not pending.future.done():
+                pending.future.cancel()
+            self._pending.pop(submit_id, None)
+
+    def forward_command_results(self, conn: Connection, frame: frames.ClientFrame) -> None:
+        """Hand a device's results to the replica that owns the session, or drop them."""
+        session_id = frame.session_id
+        route = self.routes.get(session_id) if session_id else None
+        if route is None:
+            log.warning(
+                "[WS] dropped command_results from %s for unknown session %r",
+                conn.client_id,
+                session_id,
+            )
+            metrics.DROPPED_RESULTS.labels("unknown_session").inc()
+            return
+        if route.device_id != conn.client_id:
+            log.warning(
+                "[WS] dropped command_results from %s for session %s, which runs on %s",
+                conn.client_id,
+                session_id,
+                route.device_id,
+            )
+            metrics.DROPPED_RESULTS.labels("not_the_device").inc()
+            return
+        route.link.send(link_pb2.GatewayMessage(command_results=link_pb2.CommandResults(
+            session_id=route.session_id,
+            device_id=conn.client_id,
+            response_id=frame.prev_response_id or "",
+            action_results_json=orjson.dumps(frame.action_results or []),
+            status=frame.status,
+        )))
+
+    # ------------------------------------------------------------------ link inbound
+
+    def on_link_up(self, link: ReplicaLink) -> None:
+        metrics.REPLICAS_UP.set(len(self.healthy_links()))
+
+    def on_link_batch(self, link: ReplicaLink, batch: link_pb2.SessionBatch) -> None:
+        for message in batch.messages:
+            which = message.WhichOneof("body")
+            if which == "device_frame":
+                body = message.device_frame
+                device = self.registry.device(body.device_id)
+                if device is not None:
+                    device.send_text(body.frame_json.decode())
+                else:
+                    log.debug("command for %s dropped: not connected here", body.device_id)
+            elif which == "task_ended":
+                self._task_ended(link, message.task_ended)
+            elif which == "task_accepted":
+                self._task_accepted(link, message.task_accepted)
+            elif which == "task_rejected":
+                body = message.task_rejected
+                pending = self._pending.pop(body.submit_id, None)
+                link.active_sessions = max(0, link.active_sessions - 1)
+                if pending is not None and not pending.future.done():
+                    pending.future.set_exception(TaskError(body.error))
+            elif which == "welcome":
+                link.replica_id = message.welcome.replica_id
+                link.active_sessions = message.welcome.active_sessions
+            elif which == "pong":
+                link.active_sessions = message.pong.active_sessions
+
+    def _task_accepted(self, link: ReplicaLink, body: link_pb2.TaskAccepted) -> None:
+        link.active_sessions = body.active_sessions
+        pending = self._pending.pop(body.submit_id, None)
+        if pending is None or pending.future.done():
+            # Nobody waits any more (the submit timed out): the session must not run.
+            link.send(link_pb2.GatewayMessage(cancel_session=link_pb2.CancelSession(
+                session_id=body.session_id, reason="submit_timeout"
+            )))
+            return
+        plan = pending.plan
+        device = self.registry.device(plan.device_id)
+        route = Route(
+            session_id=plan.session_id,
+            task_name=plan.task_name,
+            link=link,
+            requester_id=pending.requester_id,
+            requester_kind=pending.requester_kind,
+            device_id=plan.device_id,
+            requester=pending.requester,
+            device=device,
+        )
+        self.routes[plan.session_id] = route
+        if pending.requester is not None:
+            pending.requester.sessions.add(plan.session_id)
+            pending.requester.send(frames.heartbeat_frame(session_id=plan.session_id))
+        if device is not None:
+            device.sessions.add(plan.session_id)
+        metrics.TASKS.labels("accepted").inc()
+        pending.future.set_result(plan.session_id)
+
+    def _deliver_end(
+        self,
+        route: Route | None,
+        *,
+        requester_id: str,
+        requester_kind: int,
+        device_id: str,
+        notify_requester: bool,
+        notify_device: bool,
+        text: str,
+    ) -> None:
+        sent_to: Connection | None = None
+        if notify_requester and requester_kind in (
+            link_pb2.REQUESTER_KIND_DEVICE,
+            link_pb2.REQUESTER_KIND_CONSTELLATION,
+        ):
+            if route is not None:
+                requester = route.requester
+                if requester is not None and self.registry.get(requester.client_id) is requester:
+                    sent_to = requester
+            else:
+                sent_to = self.registry.get(requester_id)
+            if sent_to is not None:
+                sent_to.send_text(text)
+        if notify_device:
+            device = route.device if route is not None else self.registry.device(device_id)
+            if device is not None and device is not sent_to:
+                if self.registry.get(device.client_id) is device:
+                    device.send_text(text)
+
+    def _forget_route(self, session_id: str) -> Route | None:
+        route = self.routes.pop(session_id, None)
+        if route is not None:
+            if route.requester is not None:
+                route.requester.sessions.discard(session_id)
+            if route.device is not None:
+                route.device.sessions.discard(session_id)
+        return route
+
+    def _task_ended(self, link: ReplicaLink, body: link_pb2.TaskEnded) -> None:
+        link.active_sessions = body.active_sessions
+        route = self._forget_route(body.session_id)
+        metrics.TASKS.labels("ended").inc()
+        self._deliver_end(
+            route,
+            requester_id=body.requester_id,
+            requester_kind=body.requester_kind,
+            device_id=body.device_id,
+            notify_requester=body.notify_requester,
+            notify_device=body.notify_device,
+            text=body.frame_json.decode(),
+        )
+
+    def on_link_lost(self, link: ReplicaLink, cause: str) -> None:
+        """A replica is gone: everything it held ends now for those who wait on it."""
+        metrics.REPLICAS_UP.set(len(self.healthy_links()))
+        for submit_id, pending in list(self._pending.items()):
+            if pending.link is link:
+                del self._pending[submit_id]
+                if not pending.future.done():
+                    pending.future.set_exception(TaskError(
+                        f"Session service replica {link.address} was lost: {cause}", 503
+                    ))
+        lost = [route for route in self.routes.values() if route.link is link]
+        if lost:
+            log.warning(
+                "replica %s lost with %d running session(s): ending them", link.address,
+                len(lost),
+            )
+        for route in lost:
+            self._forget_route(route.session_id)
+            error = (
+                f"Session service replica {link.address} became unreachable ({cause}); "
+                "the session was lost"
+            )
+            text = frames.encode(frames.task_end_frame(
+                session_id=route.session_id,
+                task_name=route.task_name,
+                status=frames.FAILED,
+                result=None,
+                error=error,
+            ))
+            self._deliver_end(
+                route,
+                requester_id=route.requester_id,
+                requester_kind=route.requester_kind,
+                device_id=route.device_id,
+                notify_requester=True,
+                notify_device=route.requester_kind != link_pb2.REQUESTER_KIND_DEVICE,
+                text=text,
+            )
+        link.active_sessions = 0

@@ -1,0 +1,148 @@
+"""What the gateway does with each frame a registered client sends.
+
+:meth:`FrameRouter.handle` parses one message, pins it to the socket's identity and routes
+it by type. Handlers that only answer or forward run inline (they never wait), so a
+heartbeat is acknowledged at once whatever else the client has in flight; a ``task``,
+which waits for a replica to accept it, runs as a task of its own owned by the
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aip_wire import frames
+from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
+from gateway_service import metrics
+from gateway_service.gateway import REQUESTER_OF_KIND, Gateway, TaskError
+from gateway_service.registry import Connection
+from gateway_service.rules import device_info_of, device_info_scope, pin_identity, plan_task
+
+log = logging.getLogger("aip.gateway.handlers")
+
+Handler = Callable[[Connection, ClientFrame], None]
+
+
+class FrameRouter:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._routes: dict[str, Handler] = {
+            frames.HEARTBEAT: self.heartbeat,
+            frames.TASK: self.task,
+            frames.COMMAND_RESULTS: self.command_results,
+            frames.DEVICE_INFO_REQUEST: self.device_info_request,
+            frames.DEVICE_INFO_RESPONSE: self.device_info_response,
+            frames.ERROR: self.client_error,
+            frames.TASK_END: self.client_task_end,
+            frames.REGISTER: self.register_again,
+        }
+
+    def handle(self, conn: Connection, data: str | bytes) -> None:
+        """Handle one message from a registered client; never raises."""
+        try:
+            frame = parse_client_frame(data)
+        except FrameError as exc:
+            log.warning("[WS] malformed frame from %s: %s", conn.client_id, exc)
+            metrics.FRAME_ERRORS.labels("malformed").inc()
+            conn.send(frames.error_frame(str(exc)))
+            return
+        handler = self._routes.get(frame.type)
+        metrics.FRAMES_IN.labels(frame.type if handler else "unknown").inc()
+        if handler is None:
+            log.warning("[WS] unknown message type %r from %s", frame.type, conn.client_id)
+            metrics.FRAME_ERRORS.labels("unknown_type").inc()
+            conn.send(frames.error_frame(f"Unknown message type '{frame.type}'"))
+            return
+        problem = pin_identity(frame, conn.client_id, conn.kind)
+        if problem is not None:
+            log.warning("[WS] identity violation by %s: %s", conn.client_id, problem)
+            metrics.FRAME_ERRORS.labels("identity").inc()
+            conn.send(frames.error_frame(problem, session_id=frame.session_id))
+            return
+        try:
+            handler(conn, frame)
+        except Exception as exc:
+            log.exception("[WS] error handling %s from %s", frame.type, conn.client_id)
+            conn.send(frames.error_frame(f"Error handling message: {exc}"))
+
+    # ------------------------------------------------------------------ handlers
+
+    def heartbeat(self, conn: Connection, frame: ClientFrame) -> None:
+        log.debug("[WS] heartbeat from %s", conn.client_id)
+        conn.send(frames.heartbeat_frame())
+
+    def task(self, conn: Connection, frame: ClientFrame) -> None:
+        task = asyncio.get_running_loop().create_task(self._submit(conn, frame))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+    async def _submit(self, conn: Connection, frame: ClientFrame) -> None:
+        gateway = self.gateway
+        try:
+            plan = plan_task(frame, conn.client_id, conn.kind, gateway.registry.is_device_connected)
+            if conn.is_device:
+                log.info("[WS] device %s requests task %s (session %s) on itself",
+                         conn.client_id, plan.task_name, plan.session_id)
+            else:
+                log.info("[WS] constellation %s requests task %s (session %s) on %s",
+                         conn.client_id, plan.task_name, plan.session_id, plan.device_id)
+            await gateway.submit_task(
+                plan,
+                requester_id=conn.client_id,
+                requester_kind=REQUESTER_OF_KIND[conn.kind],
+                requester=conn,
+            )
+        except (ValueError, TaskError) as exc:
+            log.warning("[WS] task from %s refused: %s", conn.client_id, exc)
+            metrics.TASKS.labels("refused").inc()
+            conn.send(frames.error_frame(str(exc), session_id=frame.session_id))
+
+    def command_results(self, conn: Connection, frame: ClientFrame) -> None:
+        self.gateway.forward_command_results(conn, frame)
+
+    def device_info_request(self, conn: Connection, frame: ClientFrame) -> None:
+        device_id, problem = device_info_scope(frame, conn.kind, conn.target_id)
+        if problem is not None and not conn.is_device:
+            conn.send(frames.device_info_response_frame(
+                result=None, response_id=frame.request_id, error=problem
+            ))
+            return
+        if problem is not None or device_id is None:
+            conn.send(frames.error_frame(problem or "device info refused"))
+            return
+        device = self.gateway.registry.device(device_id)
+        if device is None:
+            conn.send(frames.device_info_response_frame(
+                result=None,
+                response_id=frame.request_id,
+                error=f"Device '{device_id}' is not connected",
+            ))
+            return
+        conn.send(frames.device_info_response_frame(
+            result=device.device_info, response_id=frame.request_id
+        ))
+
+    def device_info_response(self, conn: Connection, frame: ClientFrame) -> None:
+        if not conn.is_device:
+            conn.send(frames.error_frame("Only devices may push device info"))
+            return
+        if frame.metadata is None:
+            conn.send(frames.error_frame("device_info_response needs a metadata object"))
+            return
+        self.gateway.update_device_info(conn, device_info_of(frame.metadata))
+        log.debug("[WS] device info of %s updated", conn.client_id)
+
+    def client_error(self, conn: Connection, frame: ClientFrame) -> None:
+        log.warning("[WS] %s reported an error: %s", conn.client_id, frame.error)
+        conn.send(frames.error_frame(f"Error received: {frame.error}"))
+
+    def client_task_end(self, conn: Connection, frame: ClientFrame) -> None:
+        log.info("[WS] %s reported task_end for session %s (%s)",
+                 conn.client_id, frame.session_id, frame.status)
+
+    def register_again(self, conn: Connection, frame: ClientFrame) -> None:
+        conn.send(frames.error_frame(
+            f"Already registered as '{conn.client_id}'; register must be the first frame only"
+        ))

@@ -1,0 +1,159 @@
+"""Who is connected: one :class:`Connection` per registered socket, kept in a registry.
+
+A connection is the per-socket context: the identity bound at registration, the device
+info, the sessions it takes part in and its outbox. Nothing per-connection lives on
+shared objects; the registry only maps a ``client_id`` to its current connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aip_wire import frames
+
+log = logging.getLogger("aip.gateway.registry")
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+class Outbox:
+    """Frames waiting for one socket, written in order by at most one task at a time.
+
+    :meth:`put` never blocks, so link readers and handlers can send without awaiting a
+    slow client. A client that lets more than ``limit`` frames pile up is cut off through
+    ``on_overflow`` rather than slowing anyone else down.
+    """
+
+    __slots__ = ("_flusher", "_limit", "_on_overflow", "_queue", "_send", "closed")
+
+    def __init__(self, send: SendText, *, limit: int, on_overflow: Callable[[], None]) -> None:
+        self._send = send
+        self._limit = limit
+        self._on_overflow = on_overflow
+        self._queue: deque[str] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, text: str) -> bool:
+        """Queue one message; ``False`` when the outbox is closed or just overflowed."""
+        if self.closed:
+            return False
+        if len(self._queue) >= self._limit:
+            self.closed = True
+            self._queue.clear()
+            self._on_overflow()
+            return False
+        self._queue.append(text)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return True
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                await self._send(self._queue.popleft())
+        except Exception as exc:  # the socket is gone; nothing more can be written
+            log.debug("outbox write failed: %r", exc)
+            self.closed = True
+            self._queue.clear()
+        finally:
+            self._flusher = None
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until everything queued has been written."""
+        flusher = self._flusher
+        if flusher is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(flusher), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+
+    def close(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+
+
+_serials = itertools.count(1)
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    """One registered socket and everything that belongs to it alone."""
+
+    client_id: str
+    kind: str  # frames.DEVICE or frames.CONSTELLATION
+    platform: str
+    target_id: str | None
+    device_info: dict[str, Any]
+    outbox: Outbox
+    close: Callable[[int, str], None]
+    serial: int = field(default_factory=lambda: next(_serials))
+    sessions: set[str] = field(default_factory=set)
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @property
+    def is_device(self) -> bool:
+        return self.kind == frames.DEVICE
+
+    def send(self, frame: dict[str, Any]) -> bool:
+        return self.outbox.put(frames.encode(frame))
+
+    def send_text(self, text: str) -> bool:
+        return self.outbox.put(text)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "client_type": self.kind,
+            "platform": self.platform,
+            "target_id": self.target_id,
+            "active_sessions": len(self.sessions),
+        }
+
+
+class ClientRegistry:
+    """``client_id`` -> the connection currently registered under it."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, Connection] = {}
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._clients.values()))
+
+    def get(self, client_id: str) -> Connection | None:
+        return self._clients.get(client_id)
+
+    def device(self, client_id: str) -> Connection | None:
+        conn = self._clients.get(client_id)
+        return conn if conn is not None and conn.is_device else None
+
+    def is_device_connected(self, client_id: str) -> bool:
+        return self.device(client_id) is not None
+
+    def add(self, conn: Connection) -> Connection | None:
+        """Register ``conn``; returns the connection it replaced, if any."""
+        previous = self._clients.get(conn.client_id)
+        self._clients[conn.client_id] = conn
+        return previous
+
+    def remove(self, conn: Connection) -> bool:
+        """Unregister ``conn`` if it is still the current one for its ``client_id``."""
+        if self._clients.get(conn.client_id) is conn:
+            del self._clients[conn.client_id]
+            return True
+        return False

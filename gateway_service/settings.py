@@ -1,0 +1,70 @@
+"""Gateway configuration: command-line flags, each also read from ``AIP_GATEWAY_*``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_gateway_id() -> str:
+    return f"gw-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class GatewaySettings(BaseSettings):
+    """Starts the AIP gateway (WebSocket at /ws, HTTP API at /api).
+
+    Every flag can also be set by an environment variable: AIP_GATEWAY_ followed by the
+    flag in upper case with dashes as underscores (AIP_GATEWAY_SESSION_SERVICE=...).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIP_GATEWAY_",
+        cli_kebab_case=True,
+        cli_prog_name="aip-gateway",
+        cli_implicit_flags=True,
+    )
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    session_service: str = Field(
+        "127.0.0.1:50051",
+        description="Session-service replicas, as HOST:PORT[,HOST:PORT...].",
+    )
+    gateway_id: str = Field(
+        default_factory=_default_gateway_id,
+        description="This gateway's identity on the link (default: host, pid, random).",
+    )
+    registration_timeout: float = Field(
+        10.0, gt=0, description="Seconds a new socket has to send its register frame."
+    )
+    refuse_duplicates: bool = Field(
+        False,
+        description="Refuse a client_id that is already connected instead of letting "
+        "the newer connection take over.",
+    )
+    submit_timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for a replica to accept a task."
+    )
+    api_key: str | None = Field(
+        None, description="When set, the HTTP API requires this value in X-API-Key."
+    )
+    max_pending_sends: int = Field(
+        1000, ge=1, description="Frames queued for one client before it is disconnected."
+    )
+    ws_max_size: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest WebSocket message accepted, bytes."
+    )
+    ws_ping_interval: float = Field(20.0, ge=0, description="WebSocket ping interval, s.")
+    ws_ping_timeout: float = Field(20.0, ge=0, description="WebSocket pong timeout, s.")
+    link_backoff_min: float = Field(
+        0.2, gt=0, description="First delay before reconnecting a lost link, s."
+    )
+    link_backoff_max: float = Field(5.0, gt=0, description="Longest reconnect delay, s.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    def session_addresses(self) -> list[str]:
+        return [part.strip() for part in self.session_service.split(",") if part.strip()]

@@ -1,0 +1,114 @@
+"""The ``/ws`` endpoint: a thin adapter between a Starlette WebSocket and the gateway.
+
+Lifecycle of one socket: accept, wait (bounded) for the ``register`` frame, validate it,
+register, confirm; then hand every message to the frame router until the client goes;
+then unregister, which lets the replicas cancel its sessions with the right reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from aip_wire import frames
+from aip_wire.frames import FrameError, parse_client_frame
+from gateway_service import metrics
+from gateway_service.gateway import Gateway
+from gateway_service.handlers import FrameRouter
+from gateway_service.registry import Connection
+from gateway_service.rules import (
+    CLOSE_BAD_REGISTRATION,
+    CLOSE_REGISTRATION_TIMEOUT,
+    Refusal,
+    check_registration,
+)
+
+log = logging.getLogger("aip.gateway.ws")
+
+
+def _payload(message: dict[str, Any]) -> str | bytes:
+    text = message.get("text")
+    if text is not None:
+        return str(text)
+    data = message.get("bytes")
+    return data if data is not None else b""
+
+
+async def _refuse(websocket: WebSocket, reason: str, code: int) -> None:
+    metrics.REGISTRATIONS.labels("refused").inc()
+    log.warning("[WS] registration refused (%d): %s", code, reason)
+    try:
+        await websocket.send_text(frames.encode(frames.error_frame(reason)))
+        await websocket.close(code=code, reason=reason[:120])
+    except Exception as exc:  # the client may already be gone
+        log.debug("could not deliver the refusal: %r", exc)
+
+
+def _closer(websocket: WebSocket) -> Any:
+    def close(code: int, reason: str) -> None:
+        async def _close() -> None:
+            try:
+                await websocket.close(code=code, reason=reason)
+            except Exception as exc:
+                log.debug("close failed: %r", exc)
+
+        asyncio.get_running_loop().create_task(_close())
+
+    return close
+
+
+async def serve_socket(websocket: WebSocket, gateway: Gateway, router: FrameRouter) -> None:
+    await websocket.accept()
+    conn: Connection | None = None
+    try:
+        try:
+            message = await asyncio.wait_for(
+                websocket.receive(), gateway.settings.registration_timeout
+            )
+        except TimeoutError:
+            await _refuse(
+                websocket,
+                f"Registration timed out: no register frame within "
+                f"{gateway.settings.registration_timeout:g}s",
+                CLOSE_REGISTRATION_TIMEOUT,
+            )
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            frame = parse_client_frame(_payload(message))
+            registration = check_registration(frame, gateway.registry.is_device_connected)
+            conn = gateway.register(registration, websocket.send_text, _closer(websocket))
+        except FrameError as exc:
+            await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)
+            return
+        except Refusal as refusal:
+            await _refuse(websocket, refusal.reason, refusal.code)
+            return
+        metrics.REGISTRATIONS.labels("accepted").inc()
+        conn.send(frames.heartbeat_frame())
+
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                log.info(
+                    "[WS] %s closed the connection (code %s)",
+                    conn.client_id,
+                    message.get("code"),
+                )
+                break
+            router.handle(conn, _payload(message))
+    except WebSocketDisconnect as exc:
+        log.info("[WS] %s disconnected code=%s", conn.client_id if conn else "?", exc.code)
+    except RuntimeError as exc:
+        # Starlette raises RuntimeError when receiving on a socket closed from our side
+        # (takeover, overflow); that is an ordinary end of the connection.
+        log.debug("[WS] socket of %s ended: %s", conn.client_id if conn else "?", exc)
+    except Exception:
+        log.exception("[WS] error with client %s", conn.client_id if conn else "?")
+    finally:
+        if conn is not None:
+            gateway.unregister(conn)

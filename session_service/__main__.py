@@ -1,0 +1,52 @@
+"""``aip-session``: run one session-service replica."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from pydantic_settings import CliApp
+
+from session_service.server import SessionService
+from session_service.settings import SessionSettings
+
+log = logging.getLogger("aip.session")
+
+
+async def serve(settings: SessionSettings) -> None:
+    service = SessionService(settings)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    waiter = loop.create_task(service.wait())
+    stopper = loop.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down")
+    stopper.cancel()
+    await service.stop()
+    waiter.cancel()
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = CliApp.run(SessionSettings, cli_args=sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

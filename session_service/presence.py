@@ -1,0 +1,95 @@
+"""Which clients are connected, on which gateway, with what device info.
+
+Every gateway announces its clients to every replica, so any replica can start a session
+on any device and knows where to send its commands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aip_grpc import link_pb2
+
+DEVICE = "device"
+CONSTELLATION = "constellation"
+KIND_NAMES = {
+    link_pb2.CLIENT_KIND_DEVICE: DEVICE,
+    link_pb2.CLIENT_KIND_CONSTELLATION: CONSTELLATION,
+}
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    client_id: str
+    kind: str
+    platform: str
+    device_info: dict[str, Any]
+    gateway_id: str
+
+    @classmethod
+    def from_proto(cls, presence: link_pb2.ClientPresence) -> ClientRecord:
+        try:
+            info = orjson.loads(presence.device_info_json) if presence.device_info_json else {}
+        except orjson.JSONDecodeError:
+            info = {}
+        return cls(
+            client_id=presence.client_id,
+            kind=KIND_NAMES.get(presence.kind, DEVICE),
+            platform=presence.platform,
+            device_info=info if isinstance(info, dict) else {},
+            gateway_id=presence.gateway_id,
+        )
+
+
+class Presence:
+    def __init__(self) -> None:
+        self._clients: dict[str, ClientRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def get(self, client_id: str) -> ClientRecord | None:
+        return self._clients.get(client_id)
+
+    def device(self, device_id: str) -> ClientRecord | None:
+        record = self._clients.get(device_id)
+        return record if record is not None and record.kind == DEVICE else None
+
+    def devices(self) -> list[ClientRecord]:
+        return [record for record in self._clients.values() if record.kind == DEVICE]
+
+    def online(self, record: ClientRecord) -> None:
+        self._clients[record.client_id] = record
+
+    def offline(self, client_id: str, gateway_id: str) -> ClientRecord | None:
+        """Remove a client if it is still known on ``gateway_id``; returns it if removed."""
+        record = self._clients.get(client_id)
+        if record is None or record.gateway_id != gateway_id:
+            return None
+        del self._clients[client_id]
+        return record
+
+    def replace_gateway(self, gateway_id: str, records: list[ClientRecord]) -> list[ClientRecord]:
+        """Apply a gateway's full snapshot; returns its clients that are gone."""
+        present = {record.client_id for record in records}
+        gone = [
+            record
+            for record in self._clients.values()
+            if record.gateway_id == gateway_id and record.client_id not in present
+        ]
+        for record in gone:
+            del self._clients[record.client_id]
+        for record in records:
+            self._clients[record.client_id] = record
+        return gone
+
+    def drop_gateway(self, gateway_id: str) -> list[ClientRecord]:
+        return self.replace_gateway(gateway_id, [])
+
+    def update_info(self, device_id: str, info: dict[str, Any]) -> None:
+        record = self.device(device_id)
+        if record is not None:
+            record.device_info = info

@@ -1,0 +1,404 @@
+"""Sessions: creation and ownership, running their agent, cancellation, records.
+
+A :class:`Session` runs one agent as an asyncio task. However it ends (the agent returns,
+its deadline passes, it is cancelled with a reason, or it crashes) the end is handled in
+one place, :meth:`SessionManager._finish`, which records the outcome, tells watchers and
+sends ``task_ended`` to the gateways that must deliver ``task_end``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aip_grpc import link_pb2
+from aip_wire import frames
+from session_service import metrics
+from session_service.agents import AGENTS, Outcome
+from session_service.agents.base import Step
+from session_service.dispatcher import CommandDispatcher
+from session_service.presence import Presence
+from session_service.settings import SessionSettings
+
+log = logging.getLogger("aip.session")
+
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+DEVICE_DISCONNECTED = "device_disconnected"
+CONSTELLATION_DISCONNECTED = "constellation_disconnected"
+
+REQUESTER_NAMES = {
+    link_pb2.REQUESTER_KIND_DEVICE: "device",
+    link_pb2.REQUESTER_KIND_CONSTELLATION: "constellation",
+    link_pb2.REQUESTER_KIND_HTTP: "http",
+    link_pb2.REQUESTER_KIND_BACKEND: "backend",
+}
+#: Requesters that hold a socket and hear task_end on it.
+SOCKET_REQUESTERS = frozenset({link_pb2.REQUESTER_KIND_DEVICE,
+                               link_pb2.REQUESTER_KIND_CONSTELLATION})
+
+
+class SessionRejected(Exception):
+    """A session that cannot start; ``code`` is ``exists`` or ``invalid``."""
+
+    def __init__(self, message: str, code: str = "exists") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One event of a session, for watchers."""
+
+    kind: str  # started, command_sent, results_received, ended
+    response_id: str = ""
+    detail: Any = None
+
+
+@dataclass(eq=False)
+class Session:
+    session_id: str
+    task_name: str
+    request: str
+    device_id: str
+    platform: str
+    device_info: dict[str, Any]
+    requester_id: str
+    requester_kind: int
+    origin_gateway: str  # the gateway that submitted it ("" for backend calls)
+    device_gateway: str
+    agent_name: str = "plan"
+    created_at: float = field(default_factory=time.time)
+    state: str = RUNNING
+    result: Any = None
+    error: str | None = None
+    cancel_reason: str | None = None
+    ended_at: float | None = None
+    steps_done: int = 0
+    steps_total: int = 0
+    dispatcher: CommandDispatcher | None = None
+    task: asyncio.Task[Outcome] | None = None
+    watchers: set[asyncio.Queue[Update]] = field(default_factory=set)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+    def publish(self, update: Update) -> None:
+        for queue in self.watchers:
+            queue.put_nowait(update)
+
+
+class _Context:
+    """The :class:`~session_service.agents.base.AgentContext` of one session."""
+
+    def __init__(self, manager: SessionManager, session: Session) -> None:
+        self._manager = manager
+        self._session = session
+        self.session_id = session.session_id
+        self.task_name = session.task_name
+        self.request = session.request
+        self.platform = session.platform
+        self.device_info = session.device_info
+
+    def set_total_steps(self, total: int) -> None:
+        self._session.steps_total = total
+
+    async def run_step(self, step: Step) -> list[dict[str, Any]]:
+        session = self._session
+        assert session.dispatcher is not None
+        timeout = step.timeout or self._manager.settings.command_timeout
+        frame = frames.command_frame(
+            session_id=session.session_id,
+            task_name=session.task_name,
+            response_id=str(uuid.uuid4()),
+            actions=step.actions,
+            agent_name=step.agent_name,
+            process_name=step.process_name,
+            root_name=step.root_name,
+        )
+        session.publish(Update("command_sent", frame["response_id"], step.actions))
+        started = time.perf_counter()
+        results = await session.dispatcher.execute(
+            frame, [action["call_id"] for action in step.actions], timeout
+        )
+        metrics.COMMAND_SECONDS.observe(time.perf_counter() - started)
+        session.steps_done += 1
+        session.publish(Update("results_received", frame["response_id"], results))
+        return results
+
+
+class SessionManager:
+    """Every session of this replica, running or recently ended."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        presence: Presence,
+        send_to_gateway: Callable[[str, link_pb2.SessionMessage], bool],
+    ) -> None:
+        self.settings = settings
+        self.presence = presence
+        self._send = send_to_gateway
+        self.sessions: dict[str, Session] = {}
+        self._ended: deque[Session] = deque()
+        self.active = 0
+
+    # ------------------------------------------------------------------ starting
+
+    def submit(
+        self,
+        *,
+        session_id: str,
+        task_name: str,
+        request: str,
+        device_id: str,
+        requester_id: str,
+        requester_kind: int,
+        origin_gateway: str,
+        agent_name: str = "plan",
+    ) -> Session:
+        """Create and start a session.
+
+        :raises SessionRejected: the id belongs to another requester or is running, the
+            device is unknown, or the agent does not exist.
+        """
+        existing = self.sessions.get(session_id)
+        if existing is not None:
+            if existing.requester_id != requester_id:
+                raise SessionRejected(f"Session '{session_id}' belongs to another client")
+            if existing.running:
+                raise SessionRejected(f"Session '{session_id}' is already running")
+            self._forget(existing)
+        device = self.presence.device(device_id)
+        if device is None:
+            raise SessionRejected(f"Device '{device_id}' is not connected", "not_found")
+        agent_type = AGENTS.get(agent_name)
+        if agent_type is None:
+            raise SessionRejected(f"Unknown agent '{agent_name}'", "invalid")
+        session = Session(
+            session_id=session_id,
+            task_name=task_name,
+            request=request,
+            device_id=device_id,
+            platform=device.platform,
+            device_info=device.device_info,
+            requester_id=requester_id,
+            requester_kind=requester_kind,
+            origin_gateway=origin_gateway,
+            device_gateway=device.gateway_id,
+            agent_name=agent_name,
+        )
+        session.dispatcher = CommandDispatcher(session_id, lambda frame: self._deliver(session,
+                                                                                       frame))
+        self.sessions[session_id] = session
+        self.active += 1
+        metrics.ACTIVE.set(self.active)
+        log.info(
+            "session %s (%s) started on %s for %s %s",
+            session_id, task_name, device_id, REQUESTER_NAMES.get(requester_kind, "?"),
+            requester_id,
+        )
+        return session
+
+    def start(self, session: Session) -> None:
+        """Run the session's agent; call after its acceptance has been announced."""
+        agent = AGENTS[session.agent_name]()
+        context = _Context(self, session)
+
+        async def run() -> Outcome:
+            async with asyncio.timeout(self.settings.session_timeout):
+                return await agent.run(context)
+
+        session.task = asyncio.get_running_loop().create_task(run(), name=session.session_id)
+        session.task.add_done_callback(lambda task: self._on_done(session, task))
+        session.publish(Update("started"))
+
+    def _deliver(self, session: Session, frame: dict[str, Any]) -> bool:
+        device = self.presence.device(session.device_id)
+        gateway = device.gateway_id if device is not None else session.device_gateway
+        return self._send(gateway, link_pb2.SessionMessage(device_frame=link_pb2.DeviceFrame(
+            device_id=session.device_id,
+            session_id=session.session_id,
+            frame_json=orjson.dumps(frame),
+        )))
+
+    # ------------------------------------------------------------------ inputs
+
+    def command_results(
+        self, session_id: str, device_id: str, response_id: str, results: Any
+    ) -> bool:
+        session = self.sessions.get(session_id)
+        if session is None or not session.running:
+            log.warning("results for unknown or ended session %r dropped", session_id)
+            return False
+        if session.device_id != device_id:
+            log.warning(
+                "results for session %s from %s dropped: the session runs on %s",
+                session_id, device_id, session.device_id,
+            )
+            return False
+        assert session.dispatcher is not None
+        if not session.dispatcher.set_result(response_id, results):
+            log.warning(
+                "session %s: results for %r, which no command waits for, dropped",
+                session_id, response_id,
+            )
+            return False
+        return True
+
+    def cancel(self, session_id: str, reason: str) -> Session | None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        if session.running and session.cancel_reason is None:
+            log.info("session %s cancelled: %s", session_id, reason)
+            session.cancel_reason = reason
+            if session.task is not None:
+                session.task.cancel()
+            else:
+                self._finish(session, Outcome(None, f"Session cancelled: {reason}"))
+        return session
+
+    def client_offline(self, client_id: str, kind: str) -> None:
+        """Cancel what depended on a client that left, with the seed's reasons."""
+        for session in list(self.sessions.values()):
+            if not session.running:
+                continue
+            if kind == "device" and session.device_id == client_id:
+                self.cancel(session.session_id, DEVICE_DISCONNECTED)
+            elif (
+                kind == "constellation"
+                and session.requester_kind == link_pb2.REQUESTER_KIND_CONSTELLATION
+                and session.requester_id == client_id
+            ):
+                self.cancel(session.session_id, CONSTELLATION_DISCONNECTED)
+
+    # ------------------------------------------------------------------ ending
+
+    def _on_done(self, session: Session, task: asyncio.Task[Outcome]) -> None:
+        if task.cancelled():
+            reason = session.cancel_reason or "cancelled"
+            session.cancel_reason = reason
+            outcome = Outcome(None, f"Session cancelled: {reason}")
+        elif isinstance(task.exception(), TimeoutError):
+            session.cancel_reason = "deadline_exceeded"
+            outcome = Outcome(
+                None, f"Session exceeded its deadline of {self.settings.session_timeout:g}s"
+            )
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("session %s: agent crashed", session.session_id, exc_info=exc)
+            outcome = Outcome(None, f"Agent error: {exc!r}")
+        else:
+            outcome = task.result()
+        self._finish(session, outcome)
+
+    def _finish(self, session: Session, outcome: Outcome) -> None:
+        if not session.running:
+            return
+        if session.cancel_reason is not None:
+            session.state = CANCELLED
+        else:
+            session.state = COMPLETED if outcome.error is None else FAILED
+        session.result = outcome.result
+        session.error = outcome.error
+        session.ended_at = time.time()
+        self.active -= 1
+        metrics.ACTIVE.set(self.active)
+        metrics.ENDED.labels(session.state).inc()
+        log.info("session %s %s%s", session.session_id, session.state,
+                 f": {session.error}" if session.error else "")
+        self._notify_gateways(session)
+        session.publish(Update("ended"))
+        session.ended.set()
+        self._ended.append(session)
+        self._prune()
+
+    def _notify_gateways(self, session: Session) -> None:
+        silent = session.cancel_reason == CONSTELLATION_DISCONNECTED
+        notify_requester = not silent and session.requester_kind in SOCKET_REQUESTERS
+        notify_device = not silent and session.requester_kind != link_pb2.REQUESTER_KIND_DEVICE
+        text = orjson.dumps(frames.task_end_frame(
+            session_id=session.session_id,
+            task_name=session.task_name,
+            status=frames.COMPLETED if session.state == COMPLETED else frames.FAILED,
+            result=session.result,
+            error=session.error,
+        ))
+        device = self.presence.device(session.device_id)
+        device_gateway = device.gateway_id if device is not None else session.device_gateway
+
+        def ended(requester: bool, device_too: bool) -> link_pb2.SessionMessage:
+            return link_pb2.SessionMessage(task_ended=link_pb2.TaskEnded(
+                session_id=session.session_id,
+                requester_id=session.requester_id,
+                requester_kind=session.requester_kind,
+                device_id=session.device_id,
+                notify_requester=requester,
+                notify_device=device_too,
+                frame_json=text,
+                active_sessions=self.active,
+            ))
+
+        if session.origin_gateway:
+            same = session.origin_gateway == device_gateway
+            self._send(session.origin_gateway, ended(notify_requester, notify_device and same))
+            if notify_device and not same:
+                self._send(device_gateway, ended(False, True))
+        elif notify_device:
+            self._send(device_gateway, ended(False, True))
+
+    def _forget(self, session: Session) -> None:
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+
+    def _prune(self) -> None:
+        horizon = time.time() - self.settings.record_retention
+        ended = self._ended
+        while ended and (
+            len(ended) > self.settings.max_records or (ended[0].ended_at or 0) < horizon
+        ):
+            self._forget(ended.popleft())
+
+    # ------------------------------------------------------------------ queries
+
+    def find_by_task_name(self, task_name: str) -> Session | None:
+        matches = [s for s in self.sessions.values() if s.task_name == task_name]
+        return max(matches, key=lambda s: s.created_at) if matches else None
+
+    def list(self, device_id: str = "", running_only: bool = False,
+             limit: int = 100) -> list[Session]:
+        selected = [
+            s for s in self.sessions.values()
+            if (not device_id or s.device_id == device_id) and (not running_only or s.running)
+        ]
+        selected.sort(key=lambda s: s.created_at, reverse=True)
+        return selected[:limit]
+
+    def active_on(self, device_id: str) -> int:
+        return sum(1 for s in self.sessions.values() if s.running and s.device_id == device_id)
+
+    async def shutdown(self, reason: str = "replica_shutdown") -> None:
+        running = [s for s in self.sessions.values() if s.running]
+        for session in running:
+            self.cancel(session.session_id, reason)
+        if running:
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(session.ended.wait() for session in running)), timeout=5
+                )
+            except TimeoutError:
+                log.warning("%d session(s) did not end within 5s of shutdown", len(running))

@@ -1,0 +1,55 @@
+"""Session-service configuration: command-line flags, each also read from ``AIP_SESSION_*``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_replica_id() -> str:
+    return f"session-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class SessionSettings(BaseSettings):
+    """Starts one session-service replica (gRPC: the gateway link and the public API).
+
+    Every flag can also be set by an environment variable: AIP_SESSION_ followed by the
+    flag in upper case with dashes as underscores (AIP_SESSION_PORT=50052).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="AIP_SESSION_",
+        cli_kebab_case=True,
+        cli_prog_name="aip-session",
+        cli_implicit_flags=True,
+    )
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(50051, ge=0, le=65535, description="TCP port to listen on.")
+    replica_id: str = Field(
+        default_factory=_default_replica_id,
+        description="This replica's identity (default: host, pid, random).",
+    )
+    command_timeout: float = Field(
+        60.0, gt=0, description="Seconds a device has to answer a command without its own timeout."
+    )
+    session_timeout: float = Field(
+        3600.0, gt=0, description="Deadline of a whole session, seconds."
+    )
+    gateway_grace: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a gateway whose link dropped may take to come back before "
+        "its clients count as disconnected.",
+    )
+    record_retention: float = Field(
+        3600.0, gt=0, description="Seconds an ended session's record is kept."
+    )
+    max_records: int = Field(
+        10000, ge=1, description="Most ended-session records kept in memory."
+    )
+    log_level: str = Field("info", description="debug, info, warning or error.")
