@@ -9,6 +9,7 @@ handling per client lives in :mod:`gateway_service.handlers`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from aip_wire import frames
 from gateway_service import metrics
 from gateway_service.link import ReplicaLink
 from gateway_service.registry import ClientRegistry, Connection, Outbox
+from gateway_service.replicas import ReplicaResolver
 from gateway_service.rules import (
     CLOSE_DUPLICATE,
     CLOSE_REPLACED,
@@ -89,29 +91,61 @@ class Gateway:
         self.gateway_id = settings.gateway_id
         self.registry = ClientRegistry()
         self.routes: dict[str, Route] = {}
-        self.links = [
-            ReplicaLink(
-                address,
-                self,
-                backoff_min=settings.link_backoff_min,
-                backoff_max=settings.link_backoff_max,
-            )
-            for address in settings.session_addresses()
-        ]
+        self._links: dict[str, ReplicaLink] = {}
+        self._resolver = ReplicaResolver(settings.session_addresses())
+        self._resolve_task: asyncio.Task[None] | None = None
         self._pending: dict[int, PendingSubmit] = {}
         self._submit_ids = itertools.count(1)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        for link in self.links:
-            link.start()
+        await self.refresh_replicas()
+        self._resolve_task = asyncio.get_running_loop().create_task(self._keep_resolving())
 
     async def stop(self) -> None:
-        await asyncio.gather(*(link.stop() for link in self.links))
+        if self._resolve_task is not None:
+            self._resolve_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resolve_task
+        await asyncio.gather(*(link.stop() for link in self._links.values()))
+
+    @property
+    def links(self) -> list[ReplicaLink]:
+        return list(self._links.values())
+
+    async def _keep_resolving(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resolve_interval)
+            try:
+                await self.refresh_replicas()
+            except Exception:
+                log.exception("refreshing the replica list failed")
+
+    async def refresh_replicas(self) -> None:
+        """Open a link to each replica address found, close those no longer found."""
+        addresses = await self._resolver.resolve()
+        for address in addresses:
+            if address not in self._links:
+                log.info("session-service replica found at %s", address)
+                link = ReplicaLink(
+                    address,
+                    self,
+                    backoff_min=self.settings.link_backoff_min,
+                    backoff_max=self.settings.link_backoff_max,
+                )
+                self._links[address] = link
+                link.start()
+        for address in [a for a in self._links if a not in addresses]:
+            link = self._links.pop(address)
+            was_healthy = link.healthy
+            log.info("session-service replica %s is gone from the replica list", address)
+            await link.stop()
+            if was_healthy:
+                self.on_link_lost(link, "removed from the replica list")
 
     def healthy_links(self) -> list[ReplicaLink]:
-        return [link for link in self.links if link.healthy]
+        return [link for link in self._links.values() if link.healthy]
 
     def pick_link(self) -> ReplicaLink | None:
         """The healthy replica with the fewest active sessions."""
@@ -121,7 +155,7 @@ class Gateway:
         return min(healthy, key=lambda link: link.active_sessions)
 
     def broadcast(self, message: link_pb2.GatewayMessage) -> None:
-        for link in self.links:
+        for link in self._links.values():
             link.send(message)
 
     # ------------------------------------------------------------------ presence

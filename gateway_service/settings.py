@@ -6,8 +6,10 @@ import os
 import socket
 import uuid
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway_service.replicas import split_host_port
 
 
 def _default_gateway_id() -> str:
@@ -32,7 +34,14 @@ class GatewaySettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
     session_service: str = Field(
         "127.0.0.1:50051",
-        description="Session-service replicas, as HOST:PORT[,HOST:PORT...].",
+        description="Session-service replicas, as HOST:PORT[,HOST:PORT...]; a name that "
+        "resolves to several addresses is one replica per address.",
+    )
+    resolve_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between DNS look-ups of session-service names, which pick up "
+        "replicas added or removed by scaling.",
     )
     gateway_id: str = Field(
         default_factory=_default_gateway_id,
@@ -65,6 +74,16 @@ class GatewaySettings(BaseSettings):
     )
     link_backoff_max: float = Field(5.0, gt=0, description="Longest reconnect delay, s.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("session_service")
+    @classmethod
+    def _valid_addresses(cls, value: str) -> str:
+        entries = [part.strip() for part in value.split(",") if part.strip()]
+        if not entries:
+            raise ValueError("at least one session-service address is required")
+        for entry in entries:
+            split_host_port(entry)
+        return value
 
     def session_addresses(self) -> list[str]:
         return [part.strip() for part in self.session_service.split(",") if part.strip()]
