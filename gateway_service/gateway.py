@@ -375,6 +375,8 @@ class Gateway:
                     log.debug("command for %s dropped: not connected here", body.device_id)
             elif which == "task_ended":
                 self._task_ended(link, message.task_ended)
+            elif which == "session_opened":
+                self._session_opened(link, message.session_opened)
             elif which == "task_accepted":
                 self._task_accepted(link, message.task_accepted)
             elif which == "task_rejected":
@@ -418,6 +420,24 @@ class Gateway:
             device.sessions.add(plan.session_id)
         metrics.TASKS.labels("accepted").inc()
         pending.future.set_result(plan.session_id)
+
+    def _session_opened(self, link: ReplicaLink, body: link_pb2.SessionOpened) -> None:
+        """A session started elsewhere runs on a device of ours: route its results."""
+        if body.session_id in self.routes:
+            return
+        device = self.registry.device(body.device_id)
+        self.routes[body.session_id] = Route(
+            session_id=body.session_id,
+            task_name=body.task_name,
+            link=link,
+            requester_id=body.requester_id,
+            requester_kind=body.requester_kind,
+            device_id=body.device_id,
+            requester=None,
+            device=device,
+        )
+        if device is not None:
+            device.sessions.add(body.session_id)
 
     def _deliver_end(
         self,

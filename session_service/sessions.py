@@ -222,6 +222,16 @@ class SessionManager:
             async with asyncio.timeout(self.settings.session_timeout):
                 return await agent.run(context)
 
+        if session.device_gateway != session.origin_gateway:
+            self._send(session.device_gateway, link_pb2.SessionMessage(
+                session_opened=link_pb2.SessionOpened(
+                    session_id=session.session_id,
+                    task_name=session.task_name,
+                    device_id=session.device_id,
+                    requester_id=session.requester_id,
+                    requester_kind=session.requester_kind,
+                )
+            ))
         session.task = asyncio.get_running_loop().create_task(run(), name=session.session_id)
         session.task.add_done_callback(lambda task: self._on_done(session, task))
         session.publish(Update("started"))
@@ -353,13 +363,14 @@ class SessionManager:
                 active_sessions=self.active,
             ))
 
+        # Every gateway that holds a route for the session hears of its end, notified or
+        # not, so that no route outlives its session.
+        gateways = {session.device_gateway, device_gateway} - {session.origin_gateway, ""}
         if session.origin_gateway:
             same = session.origin_gateway == device_gateway
             self._send(session.origin_gateway, ended(notify_requester, notify_device and same))
-            if notify_device and not same:
-                self._send(device_gateway, ended(False, True))
-        elif notify_device:
-            self._send(device_gateway, ended(False, True))
+        for gateway_id in gateways:
+            self._send(gateway_id, ended(False, notify_device and gateway_id == device_gateway))
 
     def _forget(self, session: Session) -> None:
         if self.sessions.get(session.session_id) is session:
