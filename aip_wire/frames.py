@@ -12,6 +12,8 @@ accept (lowercase types and statuses, ISO 8601 timestamps with a UTC offset), an
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +57,29 @@ STATUS_ERROR = "error"
 DEVICE = "device"
 CONSTELLATION = "constellation"
 CLIENT_KINDS = frozenset({DEVICE, CONSTELLATION})
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes of any value that came from JSON, client data included.
+
+    orjson is fast but refuses integers beyond 64 bits, which JSON allows and a client
+    may send; those values take the slower standard-library path, with non-finite floats
+    written as null as orjson does.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(_finite(value), separators=(",", ":"), default=str).encode()
+
 
 class FrameError(ValueError):
     """A client message that cannot be understood; ``str(err)`` is the reason."""
@@ -105,7 +130,7 @@ class ClientFrame(BaseModel):
     @classmethod
     def _request_as_text(cls, value: Any) -> Any:
         if isinstance(value, dict | list):
-            return orjson.dumps(value).decode()
+            return dumps(value).decode()
         return value
 
     @field_validator("error", mode="before")
@@ -113,7 +138,7 @@ class ClientFrame(BaseModel):
     def _error_as_text(cls, value: Any) -> Any:
         if value is None or isinstance(value, str):
             return value
-        return orjson.dumps(value, default=str).decode()
+        return dumps(value).decode()
 
 
 def _describe(error: ValidationError) -> str:
@@ -163,7 +188,7 @@ def new_id() -> str:
 
 def encode(frame: dict[str, Any]) -> str:
     """Serialise a server frame to the text of one WebSocket message."""
-    return orjson.dumps(frame).decode()
+    return dumps(frame).decode()
 
 
 def heartbeat_frame(*, session_id: str | None = None) -> dict[str, Any]:

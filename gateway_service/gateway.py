@@ -15,8 +15,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from aip_grpc import link_pb2
 from aip_wire import frames
 from gateway_service import metrics
@@ -165,7 +163,7 @@ class Gateway:
             client_id=conn.client_id,
             kind=KIND_TO_PROTO[conn.kind],
             platform=conn.platform,
-            device_info_json=orjson.dumps(conn.device_info),
+            device_info_json=frames.dumps(conn.device_info),
             gateway_id=self.gateway_id,
         )
 
@@ -265,7 +263,7 @@ class Gateway:
     def update_device_info(self, conn: Connection, info: dict[str, Any]) -> None:
         conn.device_info = info
         self.broadcast(link_pb2.GatewayMessage(device_info_update=link_pb2.DeviceInfoUpdate(
-            device_id=conn.client_id, device_info_json=orjson.dumps(info)
+            device_id=conn.client_id, device_info_json=frames.dumps(info)
         )))
 
     # ------------------------------------------------------------------ tasks
@@ -354,7 +352,7 @@ class Gateway:
             session_id=route.session_id,
             device_id=conn.client_id,
             response_id=frame.prev_response_id or "",
-            action_results_json=orjson.dumps(frame.action_results or []),
+            action_results_json=frames.dumps(frame.action_results or []),
             status=frame.status,
         )))
 

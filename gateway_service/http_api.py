@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from aip_grpc import link_pb2, session_api_pb2
+from aip_wire.frames import dumps
 from aip_wire.names import new_task_name, task_name_problem
 from gateway_service.gateway import Gateway, TaskError
 from gateway_service.rules import TaskPlan
@@ -59,7 +60,7 @@ async def dispatch(body: DispatchBody, request: Request) -> dict[str, Any]:
         problem = task_name_problem(body.task_name)
         if problem is not None:
             raise HTTPException(status_code=400, detail=f"Invalid task_name: {problem}")
-    task_text = body.request if isinstance(body.request, str) else orjson.dumps(body.request)
+    task_text = body.request if isinstance(body.request, str) else dumps(body.request)
     if isinstance(task_text, bytes):
         task_text = task_text.decode()
     if not task_text.strip():

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
-import orjson
 
 from aip_grpc import link_pb2, session_api_pb2, session_api_pb2_grpc
+from aip_wire.frames import dumps
 from aip_wire.names import sanitize_task_name
 from session_service.presence import Presence
 from session_service.sessions import (
@@ -45,7 +45,7 @@ def session_info(session: Session, replica_id: str) -> session_api_pb2.SessionIn
         requester_id=session.requester_id,
         requester_kind=REQUESTER_NAMES.get(session.requester_kind, ""),
         state=STATES[session.state],
-        result_json="" if session.running else orjson.dumps(session.result).decode(),
+        result_json="" if session.running else dumps(session.result).decode(),
         error=session.error or "",
         cancel_reason=session.cancel_reason or "",
         created_at=session.created_at,
@@ -111,7 +111,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                     kind=update.kind,
                     session=self._info(session),
                     response_id=update.response_id,
-                    detail_json=orjson.dumps(update.detail).decode()
+                    detail_json=dumps(update.detail).decode()
                     if update.detail is not None else "",
                 )
                 if update.kind == "ended":
@@ -161,7 +161,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 device_id=record.client_id,
                 platform=record.platform,
                 gateway_id=record.gateway_id,
-                device_info_json=orjson.dumps(record.device_info).decode(),
+                device_info_json=dumps(record.device_info).decode(),
                 active_sessions=self.manager.active_on(record.client_id),
             )
             for record in self.presence.devices()

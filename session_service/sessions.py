@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from aip_grpc import link_pb2
 from aip_wire import frames
 from session_service import metrics
@@ -242,7 +240,7 @@ class SessionManager:
         return self._send(gateway, link_pb2.SessionMessage(device_frame=link_pb2.DeviceFrame(
             device_id=session.device_id,
             session_id=session.session_id,
-            frame_json=orjson.dumps(frame),
+            frame_json=frames.dumps(frame),
         )))
 
     # ------------------------------------------------------------------ inputs
@@ -341,7 +339,7 @@ class SessionManager:
         silent = session.cancel_reason == CONSTELLATION_DISCONNECTED
         notify_requester = not silent and session.requester_kind in SOCKET_REQUESTERS
         notify_device = not silent and session.requester_kind != link_pb2.REQUESTER_KIND_DEVICE
-        text = orjson.dumps(frames.task_end_frame(
+        text = frames.dumps(frames.task_end_frame(
             session_id=session.session_id,
             task_name=session.task_name,
             status=frames.COMPLETED if session.state == COMPLETED else frames.FAILED,

@@ -1,0 +1,214 @@
+"""gateway_service.registry: the outbox, connections and the client registry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway_service.registry import ClientRegistry, Connection, Outbox
+
+
+class Sink:
+    """A fake socket writer: records texts, optionally slow or failing."""
+
+    def __init__(self, *, delay: float = 0.0, fail_on: int | None = None) -> None:
+        self.sent: list[str] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.calls = 0
+
+    async def __call__(self, text: str) -> None:
+        self.calls += 1
+        if self.fail_on is not None and self.calls >= self.fail_on:
+            raise ConnectionError("socket gone")
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        else:
+            await asyncio.sleep(0)
+        self.sent.append(text)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+async def settle(rounds: int = 20) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+async def test_order_is_kept() -> None:
+    sink = Sink()
+    outbox = Outbox(sink, limit=100, on_overflow=Counter())
+    texts = [f"m{i}" for i in range(50)]
+    for text in texts:
+        assert outbox.put(text) is True
+    await outbox.drain(1)
+    assert sink.sent == texts
+    assert len(outbox) == 0
+    assert outbox.closed is False
+
+
+async def test_put_does_not_block_and_writes_later() -> None:
+    sink = Sink()
+    outbox = Outbox(sink, limit=10, on_overflow=Counter())
+    outbox.put("a")
+    assert sink.sent == []  # written by a task, not inline
+    await settle()
+    assert sink.sent == ["a"]
+    outbox.put("b")  # a new flusher starts after the previous one finished
+    await outbox.drain(1)
+    assert sink.sent == ["a", "b"]
+
+
+async def test_interleaved_puts_keep_order() -> None:
+    sink = Sink(delay=0.001)
+    outbox = Outbox(sink, limit=100, on_overflow=Counter())
+    for i in range(5):
+        outbox.put(f"a{i}")
+    await asyncio.sleep(0.002)
+    for i in range(5):
+        outbox.put(f"b{i}")
+    await outbox.drain(2)
+    assert sink.sent == [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)]
+
+
+async def test_overflow_closes_and_calls_on_overflow_once() -> None:
+    sink = Sink(delay=10)  # never finishes writing within the test
+    overflow = Counter()
+    outbox = Outbox(sink, limit=3, on_overflow=overflow)
+    # The first put starts the flusher, which pops it at once when it runs; before the loop
+    # runs, everything stays queued.
+    assert [outbox.put(f"m{i}") for i in range(3)] == [True, True, True]
+    assert len(outbox) == 3
+    assert outbox.put("m3") is False
+    assert outbox.closed is True
+    assert overflow.count == 1
+    assert len(outbox) == 0
+    assert outbox.put("m4") is False
+    assert outbox.put("m5") is False
+    assert overflow.count == 1
+    outbox.close()
+    await settle()
+
+
+async def test_closed_outbox_refuses_puts() -> None:
+    sink = Sink()
+    overflow = Counter()
+    outbox = Outbox(sink, limit=5, on_overflow=overflow)
+    outbox.put("a")
+    outbox.close()
+    assert outbox.closed is True
+    assert outbox.put("b") is False
+    await settle()
+    assert sink.sent == []
+    assert overflow.count == 0
+    outbox.close()  # idempotent
+
+
+async def test_failing_send_closes_the_outbox_without_raising() -> None:
+    sink = Sink(fail_on=2)
+    overflow = Counter()
+    outbox = Outbox(sink, limit=10, on_overflow=overflow)
+    for text in ("a", "b", "c"):
+        outbox.put(text)
+    await outbox.drain(1)
+    await settle()
+    assert sink.sent == ["a"]
+    assert outbox.closed is True
+    assert len(outbox) == 0
+    assert outbox.put("d") is False
+    assert overflow.count == 0
+
+
+async def test_failing_send_leaves_no_unretrieved_task_exception() -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        outbox = Outbox(Sink(fail_on=1), limit=10, on_overflow=Counter())
+        outbox.put("a")
+        await settle()
+        assert outbox.closed
+    finally:
+        loop.set_exception_handler(previous)
+    assert errors == []
+
+
+async def test_drain_with_nothing_pending_returns() -> None:
+    outbox = Outbox(Sink(), limit=1, on_overflow=Counter())
+    await asyncio.wait_for(outbox.drain(1), 1)
+
+
+async def test_drain_times_out_on_a_stuck_writer() -> None:
+    outbox = Outbox(Sink(delay=10), limit=5, on_overflow=Counter())
+    outbox.put("a")
+    await asyncio.wait_for(outbox.drain(0.01), 1)
+    outbox.close()
+
+
+def test_put_needs_a_running_loop() -> None:
+    outbox = Outbox(Sink(), limit=5, on_overflow=Counter())
+    with pytest.raises(RuntimeError):
+        outbox.put("a")
+
+
+# ------------------------------------------------------------------ Connection/registry
+
+
+def make_conn(client_id: str, kind: str = "device", sink: Sink | None = None) -> Connection:
+    return Connection(
+        client_id=client_id, kind=kind, platform="linux", target_id=None, device_info={},
+        outbox=Outbox(sink or Sink(), limit=10, on_overflow=Counter()),
+        close=lambda code, reason: None,
+    )
+
+
+async def test_connection_send_encodes_frames() -> None:
+    sink = Sink()
+    conn = make_conn("dev1", sink=sink)
+    assert conn.send({"type": "heartbeat", "status": "ok"}) is True
+    assert conn.send_text("raw") is True
+    await conn.outbox.drain(1)
+    assert [sink.sent[0], sink.sent[1]] == [orjson.dumps({"type": "heartbeat",
+                                                          "status": "ok"}).decode(), "raw"]
+    assert conn.is_device
+    assert conn.describe() == {"client_id": "dev1", "client_type": "device",
+                               "platform": "linux", "target_id": None, "active_sessions": 0}
+
+
+def test_connection_serials_are_unique() -> None:
+    first, second = make_conn("a"), make_conn("b")
+    assert first.serial != second.serial
+    assert not make_conn("c", kind="constellation").is_device
+
+
+def test_registry_add_replace_remove() -> None:
+    registry = ClientRegistry()
+    old = make_conn("dev1")
+    con = make_conn("c1", kind="constellation")
+    assert registry.add(old) is None
+    assert registry.add(con) is None
+    assert len(registry) == 2
+    assert registry.device("dev1") is old
+    assert registry.device("c1") is None
+    assert registry.get("c1") is con
+    assert registry.is_device_connected("dev1")
+    assert not registry.is_device_connected("c1")
+    assert not registry.is_device_connected("ghost")
+    new = make_conn("dev1")
+    assert registry.add(new) is old
+    assert registry.remove(old) is False  # taken over: the newer one stays
+    assert registry.get("dev1") is new
+    assert set(registry) == {new, con}
+    assert registry.remove(new) is True
+    assert registry.remove(new) is False
+    assert registry.get("dev1") is None
