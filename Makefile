@@ -10,7 +10,7 @@ SESSION_PORT ?= 50051
 GATEWAY_HOST ?= 127.0.0.1
 GATEWAY_PORT ?= 8000
 
-.PHONY: setup protos run test lint typecheck clean
+.PHONY: setup protos run test lint typecheck compose-test clean
 
 setup: $(VENV)/.installed $(PROTO_OUT)
 
@@ -37,6 +37,10 @@ run: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Needs docker-compose (or podman-compose under that name).
+compose-test: setup
+	bash scripts/compose-test.sh
 
 lint: setup
 	$(BIN)/ruff check .

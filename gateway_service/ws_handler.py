@@ -37,12 +37,17 @@ def _payload(message: dict[str, Any]) -> str | bytes:
     return data if data is not None else b""
 
 
+def close_reason(reason: str) -> str:
+    """``reason`` cut to what a close frame can carry: 123 bytes of UTF-8."""
+    return reason.encode()[:123].decode(errors="ignore")
+
+
 async def _refuse(websocket: WebSocket, reason: str, code: int) -> None:
     metrics.REGISTRATIONS.labels("refused").inc()
     log.warning("[WS] registration refused (%d): %s", code, reason)
     try:
         await websocket.send_text(frames.encode(frames.error_frame(reason)))
-        await websocket.close(code=code, reason=reason[:120])
+        await websocket.close(code=code, reason=close_reason(reason))
     except Exception as exc:  # the client may already be gone
         log.debug("could not deliver the refusal: %r", exc)
 
@@ -51,7 +56,7 @@ def _closer(websocket: WebSocket) -> Any:
     def close(code: int, reason: str) -> None:
         async def _close() -> None:
             try:
-                await websocket.close(code=code, reason=reason)
+                await websocket.close(code=code, reason=close_reason(reason))
             except Exception as exc:
                 log.debug("close failed: %r", exc)
 
