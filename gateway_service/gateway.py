@@ -15,7 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from aip_grpc import link_pb2
+import grpc
+
+from aip_grpc import link_pb2, session_api_pb2
 from aip_wire import frames
 from gateway_service import metrics
 from gateway_service.link import ReplicaLink
@@ -265,6 +267,36 @@ class Gateway:
         self.broadcast(link_pb2.GatewayMessage(device_info_update=link_pb2.DeviceInfoUpdate(
             device_id=conn.client_id, device_info_json=frames.dumps(info)
         )))
+
+    # ------------------------------------------------------------------ other gateways
+
+    async def remote_device(self, device_id: str) -> session_api_pb2.Device | None:
+        """A device connected through another gateway, as the replicas know it.
+
+        Every replica hears every gateway's presence, so the first one that answers is
+        enough. ``None`` when no replica knows the device or none answers.
+        """
+        for link in self.healthy_links():
+            assert link.api is not None
+            try:
+                device = await link.api.GetDevice(
+                    session_api_pb2.GetDeviceRequest(device_id=device_id),
+                    timeout=self.settings.lookup_timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    return None
+                log.warning("device lookup on %s failed: %s", link.address, exc.details())
+                continue
+            # A stale record of one of our own clients (it just left) is no device.
+            return None if device.gateway_id == self.gateway_id else device
+        return None
+
+    async def device_connected(self, device_id: str) -> bool:
+        """Whether ``device_id`` is a device connected here or through another gateway."""
+        if self.registry.is_device_connected(device_id):
+            return True
+        return await self.remote_device(device_id) is not None
 
     # ------------------------------------------------------------------ tasks
 

@@ -13,6 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import orjson
+
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
 from gateway_service import metrics
@@ -81,7 +83,9 @@ class FrameRouter:
     async def _submit(self, conn: Connection, frame: ClientFrame) -> None:
         gateway = self.gateway
         try:
-            plan = plan_task(frame, conn.client_id, conn.kind, gateway.registry.is_device_connected)
+            target = frame.target_id if not conn.is_device else None
+            connected = bool(target) and await gateway.device_connected(target or "")
+            plan = plan_task(frame, conn.client_id, conn.kind, lambda device_id: connected)
             if conn.is_device:
                 log.info("[WS] device %s requests task %s (session %s) on itself",
                          conn.client_id, plan.task_name, plan.session_id)
@@ -113,16 +117,33 @@ class FrameRouter:
             conn.send(frames.error_frame(problem or "device info refused"))
             return
         device = self.gateway.registry.device(device_id)
-        if device is None:
+        if device is not None:
+            conn.send(frames.device_info_response_frame(
+                result=device.device_info, response_id=frame.request_id
+            ))
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._remote_device_info(conn, device_id, frame.request_id)
+        )
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+    async def _remote_device_info(
+        self, conn: Connection, device_id: str, request_id: str | None
+    ) -> None:
+        remote = await self.gateway.remote_device(device_id)
+        if remote is None:
             conn.send(frames.device_info_response_frame(
                 result=None,
-                response_id=frame.request_id,
+                response_id=request_id,
                 error=f"Device '{device_id}' is not connected",
             ))
             return
-        conn.send(frames.device_info_response_frame(
-            result=device.device_info, response_id=frame.request_id
-        ))
+        try:
+            info = orjson.loads(remote.device_info_json) if remote.device_info_json else {}
+        except orjson.JSONDecodeError:
+            info = {}
+        conn.send(frames.device_info_response_frame(result=info, response_id=request_id))
 
     def device_info_response(self, conn: Connection, frame: ClientFrame) -> None:
         if not conn.is_device:

@@ -67,7 +67,7 @@ async def dispatch(body: DispatchBody, request: Request) -> dict[str, Any]:
         raise HTTPException(status_code=400, detail="request must not be empty")
     if body.session_id is not None and not body.session_id:
         raise HTTPException(status_code=400, detail="session_id must not be empty")
-    if gateway.registry.device(body.client_id) is None:
+    if not await gateway.device_connected(body.client_id):
         raise HTTPException(status_code=404, detail=f"Client '{body.client_id}' is not online")
     plan = TaskPlan(
         session_id=body.session_id or str(uuid.uuid4()),
@@ -157,6 +157,7 @@ async def health(request: Request) -> dict[str, Any]:
         "status": "healthy" if healthy else "degraded",
         "gateway_id": gateway.gateway_id,
         "online_clients": [conn.client_id for conn in gateway.registry],
+        "active_sessions": len(gateway.routes),
         "uptime_seconds": round(time.time() - STARTED_AT, 3),
         "replicas": [
             {

@@ -58,6 +58,9 @@ class GatewaySettings(BaseSettings):
     submit_timeout: float = Field(
         10.0, gt=0, description="Seconds to wait for a replica to accept a task."
     )
+    lookup_timeout: float = Field(
+        2.0, gt=0, description="Seconds to ask a replica about a device on another gateway."
+    )
     api_key: str | None = Field(
         None, description="When set, the HTTP API requires this value in X-API-Key."
     )

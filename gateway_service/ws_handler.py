@@ -85,7 +85,9 @@ async def serve_socket(websocket: WebSocket, gateway: Gateway, router: FrameRout
             return
         try:
             frame = parse_client_frame(_payload(message))
-            registration = check_registration(frame, gateway.registry.is_device_connected)
+            target = frame.target_id if frame.client_type == frames.CONSTELLATION else None
+            connected = target is not None and await gateway.device_connected(target)
+            registration = check_registration(frame, lambda device_id: connected)
             conn = gateway.register(registration, websocket.send_text, _closer(websocket))
         except FrameError as exc:
             await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)

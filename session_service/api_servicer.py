@@ -11,7 +11,7 @@ import grpc
 from aip_grpc import link_pb2, session_api_pb2, session_api_pb2_grpc
 from aip_wire.frames import dumps
 from aip_wire.names import sanitize_task_name
-from session_service.presence import Presence
+from session_service.presence import ClientRecord, Presence
 from session_service.sessions import (
     CANCELLED,
     COMPLETED,
@@ -153,16 +153,29 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
             pass
         return self._info(session)
 
+    def _device(self, record: ClientRecord) -> session_api_pb2.Device:
+        return session_api_pb2.Device(
+            device_id=record.client_id,
+            platform=record.platform,
+            gateway_id=record.gateway_id,
+            device_info_json=dumps(record.device_info).decode(),
+            active_sessions=self.manager.active_on(record.client_id),
+        )
+
     async def ListDevices(
         self, request: session_api_pb2.ListDevicesRequest, context: grpc.aio.ServicerContext
     ) -> session_api_pb2.ListDevicesResponse:
-        return session_api_pb2.ListDevicesResponse(devices=[
-            session_api_pb2.Device(
-                device_id=record.client_id,
-                platform=record.platform,
-                gateway_id=record.gateway_id,
-                device_info_json=dumps(record.device_info).decode(),
-                active_sessions=self.manager.active_on(record.client_id),
+        return session_api_pb2.ListDevicesResponse(
+            devices=[self._device(record) for record in self.presence.devices()]
+        )
+
+    async def GetDevice(
+        self, request: session_api_pb2.GetDeviceRequest, context: grpc.aio.ServicerContext
+    ) -> session_api_pb2.Device:
+        record = self.presence.device(request.device_id)
+        if record is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"Device '{request.device_id}' is not connected"
             )
-            for record in self.presence.devices()
-        ])
+        assert record is not None
+        return self._device(record)
