@@ -1,0 +1,162 @@
+"""The services as separate processes, for tests that kill and restart them.
+
+Every process is started by this harness, on loopback, and ended by its own handle;
+``kill()`` is a real SIGKILL, so nothing gets a chance to say goodbye.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import grpc
+import httpx
+
+from aip_grpc import session_api_pb2, session_api_pb2_grpc
+from tests.stack import HOST, free_socket
+
+
+def free_port() -> int:
+    with free_socket() as sock:
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """One service process; can be killed and started again on the same port."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, *self.args], env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Replica(Service):
+    def __init__(self, grace: float = 1.0) -> None:
+        self.port = free_port()
+        super().__init__(
+            ["-m", "session_service", "--host", HOST, "--port", str(self.port),
+             "--gateway-grace", str(grace), "--log-level", "warning"],
+            {},
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    async def call(self, method: str, request: Any) -> Any:
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = session_api_pb2_grpc.SessionApiStub(channel)
+            return await getattr(stub, method)(request, timeout=5)
+
+    async def running_sessions(self) -> list[Any]:
+        answer = await self.call(
+            "ListSessions", session_api_pb2.ListSessionsRequest(running_only=True)
+        )
+        return list(answer.sessions)
+
+    async def devices(self) -> list[str]:
+        answer = await self.call("ListDevices", session_api_pb2.ListDevicesRequest())
+        return sorted(device.device_id for device in answer.devices)
+
+
+class GatewayService(Service):
+    def __init__(self, gateway_id: str, replicas: list[Replica]) -> None:
+        self.port = free_port()
+        self.gateway_id = gateway_id
+        super().__init__(
+            ["-m", "gateway_service", "--host", HOST, "--port", str(self.port),
+             "--gateway-id", gateway_id,
+             "--session-service", ",".join(replica.address for replica in replicas),
+             "--link-backoff-min", "0.05", "--link-backoff-max", "0.3",
+             "--log-level", "warning"],
+            {},
+        )
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ws"
+
+    async def health(self) -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+            answer = await http.get(f"http://{HOST}:{self.port}/api/health", timeout=5)
+        data: dict[str, Any] = answer.json()
+        return data
+
+    async def wait_replicas(self, count: int, timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                health = await self.health()
+                if sum(1 for r in health["replicas"] if r["healthy"]) == count:
+                    return
+            except httpx.TransportError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{self.gateway_id} did not reach {count} healthy replicas")
+            await asyncio.sleep(0.05)
+
+
+class Cluster:
+    """``gateways`` gateways, each linked to all of ``replicas`` replicas."""
+
+    def __init__(self, gateways: int = 2, replicas: int = 3, grace: float = 1.0) -> None:
+        self.replicas = [Replica(grace) for _ in range(replicas)]
+        self.gateways = [GatewayService(f"g{n + 1}", self.replicas) for n in range(gateways)]
+
+    async def start(self) -> Cluster:
+        for service in [*self.replicas, *self.gateways]:
+            service.start()
+        for gateway in self.gateways:
+            await gateway.wait_replicas(len(self.replicas))
+        return self
+
+    def stop(self) -> None:
+        for service in [*self.gateways, *self.replicas]:
+            service.stop()
+
+    async def assert_empty(self, timeout: float = 10.0) -> None:
+        """Nothing left anywhere: no client, route, presence entry or running session."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left: list[str] = []
+            for gateway in self.gateways:
+                if gateway.process is None or gateway.process.poll() is not None:
+                    continue
+                health = await gateway.health()
+                if health["online_clients"] or health["active_sessions"]:
+                    left.append(f"{gateway.gateway_id}: {health}")
+            for replica in self.replicas:
+                if replica.process is None or replica.process.poll() is not None:
+                    continue
+                running = await replica.running_sessions()
+                devices = await replica.devices()
+                if running or devices:
+                    left.append(f"{replica.address}: {len(running)} running, {devices}")
+            if not left:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("left behind: " + "; ".join(left))
+            await asyncio.sleep(0.1)
