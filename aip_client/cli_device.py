@@ -1,0 +1,119 @@
+"""``aip-device``: connect this machine to an AIP server as a device.
+
+    aip-device --url ws://127.0.0.1:8000/ws --id my-laptop [--allow-shell]
+
+Serves the built-in tools (``get_system_info``, ``list_directory``, ``read_file``,
+``write_file``, and ``run_shell`` with ``--allow-shell``), heartbeats, pushes refreshed
+device info on request or every ``--info-interval`` seconds, and reconnects forever
+after any drop. Ctrl-C (or SIGTERM) stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from aip_client.device import DeviceClient
+from aip_client.tools import DEFAULT_OUTPUT_CAP, DEFAULT_SHELL_TIMEOUT, builtin_registry
+
+DEFAULT_URL = "ws://127.0.0.1:8000/ws"
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get(f"AIP_DEVICE_{name}", default)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="aip-device",
+        description="Connect this machine to an AIP server as a device and serve its "
+        "built-in tools. Every flag also reads AIP_DEVICE_<FLAG> from the environment.",
+    )
+    parser.add_argument("--url", default=_env("URL", DEFAULT_URL),
+                        help=f"the server's WebSocket URL (default {DEFAULT_URL})")
+    parser.add_argument("--id", dest="client_id", default=_env("ID", socket.gethostname()),
+                        help="this device's client_id (default: the host name)")
+    parser.add_argument("--token", default=_env("TOKEN", None),
+                        help="credentials, sent as ?token= on the URL")
+    parser.add_argument("--allow-shell", action="store_true",
+                        default=_env("ALLOW_SHELL", "") not in ("", "0", "false"),
+                        help="enable the run_shell tool (off by default)")
+    parser.add_argument("--shell-timeout", type=float,
+                        default=float(_env("SHELL_TIMEOUT", DEFAULT_SHELL_TIMEOUT)),
+                        help="longest a shell command may run, in seconds (default 60)")
+    parser.add_argument("--output-cap", type=int,
+                        default=int(_env("OUTPUT_CAP", DEFAULT_OUTPUT_CAP)),
+                        help="bytes of stdout/stderr kept per shell command (default 64 KiB)")
+    parser.add_argument("--heartbeat-interval", type=float,
+                        default=float(_env("HEARTBEAT_INTERVAL", 30)),
+                        help="seconds between heartbeats (default 30)")
+    parser.add_argument("--info-interval", type=float,
+                        default=float(_env("INFO_INTERVAL", 0)),
+                        help="push refreshed device info every N seconds (default: off; "
+                        "info is always pushed when the server asks)")
+    parser.add_argument("--backoff-min", type=float, default=float(_env("BACKOFF_MIN", 0.5)),
+                        help="first reconnect delay in seconds (default 0.5)")
+    parser.add_argument("--backoff-max", type=float, default=float(_env("BACKOFF_MAX", 30)),
+                        help="longest reconnect delay in seconds (default 30)")
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    if not args.client_id:
+        parser.error("--id must not be empty")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> None:
+    tools = builtin_registry(allow_shell=args.allow_shell, shell_timeout=args.shell_timeout,
+                             output_cap=args.output_cap)
+    client = DeviceClient(
+        args.url,
+        args.client_id,
+        tools,
+        token=args.token,
+        heartbeat_interval=args.heartbeat_interval,
+        info_interval=args.info_interval or None,
+        backoff_min=args.backoff_min,
+        backoff_max=args.backoff_max,
+    )
+    log = logging.getLogger("aip.device")
+    log.info("device %s connecting to %s with tools: %s", args.client_id, args.url,
+             ", ".join(n for n in tools.names() if args.allow_shell or n != "run_shell"))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.ensure_future(client.run())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    log.info("stopping")
+    await client.stop()
+    if runner.done() and not runner.cancelled():
+        runner.result()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        print(f"aip-device: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

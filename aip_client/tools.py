@@ -1,0 +1,319 @@
+"""Tools a device runs, and the built-in ones useful on a real machine.
+
+A tool is a plain Python function, sync or async, registered by name in a
+:class:`ToolRegistry`; a command's ``parameters`` become its keyword arguments. Sync tools
+run in a worker thread, so a slow one never blocks the event loop (heartbeats keep
+going). :meth:`ToolRegistry.call` never raises: an unknown tool, bad parameters or a tool
+that raises give a ``failure`` result carrying the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import inspect
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aip_client import wire
+
+log = logging.getLogger("aip.client.tools")
+
+Tool = Callable[..., Any]
+
+DEFAULT_READ_LIMIT = 1024 * 1024
+DEFAULT_OUTPUT_CAP = 64 * 1024
+DEFAULT_SHELL_TIMEOUT = 60.0
+
+
+class ToolFailure(Exception):
+    """Raise from a tool to report ``failure`` with a message and, optionally, a result."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What one call gave: ``status`` is ``success`` or ``failure``."""
+
+    status: str
+    result: Any = None
+    error: str | None = None
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` made JSON-safe (unknown objects become their ``str``)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class ToolRegistry:
+    """Tools by name. Register with :meth:`add` or as a decorator with :meth:`tool`."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def add(self, name: str, func: Tool) -> None:
+        if not name:
+            raise ValueError("a tool needs a name")
+        self._tools[name] = func
+
+    def tool(self, name: str | None = None) -> Callable[[Tool], Tool]:
+        """Decorator: ``@registry.tool()`` registers a function under its own name."""
+
+        def register(func: Tool) -> Tool:
+            self.add(name or func.__name__, func)
+            return func
+
+        return register
+
+    def remove(self, name: str) -> None:
+        self._tools.pop(name, None)
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    async def call(self, name: str, parameters: dict[str, Any] | None = None) -> ToolOutcome:
+        """Run one tool; never raises (except for cancellation)."""
+        func = self._tools.get(name)
+        if func is None:
+            known = ", ".join(self.names()) or "none"
+            return ToolOutcome(wire.FAILURE, error=f"Unknown tool '{name}' (known: {known})")
+        kwargs = dict(parameters or {})
+        try:
+            inspect.signature(func).bind(**kwargs)
+        except TypeError as exc:
+            return ToolOutcome(wire.FAILURE, error=f"Bad parameters for '{name}': {exc}")
+        except ValueError:
+            pass  # no signature to check (a builtin); let the call decide
+        try:
+            if inspect.iscoroutinefunction(func):
+                value = await func(**kwargs)
+            else:
+                value = await asyncio.to_thread(func, **kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+        except asyncio.CancelledError:
+            raise
+        except ToolFailure as exc:
+            return ToolOutcome(wire.FAILURE, result=jsonable(exc.result), error=str(exc))
+        except Exception as exc:
+            log.info("tool %s raised %s: %s", name, type(exc).__name__, exc)
+            return ToolOutcome(wire.FAILURE, error=f"{type(exc).__name__}: {exc}")
+        try:
+            return ToolOutcome(wire.SUCCESS, result=jsonable(value))
+        except (TypeError, ValueError) as exc:
+            return ToolOutcome(wire.FAILURE, error=f"Result of '{name}' is not JSON: {exc}")
+
+
+# ------------------------------------------------------------------- built-in tools
+
+
+def _meminfo() -> dict[str, int]:
+    """Total and available memory in bytes (Linux ``/proc/meminfo``), else empty."""
+    values: dict[str, int] = {}
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                key, _, rest = line.partition(":")
+                if key in ("MemTotal", "MemAvailable"):
+                    values[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {"memory_total_bytes": values.get("MemTotal", 0),
+            "memory_available_bytes": values.get("MemAvailable", 0)}
+
+
+def _uptime() -> float | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/uptime", encoding="ascii") as handle:
+            return float(handle.read().split()[0])
+    return None
+
+
+def system_info() -> dict[str, Any]:
+    """Facts about this machine: OS, host, CPU, memory, disk, user, Python."""
+    info: dict[str, Any] = {
+        "os": platform.system(),
+        "platform": platform_name(),
+        "os_release": platform.release(),
+        "os_version": platform.version(),
+        "machine": platform.machine(),
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "python_version": platform.python_version(),
+        "cwd": os.getcwd(),
+        "home": str(Path.home()),
+        "pid": os.getpid(),
+        "time": wire.now_iso(),
+    }
+    with contextlib.suppress(Exception):
+        info["user"] = getpass.getuser()
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_average"] = list(os.getloadavg())
+    with contextlib.suppress(Exception):
+        pretty = platform.freedesktop_os_release().get("PRETTY_NAME")
+        if pretty:
+            info["distribution"] = pretty
+    info.update(_meminfo())
+    uptime = _uptime()
+    if uptime is not None:
+        info["uptime_seconds"] = uptime
+    with contextlib.suppress(OSError):
+        usage = shutil.disk_usage(Path.home().anchor or "/")
+        info["disk_total_bytes"], info["disk_free_bytes"] = usage.total, usage.free
+    return info
+
+
+def platform_name() -> str:
+    """The platform as AIP names it: ``linux``, ``windows``, ``darwin``..."""
+    return sys.platform.replace("win32", "windows").rstrip("0123456789") or "linux"
+
+
+def get_system_info() -> dict[str, Any]:
+    """Tool: facts about this machine (see :func:`system_info`)."""
+    return system_info()
+
+
+def list_directory(path: str = ".", include_hidden: bool = False,
+                   limit: int = 1000) -> dict[str, Any]:
+    """Tool: the entries of a directory with type, size and modification time."""
+    base = Path(path).expanduser()
+    entries = []
+    names = sorted(os.listdir(base))
+    shown = [name for name in names if include_hidden or not name.startswith(".")]
+    for name in shown[:limit]:
+        full = base / name
+        try:
+            st = full.lstat()
+        except OSError:
+            continue
+        kind = ("directory" if stat.S_ISDIR(st.st_mode)
+                else "symlink" if stat.S_ISLNK(st.st_mode)
+                else "file" if stat.S_ISREG(st.st_mode) else "other")
+        entries.append({"name": name, "type": kind, "size": st.st_size,
+                        "modified": time.strftime("%Y-%m-%dT%H:%M:%S%z",
+                                                  time.localtime(st.st_mtime))})
+    return {"path": str(base.resolve()), "entries": entries, "count": len(shown),
+            "truncated": len(shown) > limit}
+
+
+def read_file(path: str, max_bytes: int = DEFAULT_READ_LIMIT,
+              encoding: str = "utf-8") -> dict[str, Any]:
+    """Tool: a text file's content, at most ``max_bytes`` of it."""
+    target = Path(path).expanduser()
+    size = target.stat().st_size
+    with open(target, "rb") as handle:
+        data = handle.read(max(0, int(max_bytes)))
+    return {"path": str(target.resolve()), "size": size,
+            "content": data.decode(encoding, errors="replace"),
+            "truncated": size > len(data)}
+
+
+def write_file(path: str, content: str, append: bool = False, make_dirs: bool = False,
+               encoding: str = "utf-8") -> dict[str, Any]:
+    """Tool: write (or append) text to a file; returns its path and size."""
+    target = Path(path).expanduser()
+    if make_dirs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "a" if append else "w", encoding=encoding) as handle:
+        written = handle.write(content)
+    return {"path": str(target.resolve()), "written": written,
+            "size": target.stat().st_size}
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(path)
+
+
+def _cap(data: bytes, cap: int) -> tuple[str, bool]:
+    text = data[:cap].decode("utf-8", errors="replace")
+    return text, len(data) > cap
+
+
+def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
+                   output_cap: int = DEFAULT_OUTPUT_CAP) -> Tool:
+    """The ``run_shell`` tool, bounded by ``timeout`` seconds and ``output_cap`` bytes.
+
+    A command may ask for a shorter ``timeout``, never a longer one. A non-zero exit or a
+    timeout is a ``failure`` whose result still carries the (capped) output.
+    """
+
+    async def run_shell(cmd: str, timeout: float | None = None, cwd: str | None = None,
+                        check: bool = True) -> dict[str, Any]:
+        limit = max_timeout if timeout is None else min(float(timeout), max_timeout)
+        process = await asyncio.create_subprocess_shell(
+            cmd,
+            cwd=_expand(cwd) if cwd else None,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        timed_out = False
+        started = time.monotonic()
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), limit)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = await process.communicate()
+            if not timed_out:
+                raise
+        out, out_cut = _cap(stdout, cap)
+        err, err_cut = _cap(stderr, cap)
+        result = {"cmd": cmd, "exit_code": process.returncode, "stdout": out, "stderr": err,
+                  "truncated": out_cut or err_cut,
+                  "duration_seconds": round(time.monotonic() - started, 3)}
+        if timed_out:
+            raise ToolFailure(f"Command timed out after {limit:g}s", result)
+        if check and process.returncode != 0:
+            tail = err.strip().splitlines()[-1:] or [""]
+            raise ToolFailure(f"Command exited with code {process.returncode}: {tail[0]}",
+                              result)
+        return result
+
+    max_timeout = float(timeout)
+    cap = int(output_cap)
+    return run_shell
+
+
+def builtin_registry(*, allow_shell: bool = False,
+                     shell_timeout: float = DEFAULT_SHELL_TIMEOUT,
+                     output_cap: int = DEFAULT_OUTPUT_CAP) -> ToolRegistry:
+    """A registry with the built-in tools; ``run_shell`` only when ``allow_shell``."""
+    registry = ToolRegistry()
+    registry.add("get_system_info", get_system_info)
+    registry.add("list_directory", list_directory)
+    registry.add("read_file", read_file)
+    registry.add("write_file", write_file)
+    if allow_shell:
+        registry.add("run_shell", make_run_shell(shell_timeout, output_cap))
+    else:
+        registry.add("run_shell", _shell_disabled)
+    return registry
+
+
+def _shell_disabled(**_: Any) -> None:
+    raise ToolFailure("run_shell is disabled on this device (start it with --allow-shell)")

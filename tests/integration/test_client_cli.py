@@ -1,0 +1,147 @@
+"""``aip-device`` and ``aip-task`` run as real processes against the in-process stack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.stack import Stack, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+BIN = Path(sys.executable).parent
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+async def _run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=ENV)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def aip_task(stack: Stack, *args: str, timeout: float = 30) -> tuple[int, str, str]:
+    return await _run(str(BIN / "aip-task"), "--url", stack.ws_url,
+                      "--session-service", stack.replica.address, *args, timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def aip_device(stack: Stack, client_id: str, *extra: str) -> AsyncIterator[
+        asyncio.subprocess.Process]:
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "aip-device"), "--url", stack.ws_url, "--id", client_id,
+        "--backoff-min", "0.05", "--backoff-max", "0.5", *extra,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env=ENV)
+    try:
+        await wait_for(lambda: stack.gateway.registry.is_device_connected(client_id)
+                       or process.returncode is not None, 20)
+        assert process.returncode is None, "aip-device exited"
+        yield process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def test_a_plan_runs_end_to_end(stack: Stack) -> None:
+    async with aip_device(stack, "cli-laptop") as device:
+        code, out, err = await aip_task(stack, "--device", "cli-laptop",
+                                        str(EXAMPLES / "system-facts.json"))
+        assert code == 0, (out, err)
+        assert "status: completed" in out
+        assert '"hostname"' in out and "PRETTY_NAME" in out  # system info, /etc/os-release
+        # Progress on stderr, plain lines (not a TTY): every step sent and answered.
+        assert "accepted on cli-laptop" in err
+        for number in (1, 2, 3):
+            assert f"step {number}/3 sent" in err
+            assert f"step {number}/3 answered" in err
+        assert "task completed" in err
+        assert "\x1b[" not in err
+
+        code, out, err = await aip_task(stack, "--device", "cli-laptop", "--json",
+                                        str(EXAMPLES / "write-read-file.json"))
+        assert code == 0, (out, err)
+        outcome = json.loads(out)
+        assert outcome["status"] == "completed"
+        read_back = outcome["result"][2][0]["result"]
+        assert read_back["content"] == "Hello from an AIP plan!\nA second line, appended.\n"
+
+        device.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(device.wait(), 10) == 0
+
+
+async def test_failure_exits_non_zero(stack: Stack) -> None:
+    async with aip_device(stack, "cli-fail"):
+        inline = json.dumps([{"tool_name": "read_file",
+                              "parameters": {"path": "/no/such/file"}}])
+        code, out, err = await aip_task(stack, "--device", "cli-fail", inline)
+        assert code == 1, (out, err)
+        assert "status: failed" in out and "FileNotFoundError" in out
+
+        # run_shell is off unless --allow-shell.
+        code, out, _ = await aip_task(stack, "--device", "cli-fail",
+                                      str(EXAMPLES / "shell-commands.json"), "--json")
+        outcome = json.loads(out)
+        assert code == 0  # the example continues on failure
+        assert all(step[0]["status"] == "failure" for step in outcome["result"])
+        assert "--allow-shell" in outcome["result"][0][0]["error"]
+
+    code, _, err = await aip_task(stack, "--device", "cli-nobody",
+                                  str(EXAMPLES / "system-facts.json"))
+    assert code == 3 and "not connected" in err
+    code, _, err = await aip_task(stack, "--device", "cli-nobody", "missing.json")
+    assert code == 2 and "no such plan file" in err
+
+
+async def test_shell_with_allow_shell_and_timeout(stack: Stack) -> None:
+    async with aip_device(stack, "cli-shell", "--allow-shell", "--shell-timeout", "0.5"):
+        code, out, err = await aip_task(stack, "--device", "cli-shell", "--json",
+                                        str(EXAMPLES / "shell-commands.json"))
+        assert code == 0, (out, err)
+        first = json.loads(out)["result"][0][0]
+        assert first["status"] == "success" and first["result"]["stdout"].startswith("Linux")
+
+        slow = json.dumps([{"tool_name": "run_shell", "parameters": {"cmd": "sleep 5"}}])
+        code, out, _ = await aip_task(stack, "--device", "cli-shell", slow)
+        assert code == 1 and "timed out after 0.5s" in out
+
+
+async def test_list_devices_and_device_info(stack: Stack) -> None:
+    async with aip_device(stack, "cli-listed"):
+        code, out, err = await aip_task(stack, "--list-devices")
+        assert code == 0, err
+        assert "cli-listed" in out and "linux" in out
+
+        code, out, err = await aip_task(stack, "--list-devices", "--json",
+                                        "--session-service", "")  # the HTTP fallback
+        assert code == 0, err
+        assert [d["device_id"] for d in json.loads(out)] == ["cli-listed"]
+
+        code, out, err = await aip_task(stack, "--device-info", "cli-listed")
+        assert code == 0, err
+        info = json.loads(out)
+        assert info["platform"] == "linux" and "cpu_count" in info
+
+    code, _, err = await aip_task(stack, "--device-info", "cli-listed")
+    assert code == 3 and "not connected" in err
