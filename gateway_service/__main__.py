@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic_settings import CliApp
 
 from gateway_service.app import create_app
+from gateway_service.gateway import Gateway
 from gateway_service.settings import GatewaySettings
 
 
@@ -40,10 +43,38 @@ def configure_logging(level: str) -> None:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
+class GatewayServer(uvicorn.Server):
+    """uvicorn, with a drain before it stops: on the first SIGTERM or SIGINT the gateway
+    flushes what it queued for clients and closes them with 1012; a second signal stops
+    at once."""
+
+    def __init__(self, config: uvicorn.Config, settings: GatewaySettings) -> None:
+        super().__init__(config)
+        self._settings = settings
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining or not self.started:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_exit()))
+
+    async def _drain_then_exit(self) -> None:
+        gateway: Gateway = self.config.app.state.gateway
+        try:
+            await gateway.drain(self._settings.drain_timeout)
+            # Give the close handshakes a moment before uvicorn tears sockets down.
+            await asyncio.sleep(0.2)
+        finally:
+            self.should_exit = True
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(GatewaySettings, cli_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
-    uvicorn.Server(uvicorn_config(settings)).run()
+    GatewayServer(uvicorn_config(settings), settings).run()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from fastapi import FastAPI, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
+from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.http_api import router as api_router
@@ -20,6 +21,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     gateway = Gateway(settings)
     frame_router = FrameRouter(gateway)
+    auth = Authenticator.from_settings(settings.tokens_file, settings.tokens)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,7 +37,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.websocket("/ws")
     async def websocket_endpoint(websocket: WebSocket) -> None:
-        await serve_socket(websocket, gateway, frame_router)
+        await serve_socket(websocket, gateway, frame_router, auth)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,15 @@ import grpc
 from aip_grpc import link_pb2, session_api_pb2
 from aip_wire import frames
 from gateway_service import metrics
+from gateway_service.limits import TokenBucket
 from gateway_service.link import ReplicaLink
 from gateway_service.registry import ClientRegistry, Connection, Outbox
 from gateway_service.replicas import ReplicaResolver
 from gateway_service.rules import (
     CLOSE_DUPLICATE,
     CLOSE_REPLACED,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_SILENT,
     CLOSE_TOO_SLOW,
     Refusal,
     Registration,
@@ -94,6 +98,9 @@ class Gateway:
         self._links: dict[str, ReplicaLink] = {}
         self._resolver = ReplicaResolver(settings.session_addresses())
         self._resolve_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        #: Set on SIGTERM: no new registrations, clients told to reconnect elsewhere.
+        self.draining = False
         self._pending: dict[int, PendingSubmit] = {}
         self._submit_ids = itertools.count(1)
 
@@ -101,14 +108,44 @@ class Gateway:
 
     async def start(self) -> None:
         await self.refresh_replicas()
-        self._resolve_task = asyncio.get_running_loop().create_task(self._keep_resolving())
+        loop = asyncio.get_running_loop()
+        self._resolve_task = loop.create_task(self._keep_resolving())
+        self._sweep_task = loop.create_task(self._evict_silent())
 
     async def stop(self) -> None:
-        if self._resolve_task is not None:
-            self._resolve_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resolve_task
+        for task in (self._resolve_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*(link.stop() for link in self._links.values()))
+
+    async def _evict_silent(self) -> None:
+        """Evict clients that sent nothing for longer than the silence limit."""
+        limit = self.settings.silence_limit
+        while True:
+            await asyncio.sleep(min(5.0, limit / 4))
+            horizon = time.monotonic() - limit
+            for conn in self.registry:
+                if conn.last_seen < horizon:
+                    log.warning(
+                        "[WS] %s sent nothing for %.0fs: evicting it", conn.client_id, limit
+                    )
+                    # Unregister first: a vanished peer may never finish the close.
+                    self.unregister(conn)
+                    conn.close(CLOSE_SILENT, f"no frame for {limit:g}s")
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking clients, flush what is queued for them, then close them with 1012
+        so that they reconnect (to another gateway, or to this one once restarted)."""
+        self.draining = True
+        connections = list(self.registry)
+        log.info("draining: flushing and closing %d client(s)", len(connections))
+        if connections:
+            await asyncio.gather(*(conn.outbox.drain(timeout) for conn in connections))
+        for conn in connections:
+            self.unregister(conn)
+            conn.close(CLOSE_SERVICE_RESTART, "gateway restarting; reconnect")
 
     @property
     def links(self) -> list[ReplicaLink]:
@@ -222,6 +259,7 @@ class Gateway:
                 outbox_writer, limit=self.settings.max_pending_sends, on_overflow=overflow
             ),
             close=close,
+            task_bucket=TokenBucket(self.settings.task_rate, self.settings.task_burst),
         )
         conn_holder.append(conn)
         self.registry.add(conn)

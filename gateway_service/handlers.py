@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 import orjson
@@ -43,6 +44,7 @@ class FrameRouter:
 
     def handle(self, conn: Connection, data: str | bytes) -> None:
         """Handle one message from a registered client; never raises."""
+        conn.last_seen = time.monotonic()
         try:
             frame = parse_client_frame(data)
         except FrameError as exc:
@@ -76,6 +78,15 @@ class FrameRouter:
         conn.send(frames.heartbeat_frame())
 
     def task(self, conn: Connection, frame: ClientFrame) -> None:
+        if not conn.task_bucket.allow(time.monotonic()):
+            log.warning("[WS] %s exceeds the task rate limit", conn.client_id)
+            metrics.TASKS.labels("rate_limited").inc()
+            conn.send(frames.error_frame(
+                f"Rate limit exceeded: at most {self.gateway.settings.task_rate:g} tasks per "
+                f"second (bursts of {self.gateway.settings.task_burst})",
+                session_id=frame.session_id,
+            ))
+            return
         task = asyncio.get_running_loop().create_task(self._submit(conn, frame))
         conn.tasks.add(task)
         task.add_done_callback(conn.tasks.discard)

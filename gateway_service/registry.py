@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aip_wire import frames
+from gateway_service.limits import TokenBucket
 
 log = logging.getLogger("aip.gateway.registry")
 
@@ -99,9 +101,12 @@ class Connection:
     device_info: dict[str, Any]
     outbox: Outbox
     close: Callable[[int, str], None]
+    task_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(20.0, 40.0))
     serial: int = field(default_factory=lambda: next(_serials))
     sessions: set[str] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Monotonic time of the last frame received, for the silence limit.
+    last_seen: float = field(default_factory=time.monotonic)
 
     @property
     def is_device(self) -> bool:

@@ -24,6 +24,8 @@ CLOSE_REGISTRATION_TIMEOUT = 4408
 CLOSE_DUPLICATE = 4409
 CLOSE_REPLACED = 4000  # the old socket of a client_id that reconnected
 CLOSE_TOO_SLOW = 4429  # the client stopped reading and its outbox overflowed
+CLOSE_SILENT = 4408  # no frame at all for longer than the silence limit
+CLOSE_SERVICE_RESTART = 1012  # draining on shutdown: reconnect
 
 
 class Refusal(Exception):
@@ -44,14 +46,19 @@ class Registration:
     device_info: dict[str, Any]
 
 
+#: Metadata keys that are credentials, never part of the device info others may read.
+SECRET_METADATA = frozenset({"auth_token"})
+
+
 def device_info_of(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """What a device's info is: ``metadata.system_info``, else the whole metadata."""
+    """What a device's info is: ``metadata.system_info``, else the whole metadata
+    (without credentials)."""
     if not metadata:
         return {}
     system_info = metadata.get("system_info")
     if isinstance(system_info, dict):
         return system_info
-    return metadata
+    return {key: value for key, value in metadata.items() if key not in SECRET_METADATA}
 
 
 def check_registration(

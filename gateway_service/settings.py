@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,27 @@ class GatewaySettings(BaseSettings):
     )
     api_key: str | None = Field(
         None, description="When set, the HTTP API requires this value in X-API-Key."
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description="Client tokens, hashed: lines of 'client_id client_type sha256:HEX'. "
+        "With tokens configured every client must authenticate.",
+    )
+    tokens: str | None = Field(
+        None, description="More token entries in the tokens-file format, ';'-separated."
+    )
+    task_rate: float = Field(
+        20.0, gt=0, description="Tasks per second one client may submit on average."
+    )
+    task_burst: int = Field(40, ge=1, description="Tasks one client may submit at once.")
+    silence_limit: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds without any frame after which a client is evicted (reference "
+        "devices heartbeat every 120 s; WebSocket pings find vanished peers sooner).",
+    )
+    drain_timeout: float = Field(
+        10.0, ge=0, description="Seconds to flush queued frames on SIGTERM before closing."
     )
     max_pending_sends: int = Field(
         1000, ge=1, description="Frames queued for one client before it is disconnected."

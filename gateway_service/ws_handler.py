@@ -16,12 +16,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from aip_wire import frames
 from aip_wire.frames import FrameError, parse_client_frame
 from gateway_service import metrics
+from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.registry import Connection
 from gateway_service.rules import (
     CLOSE_BAD_REGISTRATION,
     CLOSE_REGISTRATION_TIMEOUT,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_UNAUTHORIZED,
     Refusal,
     check_registration,
 )
@@ -65,8 +68,26 @@ def _closer(websocket: WebSocket) -> Any:
     return close
 
 
-async def serve_socket(websocket: WebSocket, gateway: Gateway, router: FrameRouter) -> None:
+def presented_token(websocket: WebSocket, metadata: dict[str, Any] | None) -> str | None:
+    """The client's token: Authorization header, else ?token=, else metadata.auth_token."""
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    query = websocket.query_params.get("token")
+    if query:
+        return query
+    token = (metadata or {}).get("auth_token")
+    return token if isinstance(token, str) and token else None
+
+
+async def serve_socket(
+    websocket: WebSocket, gateway: Gateway, router: FrameRouter, auth: Authenticator
+) -> None:
     await websocket.accept()
+    if gateway.draining:
+        await _refuse(websocket, "The gateway is restarting; reconnect", CLOSE_SERVICE_RESTART)
+        return
     conn: Connection | None = None
     try:
         try:
@@ -88,6 +109,13 @@ async def serve_socket(websocket: WebSocket, gateway: Gateway, router: FrameRout
             target = frame.target_id if frame.client_type == frames.CONSTELLATION else None
             connected = target is not None and await gateway.device_connected(target)
             registration = check_registration(frame, lambda device_id: connected)
+            problem = auth.check(
+                registration.client_id,
+                registration.kind,
+                presented_token(websocket, frame.metadata),
+            )
+            if problem is not None:
+                raise Refusal(problem, CLOSE_UNAUTHORIZED)
             conn = gateway.register(registration, websocket.send_text, _closer(websocket))
         except FrameError as exc:
             await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)

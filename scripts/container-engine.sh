@@ -25,9 +25,14 @@ fi
 # Sandboxed machines cannot raise rlimits past their hard limit, and crun rejects their
 # cgroup layout; runc copes with both.
 mkdir -p /etc/containers
+# Containers get exactly the limits this machine allows instead of podman's defaults.
 nofile=$(ulimit -Hn)
-printf '[containers]\ndefault_ulimits = ["nofile=%s:%s"]\n[engine]\nruntime = "runc"\n' \
-  "$nofile" "$nofile" > /etc/containers/containers.conf
+# The process limit cannot be set to the hard limit here either, only below it.
+nproc=32768
+hard_nproc=$(ulimit -Hu)
+[ "$hard_nproc" != unlimited ] && [ "$hard_nproc" -lt "$nproc" ] && nproc=$hard_nproc
+printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n[engine]\nruntime = "runc"\n' \
+  "$nofile" "$nofile" "$nproc" "$nproc" > /etc/containers/containers.conf
 
 if [ ! -x /opt/podman-compose/bin/podman-compose ]; then
   say "installing podman-compose"

@@ -105,7 +105,7 @@ class GatewayService(Service):
         data: dict[str, Any] = answer.json()
         return data
 
-    async def wait_replicas(self, count: int, timeout: float = 30.0) -> None:
+    async def wait_replicas(self, count: int, timeout: float = 60.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
