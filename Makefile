@@ -10,12 +10,12 @@ SESSION_PORT ?= 50051
 GATEWAY_HOST ?= 127.0.0.1
 GATEWAY_PORT ?= 8000
 
-.PHONY: setup protos run test lint typecheck compose-test clean
+.PHONY: setup protos run test lint typecheck compose-test clean bench
 
 setup: $(VENV)/.installed $(PROTO_OUT)
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -48,6 +48,9 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy aip_wire gateway_service session_service
+
+bench: setup
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) aip_grpc/*_pb2*.py aip_grpc/*_pb2*.pyi

@@ -1,0 +1,1 @@
+"""``make bench``: the AIP control plane's benchmark suite (see :mod:`bench.run`)."""
