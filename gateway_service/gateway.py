@@ -55,9 +55,15 @@ class TaskError(Exception):
     ``http_status`` is what the HTTP API answers with for it.
     """
 
-    def __init__(self, message: str, http_status: int = 409) -> None:
+    def __init__(self, message: str, http_status: int = 409, code: str = "") -> None:
         super().__init__(message)
         self.http_status = http_status
+        self.code = code
+
+
+#: HTTP statuses for the replicas' rejection codes.
+REJECTION_STATUS = {"exists": 409, "not_found": 404, "invalid": 400, "limit": 429,
+                    "draining": 503}
 
 
 NO_REPLICA = "No session service replica is reachable; try again later"
@@ -185,8 +191,8 @@ class Gateway:
         return [link for link in self._links.values() if link.healthy]
 
     def pick_link(self) -> ReplicaLink | None:
-        """The healthy replica with the fewest active sessions."""
-        healthy = self.healthy_links()
+        """The healthy, non-draining replica with the fewest active sessions."""
+        healthy = [link for link in self.healthy_links() if not link.draining]
         if not healthy:
             return None
         return min(healthy, key=lambda link: link.active_sessions)
@@ -349,10 +355,30 @@ class Gateway:
         """Start a session on a replica and wait until it is accepted.
 
         A WebSocket requester gets its ack frame from the link reader, before any
-        command of the session can reach the same socket.
+        command of the session can reach the same socket. A replica that turns out to be
+        draining is skipped and the next one tried.
 
         :raises TaskError: no replica, a refusal, or no answer in time.
         """
+        while True:
+            try:
+                return await self._submit_once(
+                    plan, requester_id=requester_id, requester_kind=requester_kind,
+                    requester=requester,
+                )
+            except TaskError as exc:
+                if exc.code != "draining":
+                    raise
+                log.info("replica draining; submitting session %s elsewhere", plan.session_id)
+
+    async def _submit_once(
+        self,
+        plan: TaskPlan,
+        *,
+        requester_id: str,
+        requester_kind: int,
+        requester: Connection | None,
+    ) -> str:
         route = self.routes.get(plan.session_id)
         if route is not None:
             if route.requester_id != requester_id:
@@ -360,6 +386,11 @@ class Gateway:
             raise TaskError(f"Session '{plan.session_id}' is already running")
         link = self.pick_link()
         if link is None:
+            if self.healthy_links():
+                raise TaskError(
+                    "Every reachable session service replica is draining; try again later",
+                    503,
+                )
             raise TaskError(NO_REPLICA, 503)
         submit_id = next(self._submit_ids)
         pending = PendingSubmit(plan, link, requester_id, requester_kind, requester)
@@ -451,8 +482,12 @@ class Gateway:
                 body = message.task_rejected
                 pending = self._pending.pop(body.submit_id, None)
                 link.active_sessions = max(0, link.active_sessions - 1)
+                if body.code == "draining":
+                    link.draining = True
                 if pending is not None and not pending.future.done():
-                    pending.future.set_exception(TaskError(body.error))
+                    pending.future.set_exception(TaskError(
+                        body.error, REJECTION_STATUS.get(body.code, 409), body.code
+                    ))
             elif which == "welcome":
                 link.replica_id = message.welcome.replica_id
                 link.active_sessions = message.welcome.active_sessions

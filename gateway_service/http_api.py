@@ -165,6 +165,7 @@ async def health(request: Request) -> dict[str, Any]:
                 "healthy": link.healthy,
                 "replica_id": link.replica_id,
                 "active_sessions": link.active_sessions,
+                "draining": link.draining,
                 "last_error": link.last_error or None,
             }
             for link in gateway.links

@@ -64,6 +64,8 @@ class ReplicaLink:
         self._accepting = False
         self.replica_id = ""
         self.active_sessions = 0
+        #: The replica refused a task because it is shutting down: place none there.
+        self.draining = False
         self.last_error = ""
         self._buffer: list[link_pb2.GatewayMessage] = []
         self._wakeup = asyncio.Event()
@@ -142,6 +144,7 @@ class ReplicaLink:
             if first is grpc.aio.EOF:
                 return
             self.healthy = True
+            self.draining = False
             self.last_error = ""
             log.info("link to replica %s up", self.address)
             self._owner.on_link_up(self)

@@ -10,7 +10,12 @@ engine=$(command -v podman || command -v docker)
 python=${PYTHON:-.venv/bin/python}
 
 compose() { docker-compose -p "$project" "$@"; }
-cleanup() { compose down -t 2 >/dev/null 2>&1 || true; }
+cleanup() {
+  # `down` only knows the replica count written in the compose file, not --scale.
+  "$engine" ps -aq --filter "label=com.docker.compose.project=$project" \
+    | xargs -r "$engine" rm -f >/dev/null 2>&1 || true
+  compose down -t 2 >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
 cleanup

@@ -17,17 +17,25 @@ log = logging.getLogger("aip.session")
 
 
 async def serve(settings: SessionSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain (a second signal cuts the drain short)."""
     service = SessionService(settings)
     await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: cancelling running sessions now")
+            service.skip_drain()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal)
     waiter = loop.create_task(service.wait())
     stopper = loop.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    log.info("shutting down")
+    log.info("shutting down: draining for up to %gs", settings.drain_timeout)
     stopper.cancel()
     await service.stop()
     waiter.cancel()

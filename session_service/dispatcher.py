@@ -15,6 +15,10 @@ from typing import Any
 log = logging.getLogger("aip.session.dispatcher")
 
 RESULT_STATUSES = frozenset({"success", "failure", "skipped", "none"})
+#: How a command went, as the command log records it.
+ANSWERED = "answered"
+TIMEOUT = "timeout"
+UNDELIVERABLE = "undeliverable"
 
 
 def failure(call_id: str | None, error: str) -> dict[str, Any]:
@@ -70,12 +74,21 @@ class CommandDispatcher:
     async def execute(
         self, frame: dict[str, Any], call_ids: list[str], timeout: float
     ) -> list[dict[str, Any]]:
+        results, _ = await self.execute_detailed(frame, call_ids, timeout)
+        return results
+
+    async def execute_detailed(
+        self, frame: dict[str, Any], call_ids: list[str], timeout: float
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Like :meth:`execute`, also saying how the command went, for the command log:
+        ``answered``, ``timeout`` or ``undeliverable``."""
         response_id: str = frame["response_id"]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[response_id] = future
         try:
             if not self._deliver(frame):
-                return [failure(call_id, "the device is not reachable") for call_id in call_ids]
+                return [failure(call_id, "the device is not reachable")
+                        for call_id in call_ids], UNDELIVERABLE
             try:
                 raw = await asyncio.wait_for(future, timeout)
             except TimeoutError:
@@ -86,8 +99,8 @@ class CommandDispatcher:
                 return [
                     failure(call_id, f"no result from the device within {timeout:g}s")
                     for call_id in call_ids
-                ]
-            return normalize_results(raw, call_ids)
+                ], TIMEOUT
+            return normalize_results(raw, call_ids), ANSWERED
         finally:
             self._pending.pop(response_id, None)
 

@@ -210,7 +210,8 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         except SessionRejected as exc:
             log.warning("task %s refused: %s", body.session_id, exc)
             peer.send(link_pb2.SessionMessage(task_rejected=link_pb2.TaskRejected(
-                submit_id=body.submit_id, session_id=body.session_id, error=str(exc)
+                submit_id=body.submit_id, session_id=body.session_id, error=str(exc),
+                code=exc.code,
             )))
             return
         # The acceptance is queued before the agent can queue its first command.

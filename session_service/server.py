@@ -1,9 +1,18 @@
 """Assembling one replica: the gRPC server with the link, the public API, health and
-reflection, around one presence table and one session manager."""
+reflection, around one presence table, one session manager and one session store.
+
+Stopping drains: new sessions are refused and health turns NOT_SERVING at once, running
+sessions get ``--drain-timeout`` to finish while the links stay open (so their results
+still arrive and, if cancelled, their requesters still hear ``task_end``), then the rest
+are cancelled with ``replica_shutdown``, the store is flushed, and the server stops.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,8 +22,9 @@ from aip_grpc import link_pb2, link_pb2_grpc, session_api_pb2, session_api_pb2_g
 from session_service.api_servicer import SessionApiServicer
 from session_service.link_servicer import GatewayLinkServicer, LinkHub
 from session_service.presence import Presence
-from session_service.sessions import SessionManager
+from session_service.sessions import REPLICA_SHUTDOWN, SessionManager
 from session_service.settings import SessionSettings
+from session_service.store import SessionStore
 
 log = logging.getLogger("aip.session.server")
 
@@ -40,17 +50,23 @@ class SessionService:
         self.settings = settings
         self.presence = Presence()
         self.hub = LinkHub()
-        self.manager = SessionManager(settings, self.presence, self.hub.send)
+        self.store = SessionStore(settings.store_path, settings.replica_id) \
+            if settings.store_path else None
+        self.manager = SessionManager(settings, self.presence, self.hub.send, self.store)
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self._pruner: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._skip_drain = asyncio.Event()
         link_pb2_grpc.add_GatewayLinkServicer_to_server(
             GatewayLinkServicer(settings.replica_id, self.hub, self.presence, self.manager,
                                 settings.gateway_grace),
             self.server,
         )
         session_api_pb2_grpc.add_SessionApiServicer_to_server(
-            SessionApiServicer(settings.replica_id, self.manager, self.presence), self.server
+            SessionApiServicer(settings.replica_id, self.manager, self.presence, self.store),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -58,6 +74,16 @@ class SessionService:
         )
 
     async def start(self) -> int:
+        if self.store is not None:
+            try:
+                recovered = await asyncio.to_thread(self.store.open)
+            except Exception as exc:
+                raise RuntimeError(f"cannot open the session store "
+                                   f"{self.settings.store_path!r}: {exc}") from exc
+            if recovered:
+                log.warning("%d session(s) of a dead replica marked failed in %s",
+                            recovered, self.settings.store_path)
+            self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
         self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         if not self.port:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
@@ -68,11 +94,50 @@ class SessionService:
                  self.settings.host, self.port)
         return self.port
 
-    async def stop(self, grace: float = 2.0) -> None:
+    async def _prune_forever(self) -> None:
+        """Forget records older than the retention, in memory and in the store."""
+        retention = self.settings.record_retention
+        interval = min(max(retention / 4, 0.05), 300.0)
+        while True:
+            assert self.store is not None
+            self.store.prune(time.time() - retention)
+            self.manager.prune_memory()
+            await asyncio.sleep(interval)
+
+    def skip_drain(self) -> None:
+        """Cut a drain short: running sessions are cancelled at once."""
+        self._skip_drain.set()
+
+    async def stop(self, grace: float = 2.0, drain_timeout: float | None = None) -> None:
+        """Drain (``drain_timeout``, default ``--drain-timeout``), then stop; a second
+        call waits for the first."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(
+                self._stop(grace, self.settings.drain_timeout if drain_timeout is None
+                           else drain_timeout)
+            )
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float, drain_timeout: float) -> None:
+        self.manager.draining = True
         await self.health.enter_graceful_shutdown()
-        await self.manager.shutdown()
+        left = await self.manager.drain(
+            drain_timeout, lambda: bool(self.hub.peers) and not self._skip_drain.is_set()
+        )
+        if left:
+            log.warning("cancelling %d session(s) still running: %s", left, REPLICA_SHUTDOWN)
+        await self.manager.shutdown(REPLICA_SHUTDOWN)
         for peer in self.hub.peers.values():
             peer.close()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+        if self.store is not None:
+            try:
+                await asyncio.to_thread(self.store.close)
+            except Exception:
+                log.exception("closing the session store failed")
         await self.server.stop(grace)
 
     async def wait(self) -> None:

@@ -4,6 +4,11 @@ A :class:`Session` runs one agent as an asyncio task. However it ends (the agent
 its deadline passes, it is cancelled with a reason, or it crashes) the end is handled in
 one place, :meth:`SessionManager._finish`, which records the outcome, tells watchers and
 sends ``task_ended`` to the gateways that must deliver ``task_end``.
+
+Ended sessions stay in memory for a while (``--record-retention``, ``--max-records``);
+every session is also written to the :class:`~session_service.store.SessionStore` (start,
+each command and its results, end), which outlives the process. Store writes are queued,
+never awaited, so the store can neither slow nor break a session.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from session_service.agents.base import Step
 from session_service.dispatcher import CommandDispatcher
 from session_service.presence import Presence
 from session_service.settings import SessionSettings
+from session_service.store import SessionRecord, SessionStore
 
 log = logging.getLogger("aip.session")
 
@@ -35,8 +41,11 @@ CANCELLED = "cancelled"
 
 DEVICE_DISCONNECTED = "device_disconnected"
 CONSTELLATION_DISCONNECTED = "constellation_disconnected"
+REPLICA_SHUTDOWN = "replica_shutdown"
+#: A command still waiting for its results.
+SENT = "sent"
 
-REQUESTER_NAMES = {
+REQUESTER_NAMES: dict[int, str] = {
     link_pb2.REQUESTER_KIND_DEVICE: "device",
     link_pb2.REQUESTER_KIND_CONSTELLATION: "constellation",
     link_pb2.REQUESTER_KIND_HTTP: "http",
@@ -48,7 +57,8 @@ SOCKET_REQUESTERS = frozenset({link_pb2.REQUESTER_KIND_DEVICE,
 
 
 class SessionRejected(Exception):
-    """A session that cannot start; ``code`` is ``exists`` or ``invalid``."""
+    """A session that cannot start; ``code`` is ``exists``, ``not_found``, ``invalid``,
+    ``draining`` or ``limit``."""
 
     def __init__(self, message: str, code: str = "exists") -> None:
         super().__init__(message)
@@ -64,6 +74,19 @@ class Update:
     detail: Any = None
 
 
+@dataclass(slots=True)
+class CommandEntry:
+    """One command of a running or recently ended session, for its command log."""
+
+    seq: int
+    response_id: str
+    actions: Any
+    sent_at: float
+    status: str = SENT  # then answered, timeout or undeliverable
+    results: Any = None
+    received_at: float | None = None
+
+
 @dataclass(eq=False)
 class Session:
     session_id: str
@@ -73,7 +96,7 @@ class Session:
     platform: str
     device_info: dict[str, Any]
     requester_id: str
-    requester_kind: int
+    requester_kind: link_pb2.RequesterKind
     origin_gateway: str  # the gateway that submitted it ("" for backend calls)
     device_gateway: str
     agent_name: str = "plan"
@@ -89,6 +112,7 @@ class Session:
     task: asyncio.Task[Outcome] | None = None
     watchers: set[asyncio.Queue[Update]] = field(default_factory=set)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    commands: list[CommandEntry] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -127,12 +151,23 @@ class _Context:
             process_name=step.process_name,
             root_name=step.root_name,
         )
+        entry = CommandEntry(len(session.commands), frame["response_id"], step.actions,
+                             time.time())
+        session.commands.append(entry)
+        store = self._manager.store
+        if store is not None:
+            store.record_command(session.session_id, entry.seq, entry.response_id,
+                                 entry.actions, entry.sent_at)
         session.publish(Update("command_sent", frame["response_id"], step.actions))
         started = time.perf_counter()
-        results = await session.dispatcher.execute(
+        results, entry.status = await session.dispatcher.execute_detailed(
             frame, [action["call_id"] for action in step.actions], timeout
         )
         metrics.COMMAND_SECONDS.observe(time.perf_counter() - started)
+        entry.results, entry.received_at = results, time.time()
+        if store is not None:
+            store.record_results(session.session_id, entry.seq, results, entry.received_at,
+                                 entry.status)
         session.steps_done += 1
         session.publish(Update("results_received", frame["response_id"], results))
         return results
@@ -146,13 +181,21 @@ class SessionManager:
         settings: SessionSettings,
         presence: Presence,
         send_to_gateway: Callable[[str, link_pb2.SessionMessage], bool],
+        store: SessionStore | None = None,
+        replica_id: str = "",
     ) -> None:
         self.settings = settings
         self.presence = presence
         self._send = send_to_gateway
+        self.store = store
+        self.replica_id = replica_id or settings.replica_id
         self.sessions: dict[str, Session] = {}
         self._ended: deque[Session] = deque()
         self.active = 0
+        #: Running sessions per device, for --max-sessions-per-device.
+        self._running_on: dict[str, int] = {}
+        #: Set when the replica drains: new sessions are refused.
+        self.draining = False
 
     # ------------------------------------------------------------------ starting
 
@@ -164,15 +207,18 @@ class SessionManager:
         request: str,
         device_id: str,
         requester_id: str,
-        requester_kind: int,
+        requester_kind: link_pb2.RequesterKind,
         origin_gateway: str,
         agent_name: str = "plan",
     ) -> Session:
         """Create and start a session.
 
-        :raises SessionRejected: the id belongs to another requester or is running, the
-            device is unknown, or the agent does not exist.
+        :raises SessionRejected: the replica is draining, the id belongs to another
+            requester or is running, the device is unknown or at its limit of sessions,
+            or the agent does not exist.
         """
+        if self.draining:
+            raise SessionRejected("replica is draining: it takes no new sessions", "draining")
         existing = self.sessions.get(session_id)
         if existing is not None:
             if existing.requester_id != requester_id:
@@ -186,6 +232,13 @@ class SessionManager:
         agent_type = AGENTS.get(agent_name)
         if agent_type is None:
             raise SessionRejected(f"Unknown agent '{agent_name}'", "invalid")
+        limit = self.settings.max_sessions_per_device
+        running = self._running_on.get(device_id, 0)
+        if limit and running >= limit:
+            raise SessionRejected(
+                f"Device '{device_id}' already runs {running} session(s): the limit is "
+                f"{limit} per device (max_sessions_per_device)", "limit",
+            )
         session = Session(
             session_id=session_id,
             task_name=task_name,
@@ -202,6 +255,7 @@ class SessionManager:
         session.dispatcher = CommandDispatcher(session_id, lambda frame: self._deliver(session,
                                                                                        frame))
         self.sessions[session_id] = session
+        self._running_on[device_id] = running + 1
         self.active += 1
         metrics.ACTIVE.set(self.active)
         log.info(
@@ -229,6 +283,19 @@ class SessionManager:
                     requester_id=session.requester_id,
                     requester_kind=session.requester_kind,
                 )
+            ))
+        if self.store is not None:
+            self.store.record_started(SessionRecord(
+                session_id=session.session_id,
+                task_name=session.task_name,
+                request=session.request,
+                device_id=session.device_id,
+                requester_id=session.requester_id,
+                requester_kind=REQUESTER_NAMES.get(session.requester_kind, ""),
+                agent=session.agent_name,
+                replica_id=self.replica_id,
+                state=RUNNING,
+                created_at=session.created_at,
             ))
         session.task = asyncio.get_running_loop().create_task(run(), name=session.session_id)
         session.task.add_done_callback(lambda task: self._on_done(session, task))
@@ -325,6 +392,18 @@ class SessionManager:
         session.error = outcome.error
         session.ended_at = time.time()
         self.active -= 1
+        left = self._running_on.get(session.device_id, 1) - 1
+        if left > 0:
+            self._running_on[session.device_id] = left
+        else:
+            self._running_on.pop(session.device_id, None)
+        if self.store is not None:
+            self.store.record_ended(
+                session.session_id, state=session.state, result=session.result,
+                error=session.error, cancel_reason=session.cancel_reason,
+                ended_at=session.ended_at, steps_done=session.steps_done,
+                steps_total=session.steps_total,
+            )
         metrics.ACTIVE.set(self.active)
         metrics.ENDED.labels(session.state).inc()
         log.info("session %s %s%s", session.session_id, session.state,
@@ -333,7 +412,7 @@ class SessionManager:
         session.publish(Update("ended"))
         session.ended.set()
         self._ended.append(session)
-        self._prune()
+        self.prune_memory()
 
     def _notify_gateways(self, session: Session) -> None:
         silent = session.cancel_reason == CONSTELLATION_DISCONNECTED
@@ -374,7 +453,9 @@ class SessionManager:
         if self.sessions.get(session.session_id) is session:
             del self.sessions[session.session_id]
 
-    def _prune(self) -> None:
+    def prune_memory(self) -> None:
+        """Forget ended sessions beyond the retention or the count (the store keeps
+        them for the retention)."""
         horizon = time.time() - self.settings.record_retention
         ended = self._ended
         while ended and (
@@ -398,9 +479,29 @@ class SessionManager:
         return selected[:limit]
 
     def active_on(self, device_id: str) -> int:
-        return sum(1 for s in self.sessions.values() if s.running and s.device_id == device_id)
+        return self._running_on.get(device_id, 0)
 
-    async def shutdown(self, reason: str = "replica_shutdown") -> None:
+    async def drain(self, timeout: float, can_progress: Callable[[], bool]) -> int:
+        """Refuse new sessions and wait up to ``timeout`` seconds for the running ones.
+
+        The wait stops early once ``can_progress()`` is false (no gateway is linked, so
+        no command can reach a device and no result come back).
+
+        :returns: how many sessions still run.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.active:
+            log.info("draining: waiting up to %gs for %d session(s)", timeout, self.active)
+        while self.active and can_progress():
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 0.05))
+        return self.active
+
+    async def shutdown(self, reason: str = REPLICA_SHUTDOWN) -> None:
         running = [s for s in self.sessions.values() if s.running]
         for session in running:
             self.cancel(session.session_id, reason)

@@ -50,6 +50,20 @@ class SessionSettings(BaseSettings):
         3600.0, gt=0, description="Seconds an ended session's record is kept."
     )
     max_records: int = Field(
-        10000, ge=1, description="Most ended-session records kept in memory."
+        10000, ge=1, description="Most ended sessions kept in memory (the store keeps "
+        "every record for --record-retention)."
+    )
+    store_path: str = Field(
+        "./aip-sessions.sqlite3",
+        description="SQLite file of session records and command logs, kept across "
+        "restarts; ':memory:' keeps them in this process only, '' disables the store.",
+    )
+    drain_timeout: float = Field(
+        30.0, ge=0, description="On SIGTERM, seconds running sessions may take to finish "
+        "before they are cancelled with reason replica_shutdown.",
+    )
+    max_sessions_per_device: int = Field(
+        8, ge=0, description="Most sessions running at once on one device through this "
+        "replica; 0 means no limit.",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")

@@ -58,7 +58,8 @@ class Replica(Service):
         self.port = free_port()
         super().__init__(
             ["-m", "session_service", "--host", HOST, "--port", str(self.port),
-             "--gateway-grace", str(grace), "--log-level", "warning"],
+             "--gateway-grace", str(grace), "--log-level", "warning",
+             "--store-path", ":memory:"],
             {},
         )
 

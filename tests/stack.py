@@ -36,6 +36,8 @@ class SessionReplica:
     """One session-service replica in this process."""
 
     def __init__(self, **overrides: Any) -> None:
+        # Tests keep records in memory unless they test the store on disk.
+        overrides.setdefault("store_path", ":memory:")
         self.settings = SessionSettings(host=HOST, port=0, **overrides)
         self.service = SessionService(self.settings)
         self.port = 0

@@ -17,6 +17,8 @@ from tests.conftest import StackFactory
 from tests.processes import GatewayService, Replica
 from tests.stack import (
     Client,
+    GatewayProcess,
+    SessionReplica,
     cmd,
     plan,
     register_constellation,
@@ -222,3 +224,27 @@ async def test_sigterm_drains_the_gateway_process() -> None:
     finally:
         gateway.stop()
         replica.stop()
+
+
+# ------------------------------------------------------------------------ draining replicas
+
+
+async def test_a_draining_replica_is_skipped() -> None:
+    first, second = SessionReplica(), SessionReplica()
+    await first.start()
+    await second.start()
+    gateway = GatewayProcess([first.address, second.address])
+    await gateway.start()
+    try:
+        await gateway.wait_linked(2)
+        first.service.manager.draining = True  # as after SIGTERM, unknown to the gateway
+        device = await register_device(gateway.ws_url, "dev1")
+        await device.send(task_frame("dev1", plan([cmd()]), session_id="s-moved"))
+        assert (await device.recv())["session_id"] == "s-moved"  # accepted after all
+        assert "s-moved" in second.service.manager.sessions
+        assert gateway.gateway.links[0].draining
+        await device.close()
+    finally:
+        await gateway.stop()
+        await first.stop()
+        await second.stop()

@@ -1,0 +1,191 @@
+"""session_service.store: records, command log, retention, recovery of orphaned sessions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from session_service import metrics
+from session_service.store import MEMORY, REPLICA_RESTARTED, SessionRecord, SessionStore
+
+
+def record(session_id: str, *, task_name: str = "t", device_id: str = "dev1",
+           created_at: float | None = None, replica_id: str = "r1") -> SessionRecord:
+    return SessionRecord(
+        session_id=session_id, task_name=task_name, request='{"steps": []}',
+        device_id=device_id, requester_id="c1", requester_kind="constellation",
+        agent="plan", replica_id=replica_id, state="running",
+        created_at=time.time() if created_at is None else created_at,
+    )
+
+
+def end(store: SessionStore, session_id: str, *, state: str = "completed",
+        ended_at: float | None = None, result: object = "ok") -> None:
+    store.record_ended(session_id, state=state, result=result, error=None,
+                       cancel_reason=None, ended_at=time.time() if ended_at is None
+                       else ended_at, steps_done=1, steps_total=1)
+
+
+@pytest.fixture
+def store() -> Iterator[SessionStore]:
+    opened = SessionStore(MEMORY, "r1")
+    opened.open()
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def test_a_session_and_its_command_log_round_trip(store: SessionStore) -> None:
+    store.record_started(record("s1", task_name="job"))
+    store.record_command("s1", 0, "r-a", [{"tool_name": "a", "call_id": "1"}], 100.0)
+    store.record_results("s1", 0, [{"status": "success", "result": 2**70}], 100.5, "answered")
+    store.record_command("s1", 1, "r-b", [{"tool_name": "b"}], 101.0)
+    store.record_results("s1", 1, [{"status": "failure"}], 103.0, "timeout")
+    store.record_command("s1", 2, "r-c", [{"tool_name": "c"}], 104.0)
+    assert store.flush()
+    running = store.get("s1")
+    assert running is not None and running.state == "running" and running.ended_at is None
+    end(store, "s1", result={"big": 2**70})
+    assert store.flush()
+
+    got = store.get("s1")
+    assert got is not None
+    assert (got.task_name, got.device_id, got.requester_id, got.replica_id) == (
+        "job", "dev1", "c1", "r1")
+    assert got.state == "completed" and got.ended_at is not None
+    assert json.loads(got.result_json or "") == {"big": 2**70}  # big integers kept exactly
+    assert [c.response_id for c in got.commands] == ["r-a", "r-b", "r-c"]
+    assert [c.status for c in got.commands] == ["answered", "timeout", "unanswered"]
+    assert json.loads(got.commands[0].actions_json) == [{"tool_name": "a", "call_id": "1"}]
+    assert json.loads(got.commands[0].results_json or "")[0]["result"] == 2**70
+    assert (got.commands[1].sent_at, got.commands[1].received_at) == (101.0, 103.0)
+    assert got.commands[2].results_json is None and got.commands[2].received_at is None
+    assert store.get("nope") is None
+    assert store.get("s1", with_commands=False).commands == []  # type: ignore[union-attr]
+
+
+def test_find_by_task_name_gives_the_latest(store: SessionStore) -> None:
+    store.record_started(record("old", task_name="named", created_at=1.0))
+    store.record_started(record("new", task_name="named", created_at=2.0))
+    store.record_started(record("other", task_name="else", created_at=3.0))
+    store.flush()
+    assert store.find_by_task_name("named").session_id == "new"  # type: ignore[union-attr]
+    assert store.find_by_task_name("missing") is None
+
+
+def test_list_filters_and_orders_newest_first(store: SessionStore) -> None:
+    store.record_started(record("a", device_id="dev1", created_at=1.0))
+    store.record_started(record("b", device_id="dev2", created_at=2.0))
+    store.record_started(record("c", device_id="dev1", created_at=3.0, replica_id="r2"))
+    end(store, "a")
+    store.flush()
+    assert [r.session_id for r in store.list()] == ["c", "b", "a"]
+    assert [r.session_id for r in store.list(device_id="dev1")] == ["c", "a"]
+    assert [r.session_id for r in store.list(running_only=True)] == ["c", "b"]
+    assert [r.session_id for r in store.list(replica_id="r1")] == ["b", "a"]
+    assert [r.session_id for r in store.list(limit=1)] == ["c"]
+
+
+def test_reusing_a_session_id_replaces_the_record(store: SessionStore) -> None:
+    store.record_started(record("s", task_name="first"))
+    store.record_command("s", 0, "r-1", [], 1.0)
+    end(store, "s")
+    store.record_started(record("s", task_name="second"))
+    store.flush()
+    got = store.get("s")
+    assert got is not None and got.task_name == "second" and got.state == "running"
+    assert got.commands == []
+
+
+def test_prune_forgets_old_ended_sessions_and_their_commands(store: SessionStore) -> None:
+    now = time.time()
+    for session_id in ("old", "recent", "running"):
+        store.record_started(record(session_id, created_at=now - 100))
+        store.record_command(session_id, 0, f"r-{session_id}", [], now - 100)
+    end(store, "old", ended_at=now - 50)
+    end(store, "recent", ended_at=now - 5)
+    store.prune(now - 10)
+    store.flush()
+    assert store.get("old") is None
+    assert store.get("recent") is not None
+    assert store.get("running") is not None  # running sessions are never pruned
+    with store._lock:  # the command log of a pruned session goes with it
+        assert store._connection().execute(
+            "SELECT count(*) FROM commands WHERE session_id = 'old'").fetchone() == (0,)
+
+
+def test_a_failing_write_is_logged_and_the_rest_of_the_batch_kept(
+    store: SessionStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = metrics.STORE_ERRORS._value.get()
+    store.record_started(record("s"))
+    store.record_command("s", object(), "r-bad", [], 1.0)  # type: ignore[arg-type]
+    store.record_command("s", 1, "r-good", [], 2.0)
+    assert store.flush()
+    got = store.get("s")
+    assert got is not None and [c.response_id for c in got.commands] == ["r-good"]
+    assert metrics.STORE_ERRORS._value.get() == before + 1
+    assert "dropped" in caplog.text
+    store.record_command("s", 2, "r-after", [], 3.0)  # the writer lives on
+    assert store.flush()
+    assert len(store.get("s").commands) == 2  # type: ignore[union-attr]
+
+
+def test_close_writes_everything_queued(tmp_path: Path) -> None:
+    path = str(tmp_path / "records.sqlite3")
+    first = SessionStore(path, "r1")
+    first.open()
+    first.record_started(record("s"))
+    for seq in range(500):
+        first.record_command("s", seq, f"r-{seq}", [{"n": seq}], float(seq))
+    end(first, "s")
+    first.close()
+    second = SessionStore(path, "r2")
+    assert second.open() == 0  # it ended: nothing to recover
+    try:
+        got = second.get("s")
+        assert got is not None and got.state == "completed" and len(got.commands) == 500
+    finally:
+        second.close()
+
+
+def test_sessions_of_a_dead_replica_are_marked_failed_at_open(tmp_path: Path) -> None:
+    path = str(tmp_path / "records.sqlite3")
+    alive = SessionStore(path, "alive")
+    alive.open()
+    dying = SessionStore(path, "dying")
+    dying.open()
+    try:
+        alive.record_started(record("a-run", replica_id="alive"))
+        dying.record_started(record("d-run", replica_id="dying"))
+        dying.record_command("d-run", 0, "r-1", [], 1.0)
+        alive.flush()
+        dying.flush()
+        # "dying" goes away without ending its session (as after SIGKILL: its lock is gone).
+        assert dying._owners is not None
+        dying._owners.release()
+
+        restarted = SessionStore(path, "restarted")
+        assert restarted.open() == 1
+        try:
+            gone = restarted.get("d-run")
+            assert gone is not None and gone.state == "failed"
+            assert gone.cancel_reason == REPLICA_RESTARTED and gone.ended_at is not None
+            assert gone.error and REPLICA_RESTARTED in gone.error
+            assert [c.status for c in gone.commands] == ["unanswered"]
+            still = restarted.get("a-run")  # the live replica's session is left alone
+            assert still is not None and still.state == "running"
+        finally:
+            restarted.close()
+    finally:
+        alive.close()
+        dying.close()
+    assert not [p for p in Path(f"{path}.owners").iterdir()]  # every lock file removed
+    rows = sqlite3.connect(path).execute("SELECT state FROM sessions ORDER BY session_id")
+    assert [row[0] for row in rows] == ["running", "failed"]
