@@ -14,6 +14,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,7 +23,7 @@ from aip_grpc import link_pb2, session_api_pb2
 from aip_wire import frames
 from gateway_service import metrics
 from gateway_service.limits import TokenBucket
-from gateway_service.link import ReplicaLink
+from gateway_service.link import LinkSecurity, ReplicaLink
 from gateway_service.registry import ClientRegistry, Connection, Outbox
 from gateway_service.replicas import ReplicaResolver
 from gateway_service.rules import (
@@ -95,6 +96,19 @@ class PendingSubmit:
     )
 
 
+def link_security(settings: GatewaySettings) -> LinkSecurity:
+    def read(path: Path | None) -> bytes | None:
+        return path.read_bytes() if path is not None else None
+
+    return LinkSecurity(
+        ca=read(settings.session_tls_ca),
+        cert=read(settings.session_tls_cert),
+        key=read(settings.session_tls_key),
+        server_name=settings.session_tls_server_name,
+        token=settings.session_token,
+    )
+
+
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -103,6 +117,7 @@ class Gateway:
         self.routes: dict[str, Route] = {}
         self._links: dict[str, ReplicaLink] = {}
         self._resolver = ReplicaResolver(settings.session_addresses())
+        self._security = link_security(settings)
         self._resolve_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         #: Set on SIGTERM: no new registrations, clients told to reconnect elsewhere.
@@ -176,6 +191,7 @@ class Gateway:
                     self,
                     backoff_min=self.settings.link_backoff_min,
                     backoff_max=self.settings.link_backoff_max,
+                    security=self._security,
                 )
                 self._links[address] = link
                 link.start()
@@ -326,6 +342,7 @@ class Gateway:
                 device = await link.api.GetDevice(
                     session_api_pb2.GetDeviceRequest(device_id=device_id),
                     timeout=self.settings.lookup_timeout,
+                    metadata=link.metadata,
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:

@@ -123,7 +123,8 @@ async def task_result(task_name: str, request: Request) -> dict[str, Any]:
         assert link.api is not None
         try:
             found.append(await link.api.GetSession(
-                session_api_pb2.GetSessionRequest(task_name=task_name), timeout=5.0
+                session_api_pb2.GetSessionRequest(task_name=task_name), timeout=5.0,
+                metadata=link.metadata,
             ))
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
@@ -32,6 +33,30 @@ CHANNEL_OPTIONS = [
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class LinkSecurity:
+    """How to reach the replicas: TLS material and the shared token, all optional."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+    server_name: str | None = None
+    token: str | None = None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        if self.ca is None:
+            return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        credentials = grpc.ssl_channel_credentials(self.ca, self.key, self.cert)
+        options = list(CHANNEL_OPTIONS)
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        return grpc.aio.secure_channel(address, credentials, options=options)
+
+
 class LinkOwner(Protocol):
     def hello_message(self) -> link_pb2.GatewayMessage: ...
     def on_link_up(self, link: ReplicaLink) -> None: ...
@@ -49,8 +74,12 @@ class ReplicaLink:
         *,
         backoff_min: float = 0.2,
         backoff_max: float = 5.0,
+        security: LinkSecurity | None = None,
     ) -> None:
         self.address = address
+        self.security = security or LinkSecurity()
+        #: Call metadata every request to the replica carries (its bearer token).
+        self.metadata = self.security.metadata
         self._owner = owner
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
@@ -75,7 +104,7 @@ class ReplicaLink:
         return f"<ReplicaLink {self.address} healthy={self.healthy}>"
 
     def start(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self.channel = self.security.channel(self.address)
         self._stub = link_pb2_grpc.GatewayLinkStub(self.channel)
         self.api = session_api_pb2_grpc.SessionApiStub(self.channel)
         self._task = asyncio.get_running_loop().create_task(
@@ -131,7 +160,7 @@ class ReplicaLink:
 
     async def _stream(self) -> None:
         assert self._stub is not None
-        call = self._stub.Connect()
+        call = self._stub.Connect(metadata=self.metadata)
         writer: asyncio.Task[None] | None = None
         try:
             # Take the presence snapshot and start buffering in the same step, so that a

@@ -7,7 +7,7 @@ import socket
 import uuid
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway_service.replicas import split_host_port
@@ -62,6 +62,20 @@ class GatewaySettings(BaseSettings):
     lookup_timeout: float = Field(
         2.0, gt=0, description="Seconds to ask a replica about a device on another gateway."
     )
+    session_tls_ca: Path | None = Field(
+        None, description="Speak TLS to the replicas, trusting this CA (PEM)."
+    )
+    session_tls_cert: Path | None = Field(
+        None, description="Client certificate for mutual TLS with the replicas (PEM)."
+    )
+    session_tls_key: Path | None = Field(None, description="Key of --session-tls-cert.")
+    session_tls_server_name: str | None = Field(
+        None, description="Name to check in the replicas' certificates, when they are "
+        "reached by address (compose, Kubernetes pod IPs).",
+    )
+    session_token: str | None = Field(
+        None, description="Shared token sent to the replicas as a bearer token."
+    )
     api_key: str | None = Field(
         None, description="When set, the HTTP API requires this value in X-API-Key."
     )
@@ -109,6 +123,14 @@ class GatewaySettings(BaseSettings):
         for entry in entries:
             split_host_port(entry)
         return value
+
+    @model_validator(mode="after")
+    def _tls_material(self) -> GatewaySettings:
+        if (self.session_tls_cert is None) != (self.session_tls_key is None):
+            raise ValueError("--session-tls-cert and --session-tls-key go together")
+        if self.session_tls_cert is not None and self.session_tls_ca is None:
+            raise ValueError("mutual TLS (--session-tls-cert) needs --session-tls-ca")
+        return self
 
     def session_addresses(self) -> list[str]:
         return [part.strip() for part in self.session_service.split(",") if part.strip()]

@@ -22,6 +22,7 @@ from aip_grpc import link_pb2, link_pb2_grpc, session_api_pb2, session_api_pb2_g
 from session_service.api_servicer import SessionApiServicer
 from session_service.link_servicer import GatewayLinkServicer, LinkHub
 from session_service.presence import Presence
+from session_service.security import TokenInterceptor, server_credentials
 from session_service.sessions import REPLICA_SHUTDOWN, SessionManager
 from session_service.settings import SessionSettings
 from session_service.store import SessionStore
@@ -53,7 +54,8 @@ class SessionService:
         self.store = SessionStore(settings.store_path, settings.replica_id) \
             if settings.store_path else None
         self.manager = SessionManager(settings, self.presence, self.hub.send, self.store)
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        interceptors = [TokenInterceptor(settings.auth_token)] if settings.auth_token else []
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._pruner: asyncio.Task[None] | None = None
@@ -84,7 +86,13 @@ class SessionService:
                 log.warning("%d session(s) of a dead replica marked failed in %s",
                             recovered, self.settings.store_path)
             self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
-        self.port = self.server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+            self.port = self.server.add_secure_port(address, server_credentials(
+                self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca
+            ))
+        else:
+            self.port = self.server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await self.server.start()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,4 +67,24 @@ class SessionSettings(BaseSettings):
         8, ge=0, description="Most sessions running at once on one device through this "
         "replica; 0 means no limit.",
     )
+    tls_cert: Path | None = Field(
+        None, description="Serve TLS with this certificate (PEM); needs --tls-key."
+    )
+    tls_key: Path | None = Field(None, description="Private key of --tls-cert (PEM).")
+    tls_client_ca: Path | None = Field(
+        None, description="Require client certificates signed by this CA (mutual TLS)."
+    )
+    auth_token: str | None = Field(
+        None,
+        description="Shared token every caller (gateways, backends) must send as "
+        "'authorization: Bearer <token>' metadata; the health service stays open.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SessionSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return self
