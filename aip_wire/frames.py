@@ -12,6 +12,7 @@ accept (lowercase types and statuses, ISO 8601 timestamps with a UTC offset), an
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import uuid
@@ -182,8 +183,14 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_id_counter = itertools.count(1)
+
+
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A fresh ``response_id``: unique per process and across processes (random prefix),
+    and much cheaper than a UUID on the per-frame path."""
+    return f"{_ID_PREFIX}-{next(_id_counter):x}"
 
 
 def encode(frame: dict[str, Any]) -> str:

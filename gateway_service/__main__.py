@@ -52,6 +52,7 @@ class GatewayServer(uvicorn.Server):
         super().__init__(config)
         self._settings = settings
         self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or not self.started:
@@ -59,7 +60,10 @@ class GatewayServer(uvicorn.Server):
             return
         self._draining = True
         loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain_then_exit()))
+        loop.call_soon_threadsafe(self._start_drain, loop)
+
+    def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._drain_task = loop.create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
         gateway: Gateway = self.config.app.state.gateway

@@ -55,6 +55,10 @@ async def _refuse(websocket: WebSocket, reason: str, code: int) -> None:
         log.debug("could not deliver the refusal: %r", exc)
 
 
+#: Close handshakes in flight; held so that they are not garbage-collected midway.
+_closing: set[asyncio.Task[None]] = set()
+
+
 def _closer(websocket: WebSocket) -> Any:
     def close(code: int, reason: str) -> None:
         async def _close() -> None:
@@ -63,7 +67,9 @@ def _closer(websocket: WebSocket) -> Any:
             except Exception as exc:
                 log.debug("close failed: %r", exc)
 
-        asyncio.get_running_loop().create_task(_close())
+        task = asyncio.get_running_loop().create_task(_close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     return close
 

@@ -56,6 +56,14 @@ def normalize_results(raw: Any, call_ids: list[str]) -> list[dict[str, Any]]:
     return results
 
 
+_EXPIRED = object()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(_EXPIRED)
+
+
 class CommandDispatcher:
     """Pending commands of one session.
 
@@ -83,15 +91,20 @@ class CommandDispatcher:
         """Like :meth:`execute`, also saying how the command went, for the command log:
         ``answered``, ``timeout`` or ``undeliverable``."""
         response_id: str = frame["response_id"]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending[response_id] = future
         try:
             if not self._deliver(frame):
                 return [failure(call_id, "the device is not reachable")
                         for call_id in call_ids], UNDELIVERABLE
+            # A timer rather than asyncio.wait_for, which costs a task per command.
+            timer = loop.call_later(timeout, _expire, future)
             try:
-                raw = await asyncio.wait_for(future, timeout)
-            except TimeoutError:
+                raw = await future
+            finally:
+                timer.cancel()
+            if raw is _EXPIRED:
                 log.warning(
                     "session %s: no result for command %s within %gs",
                     self.session_id, response_id, timeout,

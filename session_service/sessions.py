@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,7 +144,7 @@ class _Context:
         frame = frames.command_frame(
             session_id=session.session_id,
             task_name=session.task_name,
-            response_id=str(uuid.uuid4()),
+            response_id=frames.new_id(),
             actions=step.actions,
             agent_name=step.agent_name,
             process_name=step.process_name,
