@@ -70,6 +70,23 @@ REJECTION_STATUS = {"exists": 409, "not_found": 404, "invalid": 400, "limit": 42
 NO_REPLICA = "No session service replica is reachable; try again later"
 
 
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked for a session: a client's id and kind (link RequesterKind) and, for a
+    WebSocket client on this gateway, its connection."""
+
+    client_id: str
+    kind: int
+    conn: Connection | None = None
+
+    @classmethod
+    def of(cls, conn: Connection) -> Requester:
+        return cls(conn.client_id, REQUESTER_OF_KIND[conn.kind], conn)
+
+
+HTTP_REQUESTER = Requester("http", link_pb2.REQUESTER_KIND_HTTP)
+
+
 @dataclass(eq=False, slots=True)
 class Route:
     """A running session as the gateway sees it."""
@@ -77,10 +94,8 @@ class Route:
     session_id: str
     task_name: str
     link: ReplicaLink
-    requester_id: str
-    requester_kind: int
+    requester: Requester
     device_id: str
-    requester: Connection | None
     device: Connection | None
 
 
@@ -88,9 +103,7 @@ class Route:
 class PendingSubmit:
     plan: TaskPlan
     link: ReplicaLink
-    requester_id: str
-    requester_kind: int
-    requester: Connection | None
+    requester: Requester
     future: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -361,14 +374,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ tasks
 
-    async def submit_task(
-        self,
-        plan: TaskPlan,
-        *,
-        requester_id: str,
-        requester_kind: int,
-        requester: Connection | None,
-    ) -> str:
+    async def submit_task(self, plan: TaskPlan, requester: Requester) -> str:
         """Start a session on a replica and wait until it is accepted.
 
         A WebSocket requester gets its ack frame from the link reader, before any
@@ -379,26 +385,16 @@ class Gateway:
         """
         while True:
             try:
-                return await self._submit_once(
-                    plan, requester_id=requester_id, requester_kind=requester_kind,
-                    requester=requester,
-                )
+                return await self._submit_once(plan, requester)
             except TaskError as exc:
                 if exc.code != "draining":
                     raise
                 log.info("replica draining; submitting session %s elsewhere", plan.session_id)
 
-    async def _submit_once(
-        self,
-        plan: TaskPlan,
-        *,
-        requester_id: str,
-        requester_kind: int,
-        requester: Connection | None,
-    ) -> str:
+    async def _submit_once(self, plan: TaskPlan, requester: Requester) -> str:
         route = self.routes.get(plan.session_id)
         if route is not None:
-            if route.requester_id != requester_id:
+            if route.requester.client_id != requester.client_id:
                 raise TaskError(f"Session '{plan.session_id}' belongs to another client")
             raise TaskError(f"Session '{plan.session_id}' is already running")
         link = self.pick_link()
@@ -410,15 +406,15 @@ class Gateway:
                 )
             raise TaskError(NO_REPLICA, 503)
         submit_id = next(self._submit_ids)
-        pending = PendingSubmit(plan, link, requester_id, requester_kind, requester)
+        pending = PendingSubmit(plan, link, requester)
         self._pending[submit_id] = pending
         sent = link.send(link_pb2.GatewayMessage(task_submit=link_pb2.TaskSubmit(
             submit_id=submit_id,
             session_id=plan.session_id,
             task_name=plan.task_name,
             request=plan.request,
-            requester_id=requester_id,
-            requester_kind=requester_kind,
+            requester_id=requester.client_id,
+            requester_kind=requester.kind,
             device_id=plan.device_id,
             gateway_id=self.gateway_id,
         )))
@@ -433,7 +429,8 @@ class Gateway:
         except TimeoutError:
             self._pending.pop(submit_id, None)
             link.send(link_pb2.GatewayMessage(cancel_session=link_pb2.CancelSession(
-                session_id=plan.session_id, reason="submit_timeout", requester_id=requester_id
+                session_id=plan.session_id, reason="submit_timeout",
+                requester_id=requester.client_id,
             )))
             raise TaskError(
                 f"The session service did not accept the task within "
@@ -526,16 +523,15 @@ class Gateway:
             session_id=plan.session_id,
             task_name=plan.task_name,
             link=link,
-            requester_id=pending.requester_id,
-            requester_kind=pending.requester_kind,
-            device_id=plan.device_id,
             requester=pending.requester,
+            device_id=plan.device_id,
             device=device,
         )
         self.routes[plan.session_id] = route
-        if pending.requester is not None:
-            pending.requester.sessions.add(plan.session_id)
-            pending.requester.send(frames.heartbeat_frame(session_id=plan.session_id))
+        requester_conn = pending.requester.conn
+        if requester_conn is not None:
+            requester_conn.sessions.add(plan.session_id)
+            requester_conn.send(frames.heartbeat_frame(session_id=plan.session_id))
         if device is not None:
             device.sessions.add(plan.session_id)
         metrics.TASKS.labels("accepted").inc()
@@ -550,10 +546,8 @@ class Gateway:
             session_id=body.session_id,
             task_name=body.task_name,
             link=link,
-            requester_id=body.requester_id,
-            requester_kind=body.requester_kind,
+            requester=Requester(body.requester_id, body.requester_kind),
             device_id=body.device_id,
-            requester=None,
             device=device,
         )
         if device is not None:
@@ -563,24 +557,24 @@ class Gateway:
         self,
         route: Route | None,
         *,
-        requester_id: str,
-        requester_kind: int,
+        requester: Requester,
         device_id: str,
         notify_requester: bool,
         notify_device: bool,
         text: str,
     ) -> None:
         sent_to: Connection | None = None
-        if notify_requester and requester_kind in (
+        if notify_requester and requester.kind in (
             link_pb2.REQUESTER_KIND_DEVICE,
             link_pb2.REQUESTER_KIND_CONSTELLATION,
         ):
             if route is not None:
-                requester = route.requester
-                if requester is not None and self.registry.get(requester.client_id) is requester:
-                    sent_to = requester
+                # Only the very connection that asked: not a successor with its id.
+                conn = route.requester.conn
+                if conn is not None and self.registry.get(conn.client_id) is conn:
+                    sent_to = conn
             else:
-                sent_to = self.registry.get(requester_id)
+                sent_to = self.registry.get(requester.client_id)
             if sent_to is not None:
                 sent_to.send_text(text)
         if notify_device:
@@ -592,8 +586,8 @@ class Gateway:
     def _forget_route(self, session_id: str) -> Route | None:
         route = self.routes.pop(session_id, None)
         if route is not None:
-            if route.requester is not None:
-                route.requester.sessions.discard(session_id)
+            if route.requester.conn is not None:
+                route.requester.conn.sessions.discard(session_id)
             if route.device is not None:
                 route.device.sessions.discard(session_id)
         return route
@@ -604,8 +598,7 @@ class Gateway:
         metrics.TASKS.labels("ended").inc()
         self._deliver_end(
             route,
-            requester_id=body.requester_id,
-            requester_kind=body.requester_kind,
+            requester=Requester(body.requester_id, body.requester_kind),
             device_id=body.device_id,
             notify_requester=body.notify_requester,
             notify_device=body.notify_device,
@@ -643,11 +636,10 @@ class Gateway:
             ))
             self._deliver_end(
                 route,
-                requester_id=route.requester_id,
-                requester_kind=route.requester_kind,
+                requester=route.requester,
                 device_id=route.device_id,
                 notify_requester=True,
-                notify_device=route.requester_kind != link_pb2.REQUESTER_KIND_DEVICE,
+                notify_device=route.requester.kind != link_pb2.REQUESTER_KIND_DEVICE,
                 text=text,
             )
         link.active_sessions = 0

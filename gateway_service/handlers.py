@@ -19,7 +19,7 @@ import orjson
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
 from gateway_service import metrics
-from gateway_service.gateway import REQUESTER_OF_KIND, Gateway, TaskError
+from gateway_service.gateway import Gateway, Requester, TaskError
 from gateway_service.registry import Connection
 from gateway_service.rules import device_info_of, device_info_scope, pin_identity, plan_task
 
@@ -103,12 +103,7 @@ class FrameRouter:
             else:
                 log.info("[WS] constellation %s requests task %s (session %s) on %s",
                          conn.client_id, plan.task_name, plan.session_id, plan.device_id)
-            await gateway.submit_task(
-                plan,
-                requester_id=conn.client_id,
-                requester_kind=REQUESTER_OF_KIND[conn.kind],
-                requester=conn,
-            )
+            await gateway.submit_task(plan, Requester.of(conn))
         except (ValueError, TaskError) as exc:
             log.warning("[WS] task from %s refused: %s", conn.client_id, exc)
             metrics.TASKS.labels("refused").inc()
