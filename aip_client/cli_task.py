@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="HOST:PORT of the session service's gRPC API, for live step "
                         f"progress and --list-devices (default {DEFAULT_SESSION_SERVICE}); "
                         "'' to disable")
+    parser.add_argument("--session-token", default=_env("SESSION_TOKEN", None),
+                        help="bearer token for a session service started with --auth-token")
     parser.add_argument("--no-progress", action="store_true", help="show no progress")
     parser.add_argument("--json", action="store_true",
                         help="print the outcome as one JSON object")
@@ -293,7 +295,13 @@ async def open_channel(address: str) -> Any:
     return channel
 
 
-async def watch_session(channel: Any, session_id: str, progress: Progress) -> bool:
+def _metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata for a session service that requires a shared token."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+async def watch_session(channel: Any, session_id: str, progress: Progress,
+                        token: str | None = None) -> bool:
     """Follow a session's steps through gRPC ``WatchSession``; ``False`` if unavailable."""
     try:
         import grpc
@@ -306,7 +314,8 @@ async def watch_session(channel: Any, session_id: str, progress: Progress) -> bo
     stub = session_api_pb2_grpc.SessionApiStub(channel)
     try:
         async for update in stub.WatchSession(
-            session_api_pb2.WatchSessionRequest(session_id=session_id)
+            session_api_pb2.WatchSessionRequest(session_id=session_id),
+            metadata=_metadata(token),
         ):
             info = update.session
             detail = json.loads(update.detail_json) if update.detail_json else None
@@ -373,7 +382,9 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
         progress.line(f"task {handle.task_name} accepted on {args.device} "
                       f"(session {handle.session_id})")
         if channel is not None:
-            watcher = asyncio.ensure_future(_watch(channel, handle.session_id, progress))
+            watcher = asyncio.ensure_future(
+                _watch(channel, handle.session_id, progress, args.session_token)
+            )
         try:
             result = await handle.wait(max(0.0, deadline - loop.time()))
         except TimeoutError:
@@ -399,12 +410,13 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
         await client.close()
 
 
-async def _watch(channel: asyncio.Task[Any], session_id: str, progress: Progress) -> bool:
+async def _watch(channel: asyncio.Task[Any], session_id: str, progress: Progress,
+                 token: str | None) -> bool:
     try:
         opened = await channel
     except Exception:
         return False
-    return await watch_session(opened, session_id, progress)
+    return await watch_session(opened, session_id, progress, token)
 
 
 def _print_result(args: argparse.Namespace, session_id: str, task_name: str | None,
@@ -449,7 +461,7 @@ async def device_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _devices_grpc(address: str) -> list[dict[str, Any]] | None:
+async def _devices_grpc(address: str, token: str | None) -> list[dict[str, Any]] | None:
     try:
         import grpc
 
@@ -460,7 +472,8 @@ async def _devices_grpc(address: str) -> list[dict[str, Any]] | None:
         try:
             await asyncio.wait_for(channel.channel_ready(), 2)
             stub = session_api_pb2_grpc.SessionApiStub(channel)
-            reply = await stub.ListDevices(session_api_pb2.ListDevicesRequest(), timeout=5)
+            reply = await stub.ListDevices(session_api_pb2.ListDevicesRequest(), timeout=5,
+                                           metadata=_metadata(token))
         except (TimeoutError, grpc.aio.AioRpcError):
             return None
     return [{"device_id": d.device_id, "platform": d.platform,
@@ -487,7 +500,8 @@ def _devices_http(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 async def list_devices(args: argparse.Namespace) -> int:
-    devices = await _devices_grpc(args.session_service) if args.session_service else None
+    devices = (await _devices_grpc(args.session_service, args.session_token)
+               if args.session_service else None)
     if devices is None:
         try:
             devices = await asyncio.to_thread(_devices_http, args)

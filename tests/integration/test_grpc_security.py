@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -133,3 +136,27 @@ async def test_server_name_override_for_replicas_reached_by_address(pki: Path) -
         for gateway in (wrong, right):
             await gateway.stop()
         await replica.stop()
+
+
+async def test_aip_task_sends_the_session_token(make_stack: StackFactory) -> None:
+    stack = await make_stack(session={"auth_token": "s3cret"},
+                             gateway={"session_token": "s3cret"})
+    device = await register_device(stack.ws_url, "dev-listed")
+    command = [str(Path(sys.executable).parent / "aip-task"), "--url", stack.ws_url,
+               "--session-service", stack.replica.address, "--list-devices", "--json"]
+
+    async def listed(*extra: str) -> list[dict[str, object]]:
+        process = await asyncio.create_subprocess_exec(
+            *command, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err
+        devices: list[dict[str, object]] = json.loads(out)
+        return devices
+
+    # With the token the gRPC API answers (it knows the gateway); without it, aip-task
+    # falls back to the gateway's HTTP API, which does not.
+    assert [d["gateway_id"] for d in await listed("--session-token", "s3cret")] == [
+        stack.gateway.gateway_id
+    ]
+    assert [d["gateway_id"] for d in await listed()] == [None]
+    await device.close()
