@@ -26,13 +26,14 @@ protos: $(VENV)/.installed
 $(PROTO_OUT): $(PROTO_SRC) $(VENV)/.installed
 	$(MAKE) protos
 
-# Both services on this machine: one session-service replica in the background, the
-# gateway in the foreground; Ctrl-C stops both.
+# Both services on this machine: one session-service replica and the gateway; Ctrl-C
+# (or SIGTERM to make) drains and stops both.
 run: setup
 	@$(BIN)/aip-session --host $(SESSION_HOST) --port $(SESSION_PORT) & session_pid=$$!; \
-	trap 'kill $$session_pid 2>/dev/null; wait $$session_pid 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/aip-gateway --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) \
-		--session-service $(SESSION_HOST):$(SESSION_PORT)
+		--session-service $(SESSION_HOST):$(SESSION_PORT) & gateway_pid=$$!; \
+	trap 'kill $$gateway_pid $$session_pid 2>/dev/null' INT TERM; \
+	wait $$gateway_pid; kill $$session_pid 2>/dev/null; wait $$session_pid; true
 
 test: setup
 	$(BIN)/ruff check .
