@@ -67,6 +67,9 @@ REJECTION_STATUS = {"exists": 409, "not_found": 404, "invalid": 400, "limit": 42
                     "draining": 503}
 
 
+#: Seconds a link remembers the sessions it reported lost, after it is back up.
+LOST_SESSION_MEMORY = 60.0
+
 NO_REPLICA = "No session service replica is reachable; try again later"
 
 
@@ -475,6 +478,20 @@ class Gateway:
 
     def on_link_up(self, link: ReplicaLink) -> None:
         metrics.REPLICAS_UP.set(len(self.healthy_links()))
+        # Sessions already reported lost to their requesters may still run on a replica
+        # that was only cut off, not dead: stop them, and keep their ends undelivered.
+        if link.lost_sessions:
+            log.info("asking replica %s to cancel %d session(s) reported lost",
+                     link.address, len(link.lost_sessions))
+            for session_id in link.lost_sessions:
+                link.send(link_pb2.GatewayMessage(cancel_session=link_pb2.CancelSession(
+                    session_id=session_id, reason="link_lost"
+                )))
+            # A replica that restarted does not know them and answers nothing.
+            lost = set(link.lost_sessions)
+            asyncio.get_running_loop().call_later(
+                LOST_SESSION_MEMORY, link.lost_sessions.difference_update, lost
+            )
 
     def on_link_batch(self, link: ReplicaLink, batch: link_pb2.SessionBatch) -> None:
         for message in batch.messages:
@@ -594,6 +611,11 @@ class Gateway:
 
     def _task_ended(self, link: ReplicaLink, body: link_pb2.TaskEnded) -> None:
         link.active_sessions = body.active_sessions
+        if body.session_id in link.lost_sessions:
+            link.lost_sessions.discard(body.session_id)
+            log.info("session %s ended after it was reported lost: not delivered again",
+                     body.session_id)
+            return
         route = self._forget_route(body.session_id)
         metrics.TASKS.labels("ended").inc()
         self._deliver_end(
@@ -623,6 +645,7 @@ class Gateway:
             )
         for route in lost:
             self._forget_route(route.session_id)
+            link.lost_sessions.add(route.session_id)
             error = (
                 f"Session service replica {link.address} became unreachable ({cause}); "
                 "the session was lost"

@@ -31,6 +31,9 @@ Handler = Callable[[Connection, ClientFrame], None]
 class FrameRouter:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        # Counters per frame type, looked up once: labels() takes a lock on every call.
+        self._counted = {kind: metrics.FRAMES_IN.labels(kind)
+                         for kind in (*frames.CLIENT_TYPES, "unknown")}
         self._routes: dict[str, Handler] = {
             frames.HEARTBEAT: self.heartbeat,
             frames.TASK: self.task,
@@ -53,7 +56,7 @@ class FrameRouter:
             conn.send(frames.error_frame(str(exc)))
             return
         handler = self._routes.get(frame.type)
-        metrics.FRAMES_IN.labels(frame.type if handler else "unknown").inc()
+        self._counted[frame.type if handler else "unknown"].inc()
         if handler is None:
             log.warning("[WS] unknown message type %r from %s", frame.type, conn.client_id)
             metrics.FRAME_ERRORS.labels("unknown_type").inc()

@@ -95,6 +95,9 @@ class ReplicaLink:
         self.active_sessions = 0
         #: The replica refused a task because it is shutting down: place none there.
         self.draining = False
+        #: Sessions of this replica already ended for their requesters as lost with the
+        #: link; if the replica was only cut off, their own end must not be delivered.
+        self.lost_sessions: set[str] = set()
         self.last_error = ""
         self._buffer: list[link_pb2.GatewayMessage] = []
         self._wakeup = asyncio.Event()

@@ -41,8 +41,9 @@ CANCELLED = "cancelled"
 DEVICE_DISCONNECTED = "device_disconnected"
 CONSTELLATION_DISCONNECTED = "constellation_disconnected"
 REPLICA_SHUTDOWN = "replica_shutdown"
-#: A command still waiting for its results.
+#: A command still waiting for its results, and one the session ended without.
 SENT = "sent"
+UNANSWERED = "unanswered"
 
 REQUESTER_NAMES: dict[int, str] = {
     link_pb2.REQUESTER_KIND_DEVICE: "device",
@@ -390,6 +391,9 @@ class SessionManager:
         session.result = outcome.result
         session.error = outcome.error
         session.ended_at = time.time()
+        for entry in session.commands:
+            if entry.status == SENT:  # as the store records it
+                entry.status = UNANSWERED
         self.active -= 1
         left = self._running_on.get(session.device_id, 1) - 1
         if left > 0:
