@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -66,6 +69,7 @@ class Launcher:
         self.log_dir = log_dir
         log_dir.mkdir(parents=True, exist_ok=True)
         self.started: list[Proc] = []
+        self._scratch: list[str] = []
         self._serial = 0
 
     async def spawn(self, name: str, argv: list[str], *, port: int = 0,
@@ -85,14 +89,22 @@ class Launcher:
 
     async def stop_all(self) -> None:
         await asyncio.gather(*(proc.stop() for proc in reversed(self.started)))
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ services
 
     async def session_service(self, *flags: str) -> Proc:
         port = free_port()
+        # Records go to a real SQLite file, as by default; the per-device session limit
+        # is lifted because some figures run many sessions on each device.
+        scratch = tempfile.mkdtemp(prefix="aip-bench-")
+        self._scratch.append(scratch)
+        store = os.path.join(scratch, "sessions.sqlite3")
         proc = await self.spawn("session", [
             executable("aip-session"), "--host", HOST, "--port", str(port),
-            "--log-level", "warning", *flags], port=port)
+            "--log-level", "warning", "--store-path", store,
+            "--max-sessions-per-device", "0", *flags], port=port)
         await wait_tcp(proc, port)
         return proc
 
@@ -102,6 +114,8 @@ class Launcher:
             executable("aip-gateway"), "--host", HOST, "--port", str(port),
             "--session-service", ",".join(f"{HOST}:{r.port}" for r in replicas),
             "--link-backoff-min", "0.05", "--link-backoff-max", "0.5",
+            # Load generators submit far faster than the per-client default allows.
+            "--task-rate", "1000000", "--task-burst", "1000000",
             "--log-level", "warning", *flags], port=port)
         await wait_linked(proc, len(replicas))
         return proc

@@ -196,6 +196,10 @@ class ReplicaLink:
         try:
             while True:
                 await self._wakeup.wait()
+                # One more turn of the loop lets whatever else is ready this turn (other
+                # sockets' frames) join the batch: a stream message costs the same for one
+                # frame or fifty.
+                await asyncio.sleep(0)
                 self._wakeup.clear()
                 while self._buffer:
                     batch, self._buffer = self._buffer, []

@@ -50,6 +50,8 @@ class GatewayPeer:
                 return None
             await self._wakeup.wait()
             self._wakeup.clear()
+            # Let the rest of this loop turn's messages join the batch.
+            await asyncio.sleep(0)
         batch, self._buffer = self._buffer, []
         return batch
 
