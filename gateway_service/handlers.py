@@ -19,8 +19,9 @@ import orjson
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
 from gateway_service import metrics
-from gateway_service.gateway import Gateway, Requester, TaskError
+from gateway_service.gateway import Gateway
 from gateway_service.registry import Connection
+from gateway_service.routing import Requester, TaskError
 from gateway_service.rules import device_info_of, device_info_scope, pin_identity, plan_task
 
 log = logging.getLogger("aip.gateway.handlers")
@@ -106,14 +107,14 @@ class FrameRouter:
             else:
                 log.info("[WS] constellation %s requests task %s (session %s) on %s",
                          conn.client_id, plan.task_name, plan.session_id, plan.device_id)
-            await gateway.submit_task(plan, Requester.of(conn))
+            await gateway.router.submit_task(plan, Requester.of(conn))
         except (ValueError, TaskError) as exc:
             log.warning("[WS] task from %s refused: %s", conn.client_id, exc)
             metrics.TASKS.labels("refused").inc()
             conn.send(frames.error_frame(str(exc), session_id=frame.session_id))
 
     def command_results(self, conn: Connection, frame: ClientFrame) -> None:
-        self.gateway.forward_command_results(conn, frame)
+        self.gateway.router.forward_command_results(conn, frame)
 
     def device_info_request(self, conn: Connection, frame: ClientFrame) -> None:
         device_id, problem = device_info_scope(frame, conn.kind, conn.target_id)

@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 from aip_grpc import session_api_pb2
 from aip_wire.frames import dumps
 from aip_wire.names import new_task_name, task_name_problem
-from gateway_service.gateway import HTTP_REQUESTER, Gateway, TaskError
+from gateway_service.gateway import Gateway
+from gateway_service.routing import HTTP_REQUESTER, TaskError
 from gateway_service.rules import TaskPlan
 
 STARTED_AT = time.time()
@@ -76,7 +77,7 @@ async def dispatch(body: DispatchBody, request: Request) -> dict[str, Any]:
         device_id=body.client_id,
     )
     try:
-        session_id = await gateway.submit_task(plan, HTTP_REQUESTER)
+        session_id = await gateway.router.submit_task(plan, HTTP_REQUESTER)
     except TaskError as exc:
         raise HTTPException(status_code=exc.http_status, detail=str(exc)) from None
     return {

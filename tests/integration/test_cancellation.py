@@ -48,7 +48,7 @@ def everything_released(stack: Stack) -> bool:
     return (
         len(gateway.registry) == 0
         and gateway.routes == {}
-        and not gateway._pending
+        and not gateway.router.pending
         and len(stack.service.presence) == 0
         and no_running_sessions(stack)
     )
