@@ -6,8 +6,10 @@ import asyncio
 import logging
 import sys
 from types import FrameType
+from typing import cast
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic_settings import CliApp
 
 from gateway_service.app import create_app
@@ -66,7 +68,8 @@ class GatewayServer(uvicorn.Server):
         self._drain_task = loop.create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        gateway: Gateway = self.config.app.state.gateway
+        app = cast(FastAPI, self.config.app)
+        gateway: Gateway = app.state.gateway
         try:
             await gateway.drain(self._settings.drain_timeout)
             # Give the close handshakes a moment before uvicorn tears sockets down.

@@ -59,7 +59,7 @@ class Requester:
     WebSocket client on this gateway, its connection."""
 
     client_id: str
-    kind: int
+    kind: link_pb2.RequesterKind
     conn: Connection | None = None
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -32,7 +33,7 @@ from gateway_service.rules import (
 log = logging.getLogger("aip.gateway.ws")
 
 
-def _payload(message: dict[str, Any]) -> str | bytes:
+def _payload(message: Mapping[str, Any]) -> str | bytes:
     text = message.get("text")
     if text is not None:
         return str(text)
