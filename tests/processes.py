@@ -13,11 +13,10 @@ import subprocess
 import sys
 from typing import Any
 
-import grpc
 import httpx
 
-from aip_grpc import session_api_pb2, session_api_pb2_grpc
-from tests.stack import HOST, free_socket
+from aip_grpc import session_api_pb2
+from tests.stack import HOST, api_call, free_socket
 
 
 def free_port() -> int:
@@ -68,9 +67,7 @@ class Replica(Service):
         return f"{HOST}:{self.port}"
 
     async def call(self, method: str, request: Any) -> Any:
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = session_api_pb2_grpc.SessionApiStub(channel)
-            return await getattr(stub, method)(request, timeout=5)
+        return await api_call(self.address, method, request)
 
     async def running_sessions(self) -> list[Any]:
         answer = await self.call(

@@ -13,9 +13,11 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import uvicorn
 import websockets
 
+from aip_grpc import session_api_pb2_grpc
 from gateway_service.__main__ import uvicorn_config
 from gateway_service.gateway import Gateway
 from gateway_service.settings import GatewaySettings
@@ -147,14 +149,23 @@ class Stack:
 
 
 async def wait_for(
-    condition: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01
+    condition: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01,
+    what: str = "condition",
 ) -> None:
     """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"not within {timeout}s: {what}")
         await asyncio.sleep(interval)
+
+
+async def api_call(address: str, method: str, request: Any,
+                   metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    """One call of the public gRPC API (``SessionApi.<method>``) on a fresh channel."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = session_api_pb2_grpc.SessionApiStub(channel)
+        return await getattr(stub, method)(request, timeout=5, metadata=metadata)
 
 
 # ---------------------------------------------------------------- AIP test clients

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import websockets
 
-from aip_grpc import session_api_pb2, session_api_pb2_grpc
+from aip_grpc import session_api_pb2
 from tests.conftest import StackFactory
 from tests.processes import Cluster, Replica
 from tests.stack import (
@@ -29,6 +29,7 @@ from tests.stack import (
     GatewayProcess,
     SessionReplica,
     Stack,
+    api_call,
     cmd,
     plan,
     register_constellation,
@@ -36,6 +37,7 @@ from tests.stack import (
     register_frame,
     results_for,
     task_frame,
+    wait_for,
 )
 from tests.tcp_proxy import TcpProxy
 
@@ -48,13 +50,8 @@ QUIET = 0.5
 # ------------------------------------------------------------------------ helpers
 
 
-async def until(condition: Callable[[], bool], timeout: float, what: str,
-                interval: float = 0.02) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(interval)
+async def until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    await wait_for(condition, timeout, interval=0.02, what=what)
 
 
 class Recorder:
@@ -142,20 +139,14 @@ async def ended_once(recorder: Recorder, session_ids: list[str] | set[str],
     return {s: recorder.ends(s)[0] for s in wanted}
 
 
-async def call(address: str, method: str, request: Any) -> Any:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = session_api_pb2_grpc.SessionApiStub(channel)
-        return await getattr(stub, method)(request, timeout=5)
-
-
 async def get_session(address: str, session_id: str) -> pb.SessionInfo:
-    info: pb.SessionInfo = await call(address, "GetSession",
+    info: pb.SessionInfo = await api_call(address, "GetSession",
                                       pb.GetSessionRequest(session_id=session_id))
     return info
 
 
 async def listed_devices(address: str) -> list[str]:
-    answer = await call(address, "ListDevices", pb.ListDevicesRequest())
+    answer = await api_call(address, "ListDevices", pb.ListDevicesRequest())
     return sorted(device.device_id for device in answer.devices)
 
 

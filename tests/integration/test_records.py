@@ -23,6 +23,7 @@ from tests.stack import (
     Client,
     Stack,
     answer_commands,
+    api_call,
     cmd,
     plan,
     register_constellation,
@@ -34,12 +35,6 @@ from tests.stack import (
 
 pb = session_api_pb2
 StackFactory = Callable[..., Awaitable[Stack]]
-
-
-async def call(address: str, method: str, request: Any) -> Any:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = session_api_pb2_grpc.SessionApiStub(channel)
-        return await getattr(stub, method)(request, timeout=5)
 
 
 async def task_result(url: str, task_name: str) -> httpx.Response:
@@ -90,14 +85,14 @@ def assert_command_log(info: pb.SessionInfo) -> None:
 
 async def test_command_log_of_a_live_session(stack: Stack) -> None:
     await run_logged_session(stack, "log-1", "logged")
-    info = await call(stack.replica.address, "GetSession", pb.GetSessionRequest(
+    info = await api_call(stack.replica.address, "GetSession", pb.GetSessionRequest(
         session_id="log-1"))
     assert not info.stored
     assert_command_log(info)
-    by_name = await call(stack.replica.address, "GetSession", pb.GetSessionRequest(
+    by_name = await api_call(stack.replica.address, "GetSession", pb.GetSessionRequest(
         task_name="logged"))
     assert [c.response_id for c in by_name.commands] == [c.response_id for c in info.commands]
-    listed = await call(stack.replica.address, "ListSessions", pb.ListSessionsRequest())
+    listed = await api_call(stack.replica.address, "ListSessions", pb.ListSessionsRequest())
     assert not listed.sessions[0].commands  # the log comes with GetSession only
 
 
@@ -107,14 +102,14 @@ async def test_record_outlives_the_requester_and_the_memory(make_stack: StackFac
     # Another session ends: the memory keeps one ended session, so gone-1 lives only in
     # the store from now on.
     device = await register_device(stack.ws_url, "dev2")
-    await call(stack.replica.address, "StartSession", pb.StartSessionRequest(
+    await api_call(stack.replica.address, "StartSession", pb.StartSessionRequest(
         device_id="dev2", request=plan([cmd()]), session_id="other"))
     await answer_commands(device, "dev2", 1)
     await wait_for(lambda: "gone-1" not in stack.service.manager.sessions)
     assert stack.service.store is not None
     await asyncio.to_thread(stack.service.store.flush)
 
-    info = await call(stack.replica.address, "GetSession", pb.GetSessionRequest(
+    info = await api_call(stack.replica.address, "GetSession", pb.GetSessionRequest(
         session_id="gone-1"))
     assert info.stored and info.state == pb.SESSION_STATE_COMPLETED
     assert (info.task_name, info.device_id, info.requester_id, info.requester_kind) == (
@@ -129,11 +124,11 @@ async def test_record_outlives_the_requester_and_the_memory(make_stack: StackFac
     body = answer.json()
     assert body["status"] == "done" and body["session_id"] == "gone-1"
     assert body["result"][2][0]["result"] == "three"
-    listed = await call(stack.replica.address, "ListSessions", pb.ListSessionsRequest())
+    listed = await api_call(stack.replica.address, "ListSessions", pb.ListSessionsRequest())
     assert [s.session_id for s in listed.sessions] == ["other", "gone-1"]
     watched = [update async for update in _watch(stack.replica.address, "gone-1")]
     assert [u.kind for u in watched] == ["ended"] and watched[0].session.stored
-    cancelled = await call(stack.replica.address, "CancelSession", pb.CancelSessionRequest(
+    cancelled = await api_call(stack.replica.address, "CancelSession", pb.CancelSessionRequest(
         session_id="gone-1"))
     assert cancelled.state == pb.SESSION_STATE_COMPLETED  # nothing to cancel any more
     await device.close()
@@ -164,18 +159,19 @@ async def test_records_survive_a_restart_of_the_session_service(
         assert stack.gw is not None
         await stack.gw.wait_linked()
         address = f"{HOST}:{port}"
-        info = await call(address, "GetSession", pb.GetSessionRequest(
+        info = await api_call(address, "GetSession", pb.GetSessionRequest(
             session_id="before-restart"))
         assert info.stored and info.state == pb.SESSION_STATE_COMPLETED
         assert_command_log(info)
-        by_name = await call(address, "GetSession", pb.GetSessionRequest(task_name="job-restart"))
+        by_name = await api_call(address, "GetSession",
+                                 pb.GetSessionRequest(task_name="job-restart"))
         assert by_name.session_id == "before-restart"
         answer = await task_result(stack.http_url, "job-restart")
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "done"
         assert answer.json()["result"][0][0]["result"] == "one"
         # The same replica id lists its history; another replica's records only on request.
-        listed = await call(address, "ListSessions", pb.ListSessionsRequest())
+        listed = await api_call(address, "ListSessions", pb.ListSessionsRequest())
         assert [s.session_id for s in listed.sessions] == ["before-restart"]
     finally:
         await again.stop(grace=0.5)
@@ -185,9 +181,9 @@ async def test_records_survive_a_restart_of_the_session_service(
     other_port = await other.start()
     try:
         address = f"{HOST}:{other_port}"
-        mine = await call(address, "ListSessions", pb.ListSessionsRequest())
+        mine = await api_call(address, "ListSessions", pb.ListSessionsRequest())
         assert list(mine.sessions) == []
-        every = await call(address, "ListSessions", pb.ListSessionsRequest(
+        every = await api_call(address, "ListSessions", pb.ListSessionsRequest(
             include_other_replicas=True))
         assert [s.session_id for s in every.sessions] == ["before-restart"]
         assert every.sessions[0].replica_id == "replica-a"
@@ -199,17 +195,17 @@ async def test_retention_prunes_old_records(make_stack: StackFactory, tmp_path: 
     path = str(tmp_path / "records.sqlite3")
     stack = await make_stack(session={"store_path": path, "record_retention": 1.0})
     device = await register_device(stack.ws_url, "dev1")
-    await call(stack.replica.address, "StartSession", pb.StartSessionRequest(
+    await api_call(stack.replica.address, "StartSession", pb.StartSessionRequest(
         device_id="dev1", request=plan([cmd()]), session_id="short-lived", task_name="brief"))
     await answer_commands(device, "dev1", 1)
     await device.recv_type("task_end")
-    info = await call(stack.replica.address, "GetSession", pb.GetSessionRequest(
+    info = await api_call(stack.replica.address, "GetSession", pb.GetSessionRequest(
         session_id="short-lived"))
     assert info.state == pb.SESSION_STATE_COMPLETED
 
     async def forgotten() -> bool:
         try:
-            await call(stack.replica.address, "GetSession", pb.GetSessionRequest(
+            await api_call(stack.replica.address, "GetSession", pb.GetSessionRequest(
                 session_id="short-lived"))
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.NOT_FOUND
@@ -297,10 +293,10 @@ async def test_the_store_can_be_disabled_or_in_memory(
     stack = await make_stack(session={"store_path": store_path})
     assert (stack.service.store is None) == (store_path == "")
     device = await register_device(stack.ws_url, "dev1")
-    await call(stack.replica.address, "StartSession", pb.StartSessionRequest(
+    await api_call(stack.replica.address, "StartSession", pb.StartSessionRequest(
         device_id="dev1", request=plan([cmd()]), session_id="s"))
     await answer_commands(device, "dev1", 1)
     await device.recv_type("task_end")
-    info = await call(stack.replica.address, "GetSession", pb.GetSessionRequest(session_id="s"))
+    info = await api_call(stack.replica.address, "GetSession", pb.GetSessionRequest(session_id="s"))
     assert info.state == pb.SESSION_STATE_COMPLETED and len(info.commands) == 1
     await device.close()
