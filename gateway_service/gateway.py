@@ -220,6 +220,8 @@ class Gateway:
                 conn.client_id,
                 self.settings.max_pending_sends,
             )
+            # Unregister at once: a peer that does not read may never finish the close.
+            self.unregister(conn)
             conn.close(CLOSE_TOO_SLOW, "too many frames pending")
 
         conn = Connection(
