@@ -9,10 +9,9 @@ from types import FrameType
 from typing import cast
 
 import uvicorn
-from fastapi import FastAPI
 from pydantic_settings import CliApp
 
-from gateway_service.app import create_app
+from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
 from gateway_service.settings import GatewaySettings
 
@@ -68,7 +67,7 @@ class GatewayServer(uvicorn.Server):
         self._drain_task = loop.create_task(self._drain_then_exit())
 
     async def _drain_then_exit(self) -> None:
-        app = cast(FastAPI, self.config.app)
+        app = cast(GatewayApp, self.config.app)
         gateway: Gateway = app.state.gateway
         try:
             await gateway.drain(self._settings.drain_timeout)

@@ -1,13 +1,20 @@
-"""The gateway's ASGI application: ``/ws``, the HTTP API and ``/metrics``."""
+"""The gateway's ASGI application: ``/ws``, the HTTP API and ``/metrics``.
+
+``/ws`` is served straight from the ASGI entry point, past FastAPI's routing and
+middleware: those layers stay suspended under every open socket (memory) and are walked
+through again each time a frame wakes it up (CPU), while a WebSocket needs none of them.
+Everything else (HTTP, lifespan) goes through FastAPI as usual.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, WebSocket
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
@@ -17,7 +24,25 @@ from gateway_service.settings import GatewaySettings
 from gateway_service.ws_handler import serve_socket
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+class GatewayApp:
+    """The ASGI application: ``/ws`` directly, everything else through FastAPI."""
+
+    def __init__(self, api: FastAPI, serve_ws: Callable[[WebSocket], Awaitable[None]]) -> None:
+        self.api = api
+        self.state = api.state
+        self._serve_ws = serve_ws
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            await self._serve_ws(WebSocket(scope, receive, send))
+        else:
+            await self.api(scope, receive, send)
+
+
+WS_PATH = "/ws"
+
+
+def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
     settings = settings or GatewaySettings()
     gateway = Gateway(settings)
     frame_router = FrameRouter(gateway)
@@ -35,12 +60,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.gateway = gateway
     app.include_router(api_router)
 
-    @app.websocket("/ws")
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        await serve_socket(websocket, gateway, frame_router, auth)
-
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await serve_socket(websocket, gateway, frame_router, auth)
+
+    return GatewayApp(app, websocket_endpoint)

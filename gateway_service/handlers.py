@@ -92,8 +92,7 @@ class FrameRouter:
             ))
             return
         task = asyncio.get_running_loop().create_task(self._submit(conn, frame))
-        conn.tasks.add(task)
-        task.add_done_callback(conn.tasks.discard)
+        conn.track(task)
 
     async def _submit(self, conn: Connection, frame: ClientFrame) -> None:
         gateway = self.gateway
@@ -135,8 +134,7 @@ class FrameRouter:
         task = asyncio.get_running_loop().create_task(
             self._remote_device_info(conn, device_id, frame.request_id)
         )
-        conn.tasks.add(task)
-        task.add_done_callback(conn.tasks.discard)
+        conn.track(task)
 
     async def _remote_device_info(
         self, conn: Connection, device_id: str, request_id: str | None

@@ -38,23 +38,28 @@ class Outbox:
         self._send = send
         self._limit = limit
         self._on_overflow = on_overflow
-        self._queue: deque[str] = deque()
+        # Made when there is something to hold and dropped when empty again: most sockets
+        # are idle, and an empty deque still costs more than half a kilobyte.
+        self._queue: deque[str] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.closed = False
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
 
     def put(self, text: str) -> bool:
         """Queue one message; ``False`` when the outbox is closed or just overflowed."""
         if self.closed:
             return False
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self._limit:
             self.closed = True
-            self._queue.clear()
+            self._queue = None
             self._on_overflow()
             return False
-        self._queue.append(text)
+        queue.append(text)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return True
@@ -66,8 +71,8 @@ class Outbox:
         except Exception as exc:  # the socket is gone; nothing more can be written
             log.debug("outbox write failed: %r", exc)
             self.closed = True
-            self._queue.clear()
         finally:
+            self._queue = None
             self._flusher = None
 
     async def drain(self, timeout: float) -> None:
@@ -81,13 +86,14 @@ class Outbox:
 
     def close(self) -> None:
         self.closed = True
-        self._queue.clear()
+        self._queue = None
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
 
 
 _serials = itertools.count(1)
+_NONE: frozenset[Any] = frozenset()
 
 
 @dataclass(eq=False, slots=True)
@@ -103,10 +109,36 @@ class Connection:
     close: Callable[[int, str], None]
     task_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(20.0, 40.0))
     serial: int = field(default_factory=lambda: next(_serials))
-    sessions: set[str] = field(default_factory=set)
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Sessions this socket asked for or runs, and its handler tasks in flight. Both stay
+    #: a shared empty frozenset until first used: most sockets never need them.
+    sessions: set[str] | frozenset[str] = _NONE
+    tasks: set[asyncio.Task[Any]] | frozenset[asyncio.Task[Any]] = _NONE
     #: Monotonic time of the last frame received, for the silence limit.
     last_seen: float = field(default_factory=time.monotonic)
+
+    def add_session(self, session_id: str) -> None:
+        if not self.sessions:
+            self.sessions = set()
+        assert isinstance(self.sessions, set)
+        self.sessions.add(session_id)
+
+    def discard_session(self, session_id: str) -> None:
+        if session_id in self.sessions:
+            assert isinstance(self.sessions, set)
+            self.sessions.discard(session_id)
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Own a handler task: cancelled if the socket goes, forgotten when done."""
+        if not self.tasks:
+            self.tasks = set()
+        assert isinstance(self.tasks, set)
+        self.tasks.add(task)
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        if task in self.tasks:
+            assert isinstance(self.tasks, set)
+            self.tasks.discard(task)
 
     @property
     def is_device(self) -> bool:

@@ -229,10 +229,10 @@ class SessionRouter:
         self.routes[plan.session_id] = route
         requester_conn = pending.requester.conn
         if requester_conn is not None:
-            requester_conn.sessions.add(plan.session_id)
+            requester_conn.add_session(plan.session_id)
             requester_conn.send(frames.heartbeat_frame(session_id=plan.session_id))
         if device is not None:
-            device.sessions.add(plan.session_id)
+            device.add_session(plan.session_id)
         metrics.TASKS.labels("accepted").inc()
         pending.future.set_result(plan.session_id)
 
@@ -250,7 +250,7 @@ class SessionRouter:
             device=device,
         )
         if device is not None:
-            device.sessions.add(body.session_id)
+            device.add_session(body.session_id)
 
     def _deliver_end(
         self,
@@ -286,9 +286,9 @@ class SessionRouter:
         route = self.routes.pop(session_id, None)
         if route is not None:
             if route.requester.conn is not None:
-                route.requester.conn.sessions.discard(session_id)
+                route.requester.conn.discard_session(session_id)
             if route.device is not None:
-                route.device.sessions.discard(session_id)
+                route.device.discard_session(session_id)
         return route
 
     def task_ended(self, link: ReplicaLink, body: link_pb2.TaskEnded) -> None:
