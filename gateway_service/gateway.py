@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -211,32 +212,18 @@ class Gateway:
             self.unregister(previous)
             previous.close(CLOSE_REPLACED, "replaced by a newer connection")
 
-        conn_holder: list[Connection] = []
-
-        def overflow() -> None:
-            conn = conn_holder[0]
-            log.warning(
-                "[WS] %s stopped reading (%d frames pending): disconnecting it",
-                conn.client_id,
-                self.settings.max_pending_sends,
-            )
-            # Unregister at once: a peer that does not read may never finish the close.
-            self.unregister(conn)
-            conn.close(CLOSE_TOO_SLOW, "too many frames pending")
-
+        outbox = Outbox(outbox_writer, limit=self.settings.max_pending_sends)
         conn = Connection(
             client_id=registration.client_id,
             kind=registration.kind,
             platform=registration.platform,
             target_id=registration.target_id,
             device_info=registration.device_info,
-            outbox=Outbox(
-                outbox_writer, limit=self.settings.max_pending_sends, on_overflow=overflow
-            ),
+            outbox=outbox,
             close=close,
             task_bucket=TokenBucket(self.settings.task_rate, self.settings.task_burst),
         )
-        conn_holder.append(conn)
+        outbox.on_overflow = partial(self._overflowed, conn)
         self.registry.add(conn)
         metrics.CLIENTS.labels(conn.kind).inc()
         self.broadcast(link_pb2.GatewayMessage(client_online=link_pb2.ClientOnline(
@@ -249,6 +236,16 @@ class Gateway:
             log.info("[WS] Registered constellation client: %s (target %s)", conn.client_id,
                      conn.target_id)
         return conn
+
+    def _overflowed(self, conn: Connection) -> None:
+        log.warning(
+            "[WS] %s stopped reading (%d frames pending): disconnecting it",
+            conn.client_id,
+            self.settings.max_pending_sends,
+        )
+        # Unregister at once: a peer that does not read may never finish the close.
+        self.unregister(conn)
+        conn.close(CLOSE_TOO_SLOW, "too many frames pending")
 
     def unregister(self, conn: Connection) -> None:
         """Forget a connection that is gone; its sessions are cancelled by the replicas.

@@ -32,12 +32,15 @@ class Outbox:
     ``on_overflow`` rather than slowing anyone else down.
     """
 
-    __slots__ = ("_flusher", "_limit", "_on_overflow", "_queue", "_send", "closed")
+    __slots__ = ("_flusher", "_limit", "_queue", "_send", "closed", "on_overflow")
 
-    def __init__(self, send: SendText, *, limit: int, on_overflow: Callable[[], None]) -> None:
+    def __init__(
+        self, send: SendText, *, limit: int, on_overflow: Callable[[], None] = lambda: None
+    ) -> None:
         self._send = send
         self._limit = limit
-        self._on_overflow = on_overflow
+        #: Called once when the client lets more than ``limit`` frames pile up.
+        self.on_overflow = on_overflow
         # Made when there is something to hold and dropped when empty again: most sockets
         # are idle, and an empty deque still costs more than half a kilobyte.
         self._queue: deque[str] | None = None
@@ -57,7 +60,7 @@ class Outbox:
         elif len(queue) >= self._limit:
             self.closed = True
             self._queue = None
-            self._on_overflow()
+            self.on_overflow()
             return False
         queue.append(text)
         if self._flusher is None:

@@ -88,6 +88,53 @@ def presented_token(websocket: WebSocket, metadata: dict[str, Any] | None) -> st
     return token if isinstance(token, str) and token else None
 
 
+async def _register(
+    websocket: WebSocket, gateway: Gateway, auth: Authenticator
+) -> Connection | None:
+    """Wait (bounded) for the register frame, check it, register and confirm.
+
+    Returns the new connection, or ``None`` once the socket has been refused. Kept apart
+    from the receive loop so that nothing of the registration (the first message, its
+    parsed frame) stays referenced for the connection's whole life.
+    """
+    try:
+        message = await asyncio.wait_for(
+            websocket.receive(), gateway.settings.registration_timeout
+        )
+    except TimeoutError:
+        await _refuse(
+            websocket,
+            f"Registration timed out: no register frame within "
+            f"{gateway.settings.registration_timeout:g}s",
+            CLOSE_REGISTRATION_TIMEOUT,
+        )
+        return None
+    if message["type"] == "websocket.disconnect":
+        return None
+    try:
+        frame = parse_client_frame(_payload(message))
+        target = frame.target_id if frame.client_type == frames.CONSTELLATION else None
+        connected = target is not None and await gateway.device_connected(target)
+        registration = check_registration(frame, lambda device_id: connected)
+        problem = auth.check(
+            registration.client_id,
+            registration.kind,
+            presented_token(websocket, frame.metadata),
+        )
+        if problem is not None:
+            raise Refusal(problem, CLOSE_UNAUTHORIZED)
+        conn = gateway.register(registration, websocket.send_text, _closer(websocket))
+    except FrameError as exc:
+        await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)
+        return None
+    except Refusal as refusal:
+        await _refuse(websocket, refusal.reason, refusal.code)
+        return None
+    metrics.REGISTRATIONS.labels("accepted").inc()
+    conn.send(frames.heartbeat_frame())
+    return conn
+
+
 async def serve_socket(
     websocket: WebSocket, gateway: Gateway, router: FrameRouter, auth: Authenticator
 ) -> None:
@@ -97,42 +144,9 @@ async def serve_socket(
         return
     conn: Connection | None = None
     try:
-        try:
-            message = await asyncio.wait_for(
-                websocket.receive(), gateway.settings.registration_timeout
-            )
-        except TimeoutError:
-            await _refuse(
-                websocket,
-                f"Registration timed out: no register frame within "
-                f"{gateway.settings.registration_timeout:g}s",
-                CLOSE_REGISTRATION_TIMEOUT,
-            )
+        conn = await _register(websocket, gateway, auth)
+        if conn is None:
             return
-        if message["type"] == "websocket.disconnect":
-            return
-        try:
-            frame = parse_client_frame(_payload(message))
-            target = frame.target_id if frame.client_type == frames.CONSTELLATION else None
-            connected = target is not None and await gateway.device_connected(target)
-            registration = check_registration(frame, lambda device_id: connected)
-            problem = auth.check(
-                registration.client_id,
-                registration.kind,
-                presented_token(websocket, frame.metadata),
-            )
-            if problem is not None:
-                raise Refusal(problem, CLOSE_UNAUTHORIZED)
-            conn = gateway.register(registration, websocket.send_text, _closer(websocket))
-        except FrameError as exc:
-            await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)
-            return
-        except Refusal as refusal:
-            await _refuse(websocket, refusal.reason, refusal.code)
-            return
-        metrics.REGISTRATIONS.labels("accepted").inc()
-        conn.send(frames.heartbeat_frame())
-
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
