@@ -276,6 +276,11 @@ class SessionRouter:
                 sent_to = self.registry.get(requester.client_id)
             if sent_to is not None:
                 sent_to.send_text(text)
+            elif route is not None:
+                log.info("task_end of session %s not delivered: %s %s is gone (the result "
+                         "stays in the session records)", route.session_id,
+                         "device" if requester.kind == link_pb2.REQUESTER_KIND_DEVICE
+                         else "constellation", requester.client_id)
         if notify_device:
             device = route.device if route is not None else self.registry.device(device_id)
             if device is not None and device is not sent_to:
