@@ -207,9 +207,9 @@ class Progress:
     # session updates (WatchSession)
 
     def watching(self, steps_done: int, steps_total: int) -> None:
+        # The steps before this moment follow as replayed events, so numbering goes on
+        # from those events rather than from steps_done.
         self.total = steps_total or self.total
-        self.done = steps_done
-        self._next_step = steps_done + 1
         self.status = "running"
 
     def _label(self, number: int) -> str:

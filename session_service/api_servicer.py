@@ -124,6 +124,16 @@ def stored_info(record: SessionRecord, detailed: bool = False) -> session_api_pb
     return info
 
 
+def _past_updates(session: Session) -> list[Update]:
+    """The session's commands so far as the updates a watcher would have seen."""
+    updates = []
+    for entry in session.commands:
+        updates.append(Update("command_sent", entry.response_id, entry.actions))
+        if entry.received_at is not None:
+            updates.append(Update("results_received", entry.response_id, entry.results))
+    return updates
+
+
 class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
     def __init__(self, replica_id: str, manager: SessionManager, presence: Presence,
                  store: SessionStore | None = None) -> None:
@@ -185,6 +195,14 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         self.manager.start(session)
         return self._info(session)
 
+    def _update(self, session: Session, update: Update) -> session_api_pb2.SessionUpdate:
+        return session_api_pb2.SessionUpdate(
+            kind=update.kind,
+            session=self._info(session),
+            response_id=update.response_id,
+            detail_json=dumps(update.detail).decode() if update.detail is not None else "",
+        )
+
     async def WatchSession(
         self, request: session_api_pb2.WatchSessionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[session_api_pb2.SessionUpdate]:
@@ -193,22 +211,21 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
             record = await self._stored(request.session_id, context)
             yield session_api_pb2.SessionUpdate(kind="ended", session=stored_info(record))
             return
-        if not session.running:
+        if not session.running:  # its command log is in GetSession
             yield session_api_pb2.SessionUpdate(kind="ended", session=self._info(session))
             return
         queue: asyncio.Queue[Update] = asyncio.Queue()
         session.watchers.add(queue)
+        # Taken in the same step as the subscription: every event is either in this
+        # replay or in the queue, never in both.
+        past = _past_updates(session)
         try:
             yield session_api_pb2.SessionUpdate(kind="watching", session=self._info(session))
+            for update in past:
+                yield self._update(session, update)
             while True:
                 update = await queue.get()
-                yield session_api_pb2.SessionUpdate(
-                    kind=update.kind,
-                    session=self._info(session),
-                    response_id=update.response_id,
-                    detail_json=dumps(update.detail).decode()
-                    if update.detail is not None else "",
-                )
+                yield self._update(session, update)
                 if update.kind == "ended":
                     return
         finally:

@@ -122,12 +122,12 @@ async def test_watch_session_streams_until_ended(
     async for update in stream:
         updates.append(update)
     kinds = [u.kind for u in updates]
-    assert kinds[-1] == "ended", kinds
-    assert kinds.count("ended") == 1
-    assert "results_received" in kinds and "command_sent" in kinds
+    # Step a was sent before the watch began: it is replayed, then the rest is live.
+    assert kinds == ["watching", "command_sent", "results_received", "command_sent",
+                     "results_received", "ended"], kinds
     sent = [u for u in updates if u.kind == "command_sent"]
-    assert json.loads(sent[0].detail_json)[0]["tool_name"] == "b"
-    assert sent[0].response_id
+    assert [json.loads(u.detail_json)[0]["tool_name"] for u in sent] == ["a", "b"]
+    assert sent[0].response_id == first["response_id"]
     final = updates[-1].session
     assert final.state == pb.SESSION_STATE_COMPLETED
     assert len(json.loads(final.result_json)) == 2
@@ -139,6 +139,27 @@ async def test_watch_session_streams_until_ended(
     assert again[0].session.state == pb.SESSION_STATE_COMPLETED
     assert all(not s.watchers for s in stack.service.manager.sessions.values())
     await device.close()
+
+
+async def test_watch_replays_the_steps_before_it(
+    stack: Stack, api: session_api_pb2_grpc.SessionApiStub
+) -> None:
+    device = await register_device(stack.ws_url, "dev1")
+    await start(api, "dev1", plan([cmd("a")], [cmd("b")], [cmd("c")]), session_id="w2")
+    await answer_commands(device, "dev1", 1)
+    second = await device.recv_type("command")  # step b waits on the device
+    stream = api.WatchSession(pb.WatchSessionRequest(session_id="w2"), timeout=10).__aiter__()
+    seen = [await stream.__anext__() for _ in range(4)]
+    assert [u.kind for u in seen] == ["watching", "command_sent", "results_received",
+                                      "command_sent"]
+    assert seen[0].session.steps_done == 1
+    assert [json.loads(u.detail_json)[0]["tool_name"] for u in (seen[1], seen[3])] == [
+        "a", "b"]
+    assert seen[3].response_id == second["response_id"]
+    await device.send(results_for(second, "dev1"))
+    await answer_commands(device, "dev1", 1)
+    rest = [u.kind async for u in stream]
+    assert rest == ["results_received", "command_sent", "results_received", "ended"], rest
 
 
 async def test_get_session_by_id_and_by_task_name(
