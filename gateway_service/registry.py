@@ -32,7 +32,8 @@ class Outbox:
     ``on_overflow`` rather than slowing anyone else down.
     """
 
-    __slots__ = ("_flusher", "_limit", "_queue", "_send", "closed", "on_overflow")
+    __slots__ = ("_flusher", "_held", "_limit", "_queue", "_send", "_writing", "closed",
+                 "on_overflow")
 
     def __init__(
         self, send: SendText, *, limit: int, on_overflow: Callable[[], None] = lambda: None
@@ -45,6 +46,8 @@ class Outbox:
         # are idle, and an empty deque still costs more than half a kilobyte.
         self._queue: deque[str] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._writing = False
+        self._held = False
         self.closed = False
 
     def __len__(self) -> int:
@@ -63,11 +66,26 @@ class Outbox:
             self.on_overflow()
             return False
         queue.append(text)
-        if self._flusher is None:
+        if self._flusher is None and not self._writing and not self._held:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return True
 
-    async def _flush(self) -> None:
+    def hold(self) -> None:
+        """Queue without starting a writer: the caller will :meth:`release`.
+
+        The socket's own receive loop holds the outbox while it handles a frame and then
+        writes the answers itself, which spares a task per answered frame.
+        """
+        self._held = True
+
+    async def release(self) -> None:
+        """Stop holding, and write here what was queued, unless a writer already runs."""
+        self._held = False
+        if self._queue and not self._writing and self._flusher is None:
+            await self._write_all()
+
+    async def _write_all(self) -> None:
+        self._writing = True
         try:
             while self._queue:
                 await self._send(self._queue.popleft())
@@ -76,6 +94,12 @@ class Outbox:
             self.closed = True
         finally:
             self._queue = None
+            self._writing = False
+
+    async def _flush(self) -> None:
+        try:
+            await self._write_all()
+        finally:
             self._flusher = None
 
     async def drain(self, timeout: float) -> None:

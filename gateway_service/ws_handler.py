@@ -147,6 +147,7 @@ async def serve_socket(
         conn = await _register(websocket, gateway, auth)
         if conn is None:
             return
+        outbox = conn.outbox
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -156,7 +157,11 @@ async def serve_socket(
                     message.get("code"),
                 )
                 break
-            router.handle(conn, _payload(message))
+            outbox.hold()
+            try:
+                router.handle(conn, _payload(message))
+            finally:
+                await outbox.release()
     except WebSocketDisconnect as exc:
         log.info("[WS] %s disconnected code=%s", conn.client_id if conn else "?", exc.code)
     except RuntimeError as exc:

@@ -212,3 +212,39 @@ def test_registry_add_replace_remove() -> None:
     assert registry.remove(new) is True
     assert registry.remove(new) is False
     assert registry.get("dev1") is None
+
+
+async def test_held_outbox_is_written_by_release_in_order() -> None:
+    sink = Sink()
+    outbox = Outbox(sink, limit=10)
+    outbox.hold()
+    assert outbox.put("a") and outbox.put("b")
+    await asyncio.sleep(0.01)
+    assert sink.sent == []  # nothing starts a writer while held
+    await outbox.release()
+    assert sink.sent == ["a", "b"] and len(outbox) == 0
+    # Once released, a put starts a writer task again.
+    assert outbox.put("c")
+    await asyncio.sleep(0.01)
+    assert sink.sent == ["a", "b", "c"]
+
+
+async def test_release_leaves_a_running_writer_alone() -> None:
+    sink = Sink(delay=0.02)
+    outbox = Outbox(sink, limit=10)
+    outbox.put("first")  # a writer task starts
+    outbox.hold()
+    outbox.put("second")  # joins the running writer's queue
+    await outbox.release()  # must not write concurrently with it
+    assert sink.sent == []
+    await asyncio.sleep(0.1)
+    assert sink.sent == ["first", "second"]
+
+
+async def test_a_failing_write_during_release_closes_quietly() -> None:
+    sink = Sink(fail_on=1)
+    outbox = Outbox(sink, limit=10)
+    outbox.hold()
+    outbox.put("x")
+    await outbox.release()
+    assert outbox.closed and not outbox.put("y")
