@@ -8,6 +8,7 @@ configured every route but health requires it in ``X-API-Key``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import uuid
@@ -22,6 +23,7 @@ from aip_grpc import session_api_pb2
 from aip_wire.frames import dumps
 from aip_wire.names import new_task_name, task_name_problem
 from gateway_service.gateway import Gateway
+from gateway_service.link import ReplicaLink
 from gateway_service.routing import HTTP_REQUESTER, TaskError
 from gateway_service.rules import TaskPlan
 
@@ -105,6 +107,25 @@ _STATE_NAMES = {
 }
 
 
+async def _session_by_task_name(
+    link: ReplicaLink, task_name: str
+) -> session_api_pb2.SessionInfo | None:
+    """The latest session named ``task_name`` on one replica, ``None`` if it has none."""
+    assert link.api is not None
+    try:
+        info: session_api_pb2.SessionInfo = await link.api.GetSession(
+            session_api_pb2.GetSessionRequest(task_name=task_name), timeout=5.0,
+            metadata=link.metadata,
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise HTTPException(
+            status_code=502, detail=f"Replica {link.address}: {exc.details()}"
+        ) from None
+    return info
+
+
 @router.get("/task_result/{task_name}", dependencies=protected)
 async def task_result(task_name: str, request: Request) -> dict[str, Any]:
     problem = task_name_problem(task_name)
@@ -114,19 +135,11 @@ async def task_result(task_name: str, request: Request) -> dict[str, Any]:
     links = gateway.healthy_links()
     if not links:
         raise HTTPException(status_code=503, detail="No session service replica is reachable")
-    found: list[session_api_pb2.SessionInfo] = []
-    for link in links:
-        assert link.api is not None
-        try:
-            found.append(await link.api.GetSession(
-                session_api_pb2.GetSessionRequest(task_name=task_name), timeout=5.0,
-                metadata=link.metadata,
-            ))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise HTTPException(
-                    status_code=502, detail=f"Replica {link.address}: {exc.details()}"
-                ) from None
+    # Every replica is asked at once: the record may be on any of them.
+    answers = await asyncio.gather(
+        *(_session_by_task_name(link, task_name) for link in links)
+    )
+    found = [info for info in answers if info is not None]
     if not found:
         raise HTTPException(status_code=404, detail=f"No task named '{task_name}'")
     info = max(found, key=lambda item: item.created_at)
