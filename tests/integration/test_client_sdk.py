@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,9 +21,8 @@ from aip_client import (
     ToolRegistry,
     builtin_registry,
 )
+from tests.conftest import StackFactory
 from tests.stack import HOST, GatewayProcess, Stack, wait_for
-
-StackFactory = Callable[..., Awaitable[Stack]]
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import httpx
 import pytest
 
+from tests.conftest import StackFactory
 from tests.stack import (
     Stack,
     answer_commands,
@@ -17,8 +16,6 @@ from tests.stack import (
     results_for,
     wait_for,
 )
-
-StackFactory = Callable[..., Awaitable[Stack]]
 
 
 def http(stack: Stack, **headers: str) -> httpx.AsyncClient:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from session_service.server import SessionService
 from session_service.settings import SessionSettings
+from tests.conftest import StackFactory
 from tests.processes import GatewayService, Replica
 from tests.stack import (
     HOST,
@@ -34,7 +34,6 @@ from tests.stack import (
 )
 
 pb = session_api_pb2
-StackFactory = Callable[..., Awaitable[Stack]]
 
 
 async def task_result(url: str, task_name: str) -> httpx.Response:

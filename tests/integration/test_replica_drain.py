@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -13,10 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from session_service.store import SessionStore
+from tests.conftest import StackFactory
 from tests.processes import GatewayService, Replica
 from tests.stack import (
     Client,
-    Stack,
     answer_commands,
     cmd,
     plan,
@@ -28,7 +27,6 @@ from tests.stack import (
 )
 
 pb = session_api_pb2
-StackFactory = Callable[..., Awaitable[Stack]]
 
 
 async def start_session(address: str, device_id: str, session_id: str) -> pb.SessionInfo:

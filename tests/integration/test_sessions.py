@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
+from tests.conftest import StackFactory
 from tests.stack import (
     Client,
     Stack,
@@ -27,8 +27,6 @@ from tests.stack import (
     task_frame,
     wait_for,
 )
-
-StackFactory = Callable[..., Awaitable[Stack]]
 
 
 async def get_session(stack: Stack, session_id: str) -> session_api_pb2.SessionInfo:
