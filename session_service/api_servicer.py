@@ -265,7 +265,9 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         replica_id = None if request.include_other_replicas else self.replica_id
         stored = await self._read(context, lambda store: store.list(
             request.device_id, request.running_only, limit, replica_id)) or []
-        known = {info.session_id for info in live}
+        # A session this replica holds in memory is described by memory alone, even when
+        # the filter left it out: its record may lag behind by a commit interval.
+        known = self.manager.sessions
         merged = live + [stored_info(r) for r in stored if r.session_id not in known]
         merged.sort(key=lambda info: info.created_at, reverse=True)
         return session_api_pb2.ListSessionsResponse(sessions=merged[:limit])

@@ -51,7 +51,8 @@ class SessionService:
         self.settings = settings
         self.presence = Presence()
         self.hub = LinkHub()
-        self.store = SessionStore(settings.store_path, settings.replica_id) \
+        self.store = SessionStore(settings.store_path, settings.replica_id,
+                                  settings.store_commit_interval) \
             if settings.store_path else None
         self.manager = SessionManager(settings, self.presence, self.hub.send, self.store)
         interceptors = [TokenInterceptor(settings.auth_token)] if settings.auth_token else []

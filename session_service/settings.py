@@ -59,6 +59,11 @@ class SessionSettings(BaseSettings):
         description="SQLite file of session records and command logs, kept across "
         "restarts; ':memory:' keeps them in this process only, '' disables the store.",
     )
+    store_commit_interval: float = Field(
+        0.05, ge=0, le=5, description="Seconds the store gathers writes before one commit: "
+        "fewer wake-ups of its writer thread under load, at the price of losing at most "
+        "that much of the command log if the process is killed; 0 commits at once.",
+    )
     drain_timeout: float = Field(
         30.0, ge=0, description="On SIGTERM, seconds running sessions may take to finish "
         "before they are cancelled with reason replica_shutdown.",

@@ -189,3 +189,41 @@ def test_sessions_of_a_dead_replica_are_marked_failed_at_open(tmp_path: Path) ->
     assert not [p for p in Path(f"{path}.owners").iterdir()]  # every lock file removed
     rows = sqlite3.connect(path).execute("SELECT state FROM sessions ORDER BY session_id")
     assert [row[0] for row in rows] == ["running", "failed"]
+
+
+def test_a_commit_interval_groups_writes_into_one_transaction(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    grouped = SessionStore(MEMORY, "r1", commit_interval=0.3)
+    batches: list[int] = []
+    apply = grouped._apply
+    monkeypatch.setattr(grouped, "_apply", lambda batch: (batches.append(len(batch)),
+                                                          apply(batch)))
+    grouped.open()
+    try:
+        grouped.record_started(record("s1"))
+        for seq in range(20):  # arrive while the writer waits out the interval
+            grouped.record_command("s1", seq, f"r-{seq}", [], 1.0)
+        assert grouped.flush()
+        assert batches == [22]  # 21 writes and the flush marker: one commit
+        assert len(grouped.get("s1").commands) == 20  # type: ignore[union-attr]
+    finally:
+        grouped.close()
+
+
+def test_a_backlog_is_written_without_pausing_between_full_batches(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    grouped = SessionStore(MEMORY, "r1", commit_interval=0.2)
+    monkeypatch.setattr("session_service.store.MAX_BATCH", 10)
+    pauses: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+    grouped.record_started(record("s1"))
+    for seq in range(45):  # queued before the writer starts: a backlog of five batches
+        grouped.record_command("s1", seq, f"r-{seq}", [], 1.0)
+    grouped.open()
+    try:
+        assert grouped.flush(timeout=10)
+        assert pauses == [0.2]  # before the first batch only
+        assert len(grouped.get("s1").commands) == 45  # type: ignore[union-attr]
+    finally:
+        grouped.close()
