@@ -5,6 +5,6 @@ before any module of the suite imports grpc, so that the gRPC baselines measure 
 same runtime as the services.
 """
 
-from aip_grpc.runtime import apply_defaults
+from aip_runtime.grpc_env import apply_defaults
 
 apply_defaults()

@@ -36,6 +36,7 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from aip_runtime.gc_tuning import tune_gc
 from bench.common import ECHO_METHOD, HOST, raise_nofile_limit
 
 
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     raise_nofile_limit()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    tune_gc()  # the services' process settings, as for everything else they share
     if args.kind in ("ws", "chain"):
         app = ws_echo_app() if args.kind == "ws" else chain_app(args.grpc)
         uvicorn.Server(uvicorn_config_for(app, args.port)).run()

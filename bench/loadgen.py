@@ -56,6 +56,7 @@ from typing import Any
 import grpc
 import orjson
 
+from aip_runtime.gc_tuning import tune_gc
 from bench.common import (
     ECHO_METHOD,
     PLAN_COMMAND,
@@ -706,6 +707,7 @@ async def main_async(cfg: dict[str, Any]) -> None:
 def main() -> None:
     raise_nofile_limit()
     cfg = orjson.loads(sys.argv[1])
+    tune_gc()  # thousands of client sockets: the collector would skew the client's share
     try:
         import uvloop
     except ImportError:

@@ -11,6 +11,7 @@ from typing import cast
 import uvicorn
 from pydantic_settings import CliApp
 
+from aip_runtime.gc_tuning import tune_gc
 from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
 from gateway_service.settings import GatewaySettings
@@ -80,7 +81,9 @@ class GatewayServer(uvicorn.Server):
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(GatewaySettings, cli_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
-    GatewayServer(uvicorn_config(settings), settings).run()
+    server = GatewayServer(uvicorn_config(settings), settings)
+    tune_gc()
+    server.run()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Tests run with the gRPC runtime defaults the services ship with (before grpc loads)."""
 
-from aip_grpc.runtime import apply_defaults
+from aip_runtime.grpc_env import apply_defaults
 
 apply_defaults()

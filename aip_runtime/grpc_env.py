@@ -1,10 +1,10 @@
-"""gRPC runtime defaults shared by every process of the project.
+"""gRPC core options for every process of the project.
 
 gRPC core reads ``GRPC_EXPERIMENTS`` once, when :mod:`grpc` is first imported, so these
 defaults are applied by the packages that use gRPC (``gateway_service``,
 ``session_service``) from their ``__init__``, before any of their modules imports it.
 
-Why: with gRPC's EventEngine client and listener (its default since 1.6x) every message
+Why: with gRPC's EventEngine client and listener (on by default in current grpcio) every message
 of a grpc.aio stream crosses one more thread on its way to the event loop. On a
 two-core machine that doubled the latency of a bare grpc.aio bidi echo (about 270 us
 against 150 us per round trip, ``make bench`` baseline B4) and every command of a
