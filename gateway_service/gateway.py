@@ -225,7 +225,7 @@ class Gateway:
         )
         outbox.on_overflow = partial(self._overflowed, conn)
         self.registry.add(conn)
-        metrics.CLIENTS.labels(conn.kind).inc()
+        metrics.CLIENTS_BY_KIND[conn.kind].inc()
         self.broadcast(link_pb2.GatewayMessage(client_online=link_pb2.ClientOnline(
             client=self._presence(conn)
         )))
@@ -257,7 +257,7 @@ class Gateway:
         conn.outbox.close()
         if not self.registry.remove(conn):
             return
-        metrics.CLIENTS.labels(conn.kind).dec()
+        metrics.CLIENTS_BY_KIND[conn.kind].dec()
         if conn.sessions:
             reason = "device_disconnected" if conn.is_device else "constellation_disconnected"
             log.info(

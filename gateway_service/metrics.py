@@ -2,6 +2,8 @@
 
 from prometheus_client import Counter, Gauge
 
+from aip_wire.frames import CONSTELLATION, DEVICE
+
 CLIENTS = Gauge("aip_gateway_clients", "Registered clients", ["client_type"])
 FRAMES_IN = Counter("aip_gateway_frames_in_total", "Frames received from clients", ["type"])
 FRAME_ERRORS = Counter(
@@ -15,3 +17,7 @@ DROPPED_RESULTS = Counter(
     "aip_gateway_dropped_command_results_total", "command_results dropped", ["reason"]
 )
 REPLICAS_UP = Gauge("aip_gateway_replicas_up", "Replicas with a healthy link")
+
+# Children used on every connection, looked up once: labels() costs a lock and a tuple.
+REGISTRATIONS_ACCEPTED = REGISTRATIONS.labels("accepted")
+CLIENTS_BY_KIND = {kind: CLIENTS.labels(kind) for kind in (DEVICE, CONSTELLATION)}

@@ -98,9 +98,8 @@ async def _register(
     parsed frame) stays referenced for the connection's whole life.
     """
     try:
-        message = await asyncio.wait_for(
-            websocket.receive(), gateway.settings.registration_timeout
-        )
+        async with asyncio.timeout(gateway.settings.registration_timeout):
+            message = await websocket.receive()
     except TimeoutError:
         await _refuse(
             websocket,
@@ -116,13 +115,14 @@ async def _register(
         target = frame.target_id if frame.client_type == frames.CONSTELLATION else None
         connected = target is not None and await gateway.device_connected(target)
         registration = check_registration(frame, lambda device_id: connected)
-        problem = auth.check(
-            registration.client_id,
-            registration.kind,
-            presented_token(websocket, frame.metadata),
-        )
-        if problem is not None:
-            raise Refusal(problem, CLOSE_UNAUTHORIZED)
+        if auth.enabled:
+            problem = auth.check(
+                registration.client_id,
+                registration.kind,
+                presented_token(websocket, frame.metadata),
+            )
+            if problem is not None:
+                raise Refusal(problem, CLOSE_UNAUTHORIZED)
         conn = gateway.register(registration, websocket.send_text, _closer(websocket))
     except FrameError as exc:
         await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)
@@ -130,7 +130,7 @@ async def _register(
     except Refusal as refusal:
         await _refuse(websocket, refusal.reason, refusal.code)
         return None
-    metrics.REGISTRATIONS.labels("accepted").inc()
+    metrics.REGISTRATIONS_ACCEPTED.inc()
     conn.send(frames.heartbeat_frame())
     return conn
 
