@@ -115,8 +115,11 @@ def pin_identity(frame: ClientFrame, client_id: str, kind: str) -> str | None:
                 f"client_type '{frame.client_type}' does not match this connection's "
                 f"registered type '{kind}'"
             )
-    frame.client_id = client_id
-    frame.client_type = kind
+    # Assigning a pydantic field runs its setattr machinery: skip it when already equal.
+    if frame.client_id != client_id:
+        frame.client_id = client_id
+    if frame.client_type != kind:
+        frame.client_type = kind
     return None
 
 

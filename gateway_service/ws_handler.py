@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -75,6 +75,17 @@ def _closer(websocket: WebSocket) -> Any:
     return close
 
 
+def _text_sender(websocket: WebSocket) -> Any:
+    """``send_text`` straight to the ASGI server, past Starlette's per-call state checks
+    (the server refuses a send after the close just as well)."""
+    send = websocket._send
+
+    def send_text(text: str) -> Awaitable[None]:
+        return send({"type": "websocket.send", "text": text})
+
+    return send_text
+
+
 def presented_token(websocket: WebSocket, metadata: dict[str, Any] | None) -> str | None:
     """The client's token: Authorization header, else ?token=, else metadata.auth_token."""
     header = websocket.headers.get("authorization", "")
@@ -123,7 +134,7 @@ async def _register(
             )
             if problem is not None:
                 raise Refusal(problem, CLOSE_UNAUTHORIZED)
-        conn = gateway.register(registration, websocket.send_text, _closer(websocket))
+        conn = gateway.register(registration, _text_sender(websocket), _closer(websocket))
     except FrameError as exc:
         await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)
         return None
@@ -148,8 +159,9 @@ async def serve_socket(
         if conn is None:
             return
         outbox = conn.outbox
+        receive = websocket._receive  # the ASGI receive: Starlette's wrapper adds nothing here
         while True:
-            message = await websocket.receive()
+            message = await receive()
             if message["type"] == "websocket.disconnect":
                 log.info(
                     "[WS] %s closed the connection (code %s)",
