@@ -142,6 +142,43 @@ class ClientFrame(BaseModel):
         return dumps(value).decode()
 
 
+#: ClientFrame's fields and the JSON types each accepts, for :func:`is_plain_heartbeat`.
+_TEXT_FIELDS = ("status", "client_type", "client_id", "session_id", "task_name",
+                "target_id", "timestamp", "request_id", "prev_response_id")
+
+
+def is_plain_heartbeat(data: str | bytes) -> bool:
+    """Whether ``parse_client_frame(data)`` would give a valid frame of type heartbeat.
+
+    Heartbeats are most of what clients send, and nothing in one matters beyond its
+    type, so the receive path answers them without building a :class:`ClientFrame`.
+    Conservative: ``False`` sends the message through :func:`parse_client_frame`, which
+    decides (and words any error); anything unusual (invalid UTF-8, integers beyond 64
+    bits, deep nesting, a field of an unexpected type) answers ``False``.
+    """
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    if type(obj) is not dict:
+        return False
+    kind = obj.get("type")
+    if type(kind) is not str or kind.strip().lower() != HEARTBEAT:
+        return False
+    for name in _TEXT_FIELDS:
+        value = obj.get(name)
+        if value is not None and type(value) is not str:
+            return False
+    request = obj.get("request")
+    if request is not None and type(request) not in (str, dict, list):
+        return False
+    results = obj.get("action_results")
+    if results is not None and type(results) is not list:
+        return False
+    metadata = obj.get("metadata")
+    return metadata is None or type(metadata) is dict
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False)[:3]:

@@ -49,6 +49,10 @@ class FrameRouter:
     def handle(self, conn: Connection, data: str | bytes) -> None:
         """Handle one message from a registered client; never raises."""
         conn.last_seen = time.monotonic()
+        if frames.is_plain_heartbeat(data):  # most frames: no ClientFrame needed
+            self._counted[frames.HEARTBEAT].inc()
+            self.heartbeat(conn, None)
+            return
         try:
             frame = parse_client_frame(data)
         except FrameError as exc:
@@ -77,7 +81,7 @@ class FrameRouter:
 
     # ------------------------------------------------------------------ handlers
 
-    def heartbeat(self, conn: Connection, frame: ClientFrame) -> None:
+    def heartbeat(self, conn: Connection, frame: ClientFrame | None) -> None:
         log.debug("[WS] heartbeat from %s", conn.client_id)
         conn.send(frames.heartbeat_frame())
 
