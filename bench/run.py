@@ -26,9 +26,10 @@ client (:mod:`bench.wsclient`) in separate processes (:mod:`bench.loadgen`).
    first 100 steps are warm-up; the session's own duration / steps is recorded as a
    cross-check (``mean_us_from_session_duration``). The same p50 is also set against the
    minimal chain's (baseline B5), which crosses the same processes and hops with no AIP
-   work: the share of the round trip that is this project's own. Both latencies are the best of three
-   runs (lowest p50; all three are in the JSON): on two cores a whole run sometimes lands
-   with every wake-up crossing cores, which shifts it by tens of microseconds.
+   work: the share of the round trip that is this project's own. Both latencies are the
+   best of three runs (lowest p50; all three are in the JSON): on two cores a whole run
+   sometimes lands with every wake-up crossing cores, which shifts it by tens of
+   microseconds.
    Throughput: ``--devices`` devices, one long session each (restarted when it ends),
    command round trips counted at the devices over a fixed window after a warm-up; the
    sessions still running are then cancelled and every session must deliver exactly
