@@ -15,6 +15,7 @@ from aip_runtime.gc_tuning import tune_gc
 from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
 from gateway_service.settings import GatewaySettings
+from gateway_service.ws_protocol import GatewayWebSocketProtocol
 
 
 def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
@@ -25,7 +26,7 @@ def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
         log_level=settings.log_level.lower(),
         access_log=False,
         loop="auto",
-        ws="websockets-sansio",
+        ws=GatewayWebSocketProtocol,
         ws_max_size=settings.ws_max_size,
         ws_ping_interval=settings.ws_ping_interval or None,
         ws_ping_timeout=settings.ws_ping_timeout or None,

@@ -29,6 +29,7 @@ from gateway_service.rules import (
     Refusal,
     check_registration,
 )
+from gateway_service.ws_protocol import ABORT_EXTENSION
 
 log = logging.getLogger("aip.gateway.ws")
 
@@ -60,11 +61,23 @@ async def _refuse(websocket: WebSocket, reason: str, code: int) -> None:
 _closing: set[asyncio.Task[None]] = set()
 
 
+#: Longest a close frame may wait to be written (the peer stopped reading and the
+#: socket's buffer is full) before the connection is dropped without it.
+CLOSE_WRITE_TIMEOUT = 10.0
+
+
 def _closer(websocket: WebSocket) -> Any:
     def close(code: int, reason: str) -> None:
         async def _close() -> None:
             try:
-                await websocket.close(code=code, reason=close_reason(reason))
+                async with asyncio.timeout(CLOSE_WRITE_TIMEOUT):
+                    await websocket.close(code=code, reason=close_reason(reason))
+            except TimeoutError:
+                abort = websocket.scope.get("extensions", {}).get(ABORT_EXTENSION)
+                log.info("[WS] close %d could not be written in %gs: %s", code,
+                         CLOSE_WRITE_TIMEOUT, "connection aborted" if abort else "giving up")
+                if abort is not None:
+                    abort()
             except Exception as exc:
                 log.debug("close failed: %r", exc)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 import websockets
 
 from aip_wire import frames
+from gateway_service import ws_handler, ws_protocol
 from gateway_service.auth import hash_token
 from tests.conftest import StackFactory
 from tests.processes import GatewayService, Replica
@@ -160,6 +164,80 @@ async def test_a_client_that_stops_reading_is_cut_off(make_stack: StackFactory) 
     assert (await device.recv())["type"] == "heartbeat"
     await reader.close()
     await device.close()
+
+
+def _server_connections(stack: Any) -> int:
+    """Sockets uvicorn still holds for the gateway, whatever their state."""
+    return len(stack.gw.server.server_state.connections)
+
+
+async def _deaf_client(url: str, client_id: str) -> socket.socket:
+    """A device that registers, then never reads a byte again (nor closes)."""
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(sock, (
+        f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert b" 101 " in await loop.sock_recv(sock, 4096)
+    data = json.dumps(register_frame(client_id)).encode()
+    assert 126 <= len(data) < 65536
+    await loop.sock_sendall(
+        sock, bytes([0x81, 0x80 | 126]) + len(data).to_bytes(2, "big") + b"\0\0\0\0" + data)
+    return sock
+
+
+async def _bury(stack: Any, client_id: str, count: int) -> None:
+    """Queue frames of 8 MB for the client, each more than the kernel's buffers hold: the
+    gateway's writes to it stall with data left in the transport, which a plain close
+    waits for."""
+    await wait_for(lambda: stack.gateway.registry.get(client_id) is not None)
+    conn = stack.gateway.registry.get(client_id)
+    blob = "x" * 8_000_000
+    for n in range(count):
+        conn.send(frames.error_frame(blob, session_id=f"s-{n}"))
+        await asyncio.sleep(0.2)  # the gateway writes (and stalls) before the next one
+
+
+async def test_a_client_that_reads_nothing_is_dropped_at_its_ping_timeout(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack(gateway={"ws_ping_interval": 0.5, "ws_ping_timeout": 0.5})
+    other = await register_device(stack.ws_url, "dev1")
+    deaf = await _deaf_client(stack.ws_url, "deaf")
+    try:
+        await _bury(stack, "deaf", 2)
+        await wait_for(lambda: stack.gateway.registry.get("deaf") is None, timeout=15,
+                       what="the deaf client unregistered")
+        await wait_for(lambda: _server_connections(stack) == 1, timeout=15,
+                       what="its socket released")
+        await other.send({"type": "heartbeat", "client_id": "dev1"})
+        assert (await other.recv())["type"] == "heartbeat"
+    finally:
+        deaf.close()
+        await other.close()
+
+
+async def test_a_client_cut_off_for_not_reading_does_not_keep_its_socket(
+        make_stack: StackFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pings: its outbox overflows (4429), and the close it cannot be sent does
+    not hold the socket open."""
+    monkeypatch.setattr(ws_handler, "CLOSE_WRITE_TIMEOUT", 0.5)
+    monkeypatch.setattr(ws_protocol, "CLOSE_TIMEOUT", 0.5)
+    stack = await make_stack(gateway={"ws_ping_interval": 0, "max_pending_sends": 4})
+    deaf = await _deaf_client(stack.ws_url, "deaf")
+    try:
+        await _bury(stack, "deaf", 8)
+        await wait_for(lambda: stack.gateway.registry.get("deaf") is None, timeout=15,
+                       what="the deaf client unregistered")
+        await wait_for(lambda: _server_connections(stack) == 0, timeout=15,
+                       what="its socket released")
+    finally:
+        deaf.close()
 
 
 async def test_silent_clients_are_evicted(make_stack: StackFactory) -> None:
