@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -216,8 +217,32 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
 
 
 def now_iso() -> str:
-    """The current time as ISO 8601 with a UTC offset, as clients expect."""
-    return datetime.now(UTC).isoformat()
+    """The current time as ISO 8601 with a UTC offset, as clients expect.
+
+    Exactly ``datetime.now(UTC).isoformat()``, at half the cost: every frame the server
+    sends carries one, and the date and time of day change once a second.
+    """
+    return iso_from_epoch(time.time())
+
+
+#: The last second formatted, and its text (one tuple: replaced whole, never torn).
+_last_second: tuple[int, str] = (-1, "")
+
+
+def iso_from_epoch(stamp: float) -> str:
+    """``datetime.fromtimestamp(stamp, UTC).isoformat()`` for ``stamp`` >= 0."""
+    global _last_second
+    second = int(stamp)
+    micro = round((stamp - second) * 1_000_000)  # half-even, as datetime rounds
+    if micro == 1_000_000:
+        second, micro = second + 1, 0
+    cached_second, text = _last_second
+    if cached_second != second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (second, text)
+    if micro:
+        return f"{text}.{micro:06d}+00:00"
+    return f"{text}+00:00"
 
 
 _ID_PREFIX = uuid.uuid4().hex[:12]

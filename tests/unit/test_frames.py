@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
@@ -304,6 +306,18 @@ def assert_server_frame(frame: dict[str, object]) -> None:
 
 def test_now_iso_has_utc_offset() -> None:
     assert_timestamp_utc(frames.now_iso())
+
+
+@given(st.one_of(
+    st.floats(min_value=0, max_value=4e9, allow_nan=False),
+    st.integers(min_value=0, max_value=4_000_000_000).map(float),
+    st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.9999995),
+    st.integers(min_value=0, max_value=4_000_000_000).map(lambda s: s + 0.0000005),
+))
+@example(1795700000.9999996)
+@example(59.999999)
+def test_iso_from_epoch_is_datetimes_isoformat(stamp: float) -> None:
+    assert frames.iso_from_epoch(stamp) == datetime.fromtimestamp(stamp, UTC).isoformat()
 
 
 def test_new_id_is_unique_text() -> None:
