@@ -37,9 +37,11 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
-        extensions: dict[str, Any] = dict(self.scope.get("extensions") or {})
-        extensions[ABORT_EXTENSION] = self.abort
-        self.scope["extensions"] = extensions  # type: ignore[typeddict-item]
+        # uvicorn makes this dict for each connection: one more key costs no more memory.
+        extensions = self.scope.get("extensions")
+        if extensions is None:
+            extensions = self.scope["extensions"] = {}
+        extensions[ABORT_EXTENSION] = self.abort  # type: ignore[assignment]
 
     def abort(self) -> None:
         """Drop the connection now, discarding what is buffered for the peer."""
