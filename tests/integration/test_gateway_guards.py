@@ -206,7 +206,7 @@ async def _bury(stack: Any, client_id: str, count: int) -> None:
 
 async def test_a_client_that_reads_nothing_is_dropped_at_its_ping_timeout(
         make_stack: StackFactory) -> None:
-    stack = await make_stack(gateway={"ws_ping_interval": 0.5, "ws_ping_timeout": 0.5})
+    stack = await make_stack(gateway={"ws_ping_interval": 0.5, "ws_ping_timeout": 2.0})
     other = await register_device(stack.ws_url, "dev1")
     deaf = await _deaf_client(stack.ws_url, "deaf")
     try:
