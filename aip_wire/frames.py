@@ -143,6 +143,9 @@ class ClientFrame(BaseModel):
         return dumps(value).decode()
 
 
+#: Longer messages are never taken for plain heartbeats (a reference client's is about
+#: 400 bytes), so that large frames are parsed once.
+_HEARTBEAT_SIZE_LIMIT = 4096
 #: ClientFrame's fields and the JSON types each accepts, for :func:`is_plain_heartbeat`.
 _TEXT_FIELDS = ("status", "client_type", "client_id", "session_id", "task_name",
                 "target_id", "timestamp", "request_id", "prev_response_id")
@@ -155,8 +158,10 @@ def is_plain_heartbeat(data: str | bytes) -> bool:
     type, so the receive path answers them without building a :class:`ClientFrame`.
     Conservative: ``False`` sends the message through :func:`parse_client_frame`, which
     decides (and words any error); anything unusual (invalid UTF-8, integers beyond 64
-    bits, deep nesting, a field of an unexpected type) answers ``False``.
+    bits, deep nesting, a field of an unexpected type, over 4 KiB) answers ``False``.
     """
+    if len(data) > _HEARTBEAT_SIZE_LIMIT:  # results and the like: not parsed twice
+        return False
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -64,3 +64,9 @@ def test_a_reference_clients_heartbeat_takes_the_fast_path() -> None:
              "request_id": None, "prev_response_id": None, "error": None, "metadata": None}
     assert is_plain_heartbeat(json.dumps(frame))
     assert not is_plain_heartbeat(json.dumps({**frame, "type": "task"}))
+
+
+def test_a_large_heartbeat_takes_the_full_parser() -> None:
+    frame = {"type": "heartbeat", "client_id": "dev1", "metadata": {"blob": "x" * 5000}}
+    assert not is_plain_heartbeat(json.dumps(frame))
+    assert full_parser_says_heartbeat(json.dumps(frame))
