@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -27,14 +27,15 @@ from gateway_service.ws_handler import serve_socket
 class GatewayApp:
     """The ASGI application: ``/ws`` directly, everything else through FastAPI."""
 
-    def __init__(self, api: FastAPI, serve_ws: Callable[[WebSocket], Awaitable[None]]) -> None:
+    def __init__(self, api: FastAPI,
+                 serve_ws: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.api = api
         self.state = api.state
         self._serve_ws = serve_ws
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
-            await self._serve_ws(WebSocket(scope, receive, send))
+            await self._serve_ws(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 
@@ -64,7 +65,8 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        await serve_socket(websocket, gateway, frame_router, auth)
+    async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await serve_socket(scope, receive, send, gateway=gateway, router=frame_router,
+                           auth=auth)
 
     return GatewayApp(app, websocket_endpoint)

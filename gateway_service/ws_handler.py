@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aip_wire import frames
@@ -88,10 +89,9 @@ def _closer(websocket: WebSocket) -> Any:
     return close
 
 
-def _text_sender(websocket: WebSocket) -> Any:
+def _text_sender(send: Send) -> Any:
     """``send_text`` straight to the ASGI server, past Starlette's per-call state checks
     (the server refuses a send after the close just as well)."""
-    send = websocket._send
 
     def send_text(text: str) -> Awaitable[None]:
         return send({"type": "websocket.send", "text": text})
@@ -113,7 +113,7 @@ def presented_token(websocket: WebSocket, metadata: dict[str, Any] | None) -> st
 
 
 async def _register(
-    websocket: WebSocket, gateway: Gateway, auth: Authenticator
+    websocket: WebSocket, send: Send, gateway: Gateway, auth: Authenticator
 ) -> Connection | None:
     """Wait (bounded) for the register frame, check it, register and confirm.
 
@@ -147,7 +147,7 @@ async def _register(
             )
             if problem is not None:
                 raise Refusal(problem, CLOSE_UNAUTHORIZED)
-        conn = gateway.register(registration, _text_sender(websocket), _closer(websocket))
+        conn = gateway.register(registration, _text_sender(send), _closer(websocket))
     except FrameError as exc:
         await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)
         return None
@@ -160,19 +160,23 @@ async def _register(
 
 
 async def serve_socket(
-    websocket: WebSocket, gateway: Gateway, router: FrameRouter, auth: Authenticator
+    scope: Scope, receive: Receive, send: Send, *,
+    gateway: Gateway, router: FrameRouter, auth: Authenticator,
 ) -> None:
+    """Serve one ``/ws`` connection. Starlette's :class:`WebSocket` does the handshake,
+    the first frame and the closes; the receive loop and the outbox use the ASGI
+    ``receive`` and ``send`` directly, past its per-message state checks."""
+    websocket = WebSocket(scope, receive, send)
     await websocket.accept()
     if gateway.draining:
         await _refuse(websocket, "The gateway is restarting; reconnect", CLOSE_SERVICE_RESTART)
         return
     conn: Connection | None = None
     try:
-        conn = await _register(websocket, gateway, auth)
+        conn = await _register(websocket, send, gateway, auth)
         if conn is None:
             return
         outbox = conn.outbox
-        receive = websocket._receive  # the ASGI receive: Starlette's wrapper adds nothing here
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":

@@ -8,7 +8,8 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from aip_wire.frames import FrameError, is_plain_heartbeat, parse_client_frame
+from aip_wire import frames
+from aip_wire.frames import ClientFrame, FrameError, is_plain_heartbeat, parse_client_frame
 from tests.unit.test_fuzz import (
     ANY_JSON,
     FUZZ,
@@ -70,3 +71,10 @@ def test_a_large_heartbeat_takes_the_full_parser() -> None:
     frame = {"type": "heartbeat", "client_id": "dev1", "metadata": {"blob": "x" * 5000}}
     assert not is_plain_heartbeat(json.dumps(frame))
     assert full_parser_says_heartbeat(json.dumps(frame))
+
+
+def test_the_fast_path_checks_every_field_of_the_model() -> None:
+    """A field added to ClientFrame must be added to is_plain_heartbeat's checks too."""
+    checked = {*frames._TEXT_FIELDS, "type", "request", "action_results", "metadata",
+               "error"}
+    assert checked == set(ClientFrame.model_fields)
