@@ -52,8 +52,10 @@ def test_a_fast_heartbeat_is_always_one_for_the_full_parser(data: str | bytes) -
 
 
 @FUZZ
-@given(encoded(st.builds(as_heartbeat, well_typed_frames(JSON_64), heartbeat_spellings)))
+@given(encoded(st.builds(as_heartbeat, well_typed_frames(JSON_64),
+                         st.sampled_from(["heartbeat", "Heartbeat", " heartbeat\t"]))))
 def test_well_formed_heartbeats_take_the_fast_path(data: str | bytes) -> None:
+    """As the reference clients spell them; other spellings take the full parser."""
     assert full_parser_says_heartbeat(data)
     assert is_plain_heartbeat(data)
 
