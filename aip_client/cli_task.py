@@ -356,15 +356,9 @@ async def run_plan(args: argparse.Namespace, plan: str) -> int:
 
 async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
                     channel: asyncio.Task[Any] | None) -> int:
-    client = ConstellationClient(args.url, args.client_id or _client_id(), args.device,
-                                 token=args.token)
-    try:
-        await client.connect()
-    except RegistrationRefused as exc:
-        return _fail(f"refused: {exc}", EXIT_CONNECT)
-    except Exception as exc:
-        return _fail(f"cannot connect to {args.url}: {type(exc).__name__}: {exc}",
-                     EXIT_CONNECT)
+    client = await _connect(args, args.device)
+    if isinstance(client, int):
+        return client
     watcher: asyncio.Task[bool] | None = None
     try:
         loop = asyncio.get_running_loop()
@@ -439,8 +433,9 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-async def device_info(args: argparse.Namespace) -> int:
-    client = ConstellationClient(args.url, args.client_id or _client_id(), args.device_info,
+async def _connect(args: argparse.Namespace, target_id: str) -> ConstellationClient | int:
+    """A constellation registered for ``target_id``, or the exit code once said why not."""
+    client = ConstellationClient(args.url, args.client_id or _client_id(), target_id,
                                  token=args.token)
     try:
         await client.connect()
@@ -449,6 +444,13 @@ async def device_info(args: argparse.Namespace) -> int:
     except Exception as exc:
         return _fail(f"cannot connect to {args.url}: {type(exc).__name__}: {exc}",
                      EXIT_CONNECT)
+    return client
+
+
+async def device_info(args: argparse.Namespace) -> int:
+    client = await _connect(args, args.device_info)
+    if isinstance(client, int):
+        return client
     try:
         info = await client.device_info(timeout=min(args.timeout, 30))
     except DeviceInfoError as exc:
