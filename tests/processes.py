@@ -158,3 +158,12 @@ class Cluster:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError("left behind: " + "; ".join(left))
             await asyncio.sleep(0.1)
+
+
+async def wait_known(replicas: list[Replica], device_id: str, timeout: float = 10.0) -> None:
+    """Wait until every replica lists ``device_id`` among its devices."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for replica in replicas:
+        while device_id not in await replica.devices():
+            assert asyncio.get_running_loop().time() < deadline, f"{device_id} unknown"
+            await asyncio.sleep(0.02)

@@ -17,7 +17,7 @@ import grpc
 import uvicorn
 import websockets
 
-from aip_grpc import session_api_pb2_grpc
+from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from gateway_service.__main__ import uvicorn_config
 from gateway_service.gateway import Gateway
 from gateway_service.settings import GatewaySettings
@@ -148,6 +148,12 @@ class Stack:
         await self.replica.stop()
 
 
+def no_running_sessions(stack: Stack) -> bool:
+    """The stack's replica runs no session and counts none as active."""
+    manager = stack.service.manager
+    return not any(s.running for s in manager.sessions.values()) and manager.active == 0
+
+
 async def wait_for(
     condition: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01,
     what: str = "condition",
@@ -166,6 +172,13 @@ async def api_call(address: str, method: str, request: Any,
     async with grpc.aio.insecure_channel(address) as channel:
         stub = session_api_pb2_grpc.SessionApiStub(channel)
         return await getattr(stub, method)(request, timeout=5, metadata=metadata)
+
+
+async def get_session(address: str, session_id: str) -> session_api_pb2.SessionInfo:
+    """``GetSession`` on the replica at ``address``."""
+    info: session_api_pb2.SessionInfo = await api_call(
+        address, "GetSession", session_api_pb2.GetSessionRequest(session_id=session_id))
+    return info
 
 
 # ---------------------------------------------------------------- AIP test clients

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
-
-from aip_grpc import session_api_pb2, session_api_pb2_grpc
+from aip_grpc import session_api_pb2
 from tests.stack import (
     Client,
     Stack,
     answer_commands,
     cmd,
+    get_session,
+    no_running_sessions,
     plan,
     register_constellation,
     register_device,
@@ -27,20 +27,6 @@ from tests.stack import (
     task_frame,
     wait_for,
 )
-
-
-async def get_session(stack: Stack, session_id: str) -> session_api_pb2.SessionInfo:
-    async with grpc.aio.insecure_channel(stack.replica.address) as channel:
-        api = session_api_pb2_grpc.SessionApiStub(channel)
-        info: session_api_pb2.SessionInfo = await api.GetSession(
-            session_api_pb2.GetSessionRequest(session_id=session_id), timeout=5
-        )
-        return info
-
-
-def no_running_sessions(stack: Stack) -> bool:
-    return (not any(s.running for s in stack.service.manager.sessions.values())
-            and stack.service.manager.active == 0)
 
 
 def everything_released(stack: Stack) -> bool:
@@ -84,7 +70,7 @@ async def test_device_disconnect_mid_task_fails_constellation_task(stack: Stack)
     assert "device_disconnected" in (end["error"] or ""), end
     session = stack.service.manager.sessions["c1@t-dd"]
     assert session.cancel_reason == "device_disconnected"
-    info = await get_session(stack, "c1@t-dd")
+    info = await get_session(stack.replica.address, "c1@t-dd")
     assert info.state == session_api_pb2.SESSION_STATE_CANCELLED
     assert info.cancel_reason == "device_disconnected"
     # Only one task_end, and the constellation stays connected and usable.
@@ -104,7 +90,7 @@ async def test_constellation_disconnect_mid_task_is_silent(stack: Stack) -> None
     assert session.cancel_reason == "constellation_disconnected"
     # No callback: the device hears no task_end (and no further command).
     await device.expect_silence(0.5)
-    info = await get_session(stack, "c1@t-cd")
+    info = await get_session(stack.replica.address, "c1@t-cd")
     assert info.state == session_api_pb2.SESSION_STATE_CANCELLED
     assert info.cancel_reason == "constellation_disconnected"
     assert stack.gateway.routes == {}
@@ -120,7 +106,7 @@ async def test_late_results_after_constellation_left_are_dropped(stack: Stack) -
     await wait_for(lambda: not stack.service.manager.sessions["c1@t-late"].running)
     await device.send(results_for(command, "dev1"))
     await device.expect_silence(0.3)
-    info = await get_session(stack, "c1@t-late")
+    info = await get_session(stack.replica.address, "c1@t-late")
     assert info.state == session_api_pb2.SESSION_STATE_CANCELLED
     assert info.steps_done == 0
     await device.close()
@@ -135,7 +121,7 @@ async def test_device_self_task_then_disconnect(stack: Stack) -> None:
     await device.recv_type("command")
     await device.close()
     await wait_for(lambda: not stack.service.manager.sessions["self-1"].running)
-    info = await get_session(stack, "self-1")
+    info = await get_session(stack.replica.address, "self-1")
     assert info.state == session_api_pb2.SESSION_STATE_CANCELLED
     assert info.cancel_reason == "device_disconnected"
     await assert_released(stack)

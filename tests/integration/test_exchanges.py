@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -25,23 +24,12 @@ from tests.stack import (
     task_frame,
     wait_for,
 )
+from tests.wire import assert_wire_frame
 
-SERVER_TYPES = {
-    "heartbeat", "task", "command", "task_end", "error",
-    "device_info_request", "device_info_response",
-}
-STATUSES = {"continue", "completed", "failed", "ok", "error"}
 RESULT_STATUSES = {"success", "failure", "skipped", "none"}
 TOOL_TYPES = {"action", "data_collection"}
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 SYSTEM_INFO = {"os": "Linux", "cpu_count": 2}
-
-
-def assert_wire_frame(frame: dict[str, Any]) -> None:
-    assert frame["type"] in SERVER_TYPES, frame
-    assert frame["status"] in STATUSES, frame
-    if frame.get("timestamp") is not None:
-        assert datetime.fromisoformat(frame["timestamp"]).utcoffset() is not None, frame
 
 
 def assert_ack(frame: dict[str, Any], session_id: str | None = None) -> None:

@@ -23,7 +23,7 @@ import websockets
 
 from aip_grpc import session_api_pb2
 from tests.conftest import StackFactory
-from tests.processes import Cluster, Replica
+from tests.processes import Cluster, Replica, wait_known
 from tests.stack import (
     Client,
     GatewayProcess,
@@ -31,6 +31,7 @@ from tests.stack import (
     Stack,
     api_call,
     cmd,
+    get_session,
     plan,
     register_constellation,
     register_device,
@@ -139,12 +140,6 @@ async def ended_once(recorder: Recorder, session_ids: list[str] | set[str],
     return {s: recorder.ends(s)[0] for s in wanted}
 
 
-async def get_session(address: str, session_id: str) -> pb.SessionInfo:
-    info: pb.SessionInfo = await api_call(address, "GetSession",
-                                      pb.GetSessionRequest(session_id=session_id))
-    return info
-
-
 async def listed_devices(address: str) -> list[str]:
     answer = await api_call(address, "ListDevices", pb.ListDevicesRequest())
     return sorted(device.device_id for device in answer.devices)
@@ -154,14 +149,6 @@ async def http_get(url: str) -> Any:
     async with httpx.AsyncClient(timeout=5) as http:
         answer = await http.get(url)
     return answer.json()
-
-
-async def wait_known(replicas: list[Replica], device_id: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    for replica in replicas:
-        while device_id not in await replica.devices():
-            assert asyncio.get_running_loop().time() < deadline, f"{device_id} unknown"
-            await asyncio.sleep(0.02)
 
 
 def stored_sessions(path: str) -> dict[str, tuple[str, int]]:

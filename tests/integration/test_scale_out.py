@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from aip_grpc import session_api_pb2
-from tests.processes import Cluster
+from tests.processes import Cluster, wait_known
 from tests.stack import (
     Client,
     cmd,
@@ -33,14 +33,6 @@ async def cluster() -> AsyncIterator[Cluster]:
         yield await running.start()
     finally:
         running.stop()
-
-
-async def wait_known(cluster: Cluster, device_id: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    for replica in cluster.replicas:
-        while device_id not in await replica.devices():
-            assert asyncio.get_running_loop().time() < deadline, f"{device_id} unknown"
-            await asyncio.sleep(0.02)
 
 
 async def task_ends(client: Client, seconds: float, expect: int | None = None,
@@ -67,7 +59,7 @@ async def task_ends(client: Client, seconds: float, expect: int | None = None,
 async def test_constellation_drives_a_device_on_another_gateway(cluster: Cluster) -> None:
     g1, g2 = cluster.gateways
     device = await register_device(g2.ws_url, "dev-b")
-    await wait_known(cluster, "dev-b")
+    await wait_known(cluster.replicas, "dev-b")
     constellation = await register_constellation(g1.ws_url, "c-a", "dev-b")
     await constellation.send({"type": "device_info_request", "client_type": "constellation",
                               "client_id": "c-a", "target_id": "dev-b", "request_id": "q1"})
@@ -96,8 +88,8 @@ async def test_replica_killed_mid_task(cluster: Cluster) -> None:
     g1, g2 = cluster.gateways
     d1 = await register_device(g1.ws_url, "d1")
     d2 = await register_device(g2.ws_url, "d2")
-    await wait_known(cluster, "d1")
-    await wait_known(cluster, "d2")
+    await wait_known(cluster.replicas, "d1")
+    await wait_known(cluster.replicas, "d2")
     c1 = await register_constellation(g1.ws_url, "c1", "d2")
     c2 = await register_constellation(g2.ws_url, "c2", "d1")
     two_steps = plan([cmd("first")], [cmd("second")])
@@ -209,7 +201,7 @@ async def test_no_replica_reachable(cluster: Cluster) -> None:
 async def test_gateway_killed_cancels_its_devices_sessions(cluster: Cluster) -> None:
     g1, g2 = cluster.gateways
     device = await register_device(g2.ws_url, "doomed")
-    await wait_known(cluster, "doomed")
+    await wait_known(cluster.replicas, "doomed")
     constellation = await register_constellation(g1.ws_url, "c-watch", "doomed")
     await constellation.send(task_frame("c-watch", plan([cmd()]), client_type="constellation",
                                         target_id="doomed", session_id="s-doomed"))

@@ -11,15 +11,15 @@ import asyncio
 import json
 from typing import Any
 
-import grpc
-
-from aip_grpc import session_api_pb2, session_api_pb2_grpc
+from aip_grpc import session_api_pb2
 from tests.conftest import StackFactory
 from tests.stack import (
     Client,
     Stack,
     answer_commands,
     cmd,
+    get_session,
+    no_running_sessions,
     plan,
     register_constellation,
     register_device,
@@ -27,15 +27,6 @@ from tests.stack import (
     task_frame,
     wait_for,
 )
-
-
-async def get_session(stack: Stack, session_id: str) -> session_api_pb2.SessionInfo:
-    async with grpc.aio.insecure_channel(stack.replica.address) as channel:
-        api = session_api_pb2_grpc.SessionApiStub(channel)
-        info: session_api_pb2.SessionInfo = await api.GetSession(
-            session_api_pb2.GetSessionRequest(session_id=session_id), timeout=5
-        )
-        return info
 
 
 async def self_task(device: Client, client_id: str, request: Any, *, session_id: str,
@@ -47,10 +38,6 @@ async def self_task(device: Client, client_id: str, request: Any, *, session_id:
     assert ack["type"] == "heartbeat" and ack["status"] == "ok", ack
     assert ack["session_id"] == session_id
     return ack
-
-
-def no_running_sessions(stack: Stack) -> bool:
-    return not any(s.running for s in stack.service.manager.sessions.values())
 
 
 async def assert_clean(stack: Stack) -> None:
@@ -116,7 +103,7 @@ async def test_failure_result_fails_session_at_that_step(stack: Stack) -> None:
     assert [[r["status"] for r in step] for step in end["result"]] == [["success"],
                                                                       ["failure"]]
     await device.expect_silence(0.3)
-    info = await get_session(stack, "sf")
+    info = await get_session(stack.replica.address, "sf")
     assert info.state == session_api_pb2.SESSION_STATE_FAILED
     assert "Step 2" in info.error
     assert info.steps_done == 2 and info.steps_total == 3
@@ -193,7 +180,7 @@ async def test_request_that_is_not_a_plan_fails_at_once(stack: Stack) -> None:
     assert end["status"] == "failed"
     assert end["session_id"] == "snl"
     assert "steps" in end["error"], end["error"]
-    info = await get_session(stack, "snl")
+    info = await get_session(stack.replica.address, "snl")
     assert info.state == session_api_pb2.SESSION_STATE_FAILED
     await device.close()
     await assert_clean(stack)
@@ -263,7 +250,7 @@ async def test_session_deadline_fails_the_session(make_stack: StackFactory) -> N
     assert end["status"] == "failed", end
     assert end["session_id"] == "sdl"
     assert end["error"] and "deadline" in end["error"].lower()
-    info = await get_session(stack, "sdl")
+    info = await get_session(stack.replica.address, "sdl")
     assert info.state in (session_api_pb2.SESSION_STATE_FAILED,
                           session_api_pb2.SESSION_STATE_CANCELLED)
     assert info.ended_at > 0
@@ -288,7 +275,7 @@ async def test_same_client_may_reuse_session_id_after_end(stack: Stack) -> None:
     assert command["session_id"] == "reuse"
     end = await device.recv_type("task_end")
     assert end["status"] == "completed" and end["task_name"] == "two"
-    info = await get_session(stack, "reuse")
+    info = await get_session(stack.replica.address, "reuse")
     assert info.task_name == "two"
     await device.close()
     await assert_clean(stack)
@@ -326,7 +313,7 @@ async def test_session_id_of_another_client_is_refused(stack: Stack) -> None:
     assert refusal["status"] == "error" and "mine" in refusal["error"]
     await dev2.expect_silence(0.3)
     await dev1.expect_silence(0.1)
-    info = await get_session(stack, "mine")
+    info = await get_session(stack.replica.address, "mine")
     assert info.requester_id == "dev1" and info.device_id == "dev1"
     await dev1.close()
     await dev2.close()
@@ -347,7 +334,7 @@ async def test_record_is_kept_after_the_end(stack: Stack) -> None:
     await constellation.close()
     await assert_clean(stack)
     # Everybody is gone; the record stays.
-    info = await get_session(stack, "c1@t-rec")
+    info = await get_session(stack.replica.address, "c1@t-rec")
     assert info.state == session_api_pb2.SESSION_STATE_COMPLETED
     assert info.device_id == "dev1" and info.requester_id == "c1"
     assert info.requester_kind == "constellation"

@@ -34,6 +34,7 @@ from gateway_service.rules import (
     plan_task,
 )
 from gateway_service.settings import GatewaySettings
+from tests.wire import SERVER_TYPES, STATUSES
 
 FUZZ = settings(
     max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -43,11 +44,6 @@ SMALL_FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-SERVER_TYPES = {
-    "heartbeat", "task", "command", "task_end", "error", "device_info_request",
-    "device_info_response",
-}
-STATUSES = {"continue", "completed", "failed", "ok", "error"}
 CLIENT_TYPE_NAMES = sorted(frames.CLIENT_TYPES)
 INT64 = (-(2**63), 2**63 - 1)
 
