@@ -48,41 +48,42 @@ def close_reason(reason: str) -> str:
     return reason.encode()[:123].decode(errors="ignore")
 
 
+#: Longest a closing handshake may wait to be written (the peer stopped reading and the
+#: socket's buffer is full) before the connection is dropped without it.
+CLOSE_WRITE_TIMEOUT = 10.0
+
+
+async def _close(websocket: WebSocket, code: int, reason: str, farewell: str | None = None) -> None:
+    """Send ``farewell`` (a frame's text) if any, then close with ``code``; if that cannot
+    be written within :data:`CLOSE_WRITE_TIMEOUT`, drop the connection instead."""
+    try:
+        async with asyncio.timeout(CLOSE_WRITE_TIMEOUT):
+            if farewell is not None:
+                await websocket.send_text(farewell)
+            await websocket.close(code=code, reason=close_reason(reason))
+    except TimeoutError:
+        abort = websocket.scope.get("extensions", {}).get(ABORT_EXTENSION)
+        log.info("[WS] close %d could not be written in %gs: %s", code,
+                 CLOSE_WRITE_TIMEOUT, "connection aborted" if abort else "giving up")
+        if abort is not None:
+            abort()
+    except Exception as exc:  # the client may already be gone
+        log.debug("close %d not delivered: %r", code, exc)
+
+
 async def _refuse(websocket: WebSocket, reason: str, code: int) -> None:
     metrics.REGISTRATIONS.labels("refused").inc()
     log.warning("[WS] registration refused (%d): %s", code, reason)
-    try:
-        await websocket.send_text(frames.encode(frames.error_frame(reason)))
-        await websocket.close(code=code, reason=close_reason(reason))
-    except Exception as exc:  # the client may already be gone
-        log.debug("could not deliver the refusal: %r", exc)
+    await _close(websocket, code, reason, farewell=frames.encode(frames.error_frame(reason)))
 
 
 #: Close handshakes in flight; held so that they are not garbage-collected midway.
 _closing: set[asyncio.Task[None]] = set()
 
 
-#: Longest a close frame may wait to be written (the peer stopped reading and the
-#: socket's buffer is full) before the connection is dropped without it.
-CLOSE_WRITE_TIMEOUT = 10.0
-
-
 def _closer(websocket: WebSocket) -> Any:
     def close(code: int, reason: str) -> None:
-        async def _close() -> None:
-            try:
-                async with asyncio.timeout(CLOSE_WRITE_TIMEOUT):
-                    await websocket.close(code=code, reason=close_reason(reason))
-            except TimeoutError:
-                abort = websocket.scope.get("extensions", {}).get(ABORT_EXTENSION)
-                log.info("[WS] close %d could not be written in %gs: %s", code,
-                         CLOSE_WRITE_TIMEOUT, "connection aborted" if abort else "giving up")
-                if abort is not None:
-                    abort()
-            except Exception as exc:
-                log.debug("close failed: %r", exc)
-
-        task = asyncio.get_running_loop().create_task(_close())
+        task = asyncio.get_running_loop().create_task(_close(websocket, code, reason))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 

@@ -6,9 +6,9 @@ A command therefore costs the loop a queue put, however slow the disk. The write
 ``commit_interval`` after the first write of a batch so that a busy replica commits a few
 times a second rather than once per command: each wake-up of that thread takes the GIL
 from the event loop, which showed as a third of the replica's CPU in profiles of a
-single session's round trips. Reads (a session
-no longer in memory) are blocking and meant for ``asyncio.to_thread``. A failing write is
-logged and counted; it never reaches a session.
+single session's round trips. Reads (a session no longer in memory) are blocking and
+meant for ``asyncio.to_thread``. A failing write is logged and counted; it never reaches
+a session.
 
 At :meth:`SessionStore.open`, sessions still ``running`` in the file whose replica is dead
 (see :mod:`session_service.store_owners`) are marked ``failed`` with the cancel reason
