@@ -37,7 +37,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy aip_wire aip_runtime gateway_service session_service aip_client
+	$(BIN)/mypy aip_wire aip_runtime aip_link gateway_service session_service aip_client
 	$(BIN)/python -m pytest -q
 
 # Needs docker-compose (or podman-compose under that name).
@@ -49,7 +49,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 typecheck: setup
-	$(BIN)/mypy aip_wire aip_runtime gateway_service session_service aip_client
+	$(BIN)/mypy aip_wire aip_runtime aip_link gateway_service session_service aip_client
 
 bench: setup
 	$(BIN)/python -m bench

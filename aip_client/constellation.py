@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 
 from aip_client import wire
 from aip_client.device import RegistrationRefused
+from aip_wire.vocab import ClientType, MessageType, Status
 
 log = logging.getLogger("aip.client.constellation")
 
@@ -59,7 +60,7 @@ class TaskResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == wire.COMPLETED
+        return self.status == Status.COMPLETED
 
 
 @dataclass(eq=False)
@@ -148,7 +149,7 @@ class ConstellationClient:
                            ping_timeout=self.ping_interval, close_timeout=2)
         try:
             await ws.send(wire.encode(wire.register_frame(
-                self.client_id, wire.CONSTELLATION, self.metadata, target_id=self.target_id
+                self.client_id, ClientType.CONSTELLATION, self.metadata, target_id=self.target_id
             )))
             await asyncio.wait_for(self._confirmation(ws), self.register_timeout)
         except BaseException:
@@ -170,9 +171,9 @@ class ConstellationClient:
             frame = wire.parse_server_frame(message)
             if frame is None:
                 continue
-            if frame["type"] == wire.HEARTBEAT and frame["status"] == wire.OK:
+            if frame["type"] == MessageType.HEARTBEAT and frame["status"] == Status.OK:
                 return
-            if frame["type"] == wire.ERROR or frame["status"] == wire.STATUS_ERROR:
+            if frame["type"] == MessageType.ERROR or frame["status"] == Status.ERROR:
                 raise RegistrationRefused(frame.get("error") or "registration refused")
 
     async def close(self) -> None:
@@ -225,7 +226,7 @@ class ConstellationClient:
         try:
             await self._send(wire.task_frame(self.client_id, text, task_name=name,
                                              session_id=session,
-                                             client_type=wire.CONSTELLATION,
+                                             client_type=ClientType.CONSTELLATION,
                                              target_id=target))
             await asyncio.wait_for(asyncio.shield(handle.acked), ack_timeout)
         except BaseException as exc:
@@ -275,7 +276,7 @@ class ConstellationClient:
             self._info.pop(request_id, None)
 
     async def send_heartbeat(self) -> None:
-        await self._send(wire.heartbeat_frame(self.client_id, wire.CONSTELLATION))
+        await self._send(wire.heartbeat_frame(self.client_id, ClientType.CONSTELLATION))
 
     # ---------------------------------------------------------------- internals
 
@@ -287,7 +288,7 @@ class ConstellationClient:
     async def _heartbeats(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed, ConnectionError):
             while True:
-                await self._send(wire.heartbeat_frame(self.client_id, wire.CONSTELLATION))
+                await self._send(wire.heartbeat_frame(self.client_id, ClientType.CONSTELLATION))
                 await asyncio.sleep(self.heartbeat_interval)
 
     async def _read(self, ws: ClientConnection) -> None:
@@ -315,10 +316,10 @@ class ConstellationClient:
         kind = frame["type"]
         session_id = frame.get("session_id")
         handle = self._tasks.get(session_id) if isinstance(session_id, str) else None
-        if kind == wire.HEARTBEAT:
+        if kind == MessageType.HEARTBEAT:
             if handle is not None and not handle.acked.done():
                 handle.acked.set_result(None)
-        elif kind == wire.TASK_END:
+        elif kind == MessageType.TASK_END:
             if handle is None:
                 log.debug("task_end for an unknown session %r", session_id)
                 return
@@ -329,21 +330,21 @@ class ConstellationClient:
                     session_id=handle.session_id,
                     task_name=frame.get("task_name") or handle.task_name,
                     status=frame["status"] if frame["status"] in
-                    (wire.COMPLETED, wire.FAILED) else wire.FAILED,
+                    (Status.COMPLETED, Status.FAILED) else Status.FAILED,
                     result=frame.get("result"),
                     error=frame.get("error"),
                     frame=frame,
                 ))
-        elif kind == wire.DEVICE_INFO_RESPONSE:
+        elif kind == MessageType.DEVICE_INFO_RESPONSE:
             future = self._info.get(frame.get("response_id") or "")
             if future is None or future.done():
                 return
-            if frame["status"] == wire.STATUS_ERROR or frame.get("error"):
+            if frame["status"] == Status.ERROR or frame.get("error"):
                 future.set_exception(DeviceInfoError(frame.get("error") or "refused"))
             else:
                 result = frame.get("result")
                 future.set_result(result if isinstance(result, dict) else {"info": result})
-        elif kind == wire.ERROR:
+        elif kind == MessageType.ERROR:
             error = frame.get("error") or "error"
             if handle is not None and not handle.acked.done():
                 refused = TaskRefused(error)

@@ -34,6 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from aip_client import wire
 from aip_client.tools import ToolRegistry, builtin_registry, platform_name, system_info
+from aip_wire.vocab import ClientType, MessageType, ResultStatus, Status
 
 log = logging.getLogger("aip.client.device")
 
@@ -251,7 +252,7 @@ class DeviceClient:
 
     async def _register(self, ws: ClientConnection) -> None:
         metadata = await asyncio.to_thread(self.metadata)
-        await ws.send(wire.encode(wire.register_frame(self.client_id, wire.DEVICE, metadata)))
+        await ws.send(wire.encode(wire.register_frame(self.client_id, ClientType.DEVICE, metadata)))
         deadline = asyncio.get_running_loop().time() + self.register_timeout
         while True:
             left = deadline - asyncio.get_running_loop().time()
@@ -260,9 +261,9 @@ class DeviceClient:
             frame = wire.parse_server_frame(await asyncio.wait_for(ws.recv(), left))
             if frame is None:
                 continue  # a strict client drops what it cannot validate
-            if frame["type"] == wire.HEARTBEAT and frame["status"] == wire.OK:
+            if frame["type"] == MessageType.HEARTBEAT and frame["status"] == Status.OK:
                 break
-            if frame["type"] == wire.ERROR or frame["status"] == wire.STATUS_ERROR:
+            if frame["type"] == MessageType.ERROR or frame["status"] == Status.ERROR:
                 raise RegistrationRefused(frame.get("error") or "registration refused")
         self.registrations += 1
         self.last_error = None
@@ -330,19 +331,19 @@ class DeviceClient:
                     await outcome
             except Exception:
                 log.exception("[%s] on_frame callback failed", self.client_id)
-        if kind == wire.COMMAND:
+        if kind == MessageType.COMMAND:
             self._spawn(self._run_command(frame))
-        elif kind == wire.HEARTBEAT:
+        elif kind == MessageType.HEARTBEAT:
             if frame.get("session_id") is None:
                 self.heartbeat_acks += 1
-        elif kind == wire.TASK:
+        elif kind == MessageType.TASK:
             await self._accept_pushed_task(frame)
-        elif kind == wire.DEVICE_INFO_REQUEST:
+        elif kind == MessageType.DEVICE_INFO_REQUEST:
             self._spawn(self._push_info_quietly())
-        elif kind == wire.TASK_END:
+        elif kind == MessageType.TASK_END:
             log.info("[%s] task %s ended: %s %s", self.client_id, frame.get("session_id"),
                      frame["status"], frame.get("error") or "")
-        elif kind == wire.ERROR:
+        elif kind == MessageType.ERROR:
             log.warning("[%s] server error: %s", self.client_id, frame.get("error"))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -378,7 +379,7 @@ class DeviceClient:
 
     async def _run_command(self, command: dict[str, Any]) -> None:
         actions = command.get("actions") or []
-        if not actions and command["status"] in (wire.COMPLETED, wire.FAILED):
+        if not actions and command["status"] in (Status.COMPLETED, Status.FAILED):
             return  # the end of a task, nothing to run
         log.info("[%s] command %s: %s", self.client_id, command.get("response_id"),
                  ", ".join(action["tool_name"] for action in actions))
@@ -386,7 +387,7 @@ class DeviceClient:
             results = await self.execute(command)
         except Exception as exc:  # the registry never raises; this is a safety net
             log.exception("[%s] command failed", self.client_id)
-            results = [wire.action_result(action.get("call_id"), wire.FAILURE,
+            results = [wire.action_result(action.get("call_id"), ResultStatus.FAILURE,
                                           error=f"{type(exc).__name__}: {exc}")
                        for action in actions]
         frame = wire.command_results_frame(self.client_id, command, results)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aip_client import wire
+from aip_wire.vocab import ResultStatus
 
 log = logging.getLogger("aip.client.tools")
 
@@ -98,12 +99,13 @@ class ToolRegistry:
         func = self._tools.get(name)
         if func is None:
             known = ", ".join(self.names()) or "none"
-            return ToolOutcome(wire.FAILURE, error=f"Unknown tool '{name}' (known: {known})")
+            return ToolOutcome(ResultStatus.FAILURE,
+                               error=f"Unknown tool '{name}' (known: {known})")
         kwargs = dict(parameters or {})
         try:
             inspect.signature(func).bind(**kwargs)
         except TypeError as exc:
-            return ToolOutcome(wire.FAILURE, error=f"Bad parameters for '{name}': {exc}")
+            return ToolOutcome(ResultStatus.FAILURE, error=f"Bad parameters for '{name}': {exc}")
         except ValueError:
             pass  # no signature to check (a builtin); let the call decide
         try:
@@ -116,14 +118,14 @@ class ToolRegistry:
         except asyncio.CancelledError:
             raise
         except ToolFailure as exc:
-            return ToolOutcome(wire.FAILURE, result=jsonable(exc.result), error=str(exc))
+            return ToolOutcome(ResultStatus.FAILURE, result=jsonable(exc.result), error=str(exc))
         except Exception as exc:
             log.info("tool %s raised %s: %s", name, type(exc).__name__, exc)
-            return ToolOutcome(wire.FAILURE, error=f"{type(exc).__name__}: {exc}")
+            return ToolOutcome(ResultStatus.FAILURE, error=f"{type(exc).__name__}: {exc}")
         try:
-            return ToolOutcome(wire.SUCCESS, result=jsonable(value))
+            return ToolOutcome(ResultStatus.SUCCESS, result=jsonable(value))
         except (TypeError, ValueError) as exc:
-            return ToolOutcome(wire.FAILURE, error=f"Result of '{name}' is not JSON: {exc}")
+            return ToolOutcome(ResultStatus.FAILURE, error=f"Result of '{name}' is not JSON: {exc}")
 
 
 # ------------------------------------------------------------------- built-in tools

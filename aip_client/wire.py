@@ -18,42 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-# Client -> server message types.
-REGISTER = "register"
-HEARTBEAT = "heartbeat"
-TASK = "task"
-COMMAND_RESULTS = "command_results"
-TASK_END = "task_end"
-ERROR = "error"
-DEVICE_INFO_REQUEST = "device_info_request"
-DEVICE_INFO_RESPONSE = "device_info_response"
-# Server -> client only.
-COMMAND = "command"
-
-SERVER_TYPES = frozenset(
-    {HEARTBEAT, TASK, COMMAND, TASK_END, ERROR, DEVICE_INFO_REQUEST, DEVICE_INFO_RESPONSE}
+from aip_wire.vocab import (
+    SERVER_MESSAGE_TYPES,
+    ClientType,
+    MessageType,
+    ResultStatus,
+    Status,
+    ToolType,
 )
-
-# Message statuses.
-CONTINUE = "continue"
-COMPLETED = "completed"
-FAILED = "failed"
-OK = "ok"
-STATUS_ERROR = "error"
-STATUSES = frozenset({CONTINUE, COMPLETED, FAILED, OK, STATUS_ERROR})
-
-# Result statuses (in ``action_results``).
-SUCCESS = "success"
-FAILURE = "failure"
-SKIPPED = "skipped"
-NONE = "none"
-RESULT_STATUSES = frozenset({SUCCESS, FAILURE, SKIPPED, NONE})
-
-# Client kinds.
-DEVICE = "device"
-CONSTELLATION = "constellation"
-
-TOOL_TYPES = frozenset({"action", "data_collection"})
 
 #: Every field a client frame carries (the reference clients send them all, mostly null).
 CLIENT_FIELDS = (
@@ -108,8 +80,8 @@ def _lower(value: Any) -> Any:
 def parse_server_frame(data: str | bytes) -> dict[str, Any] | None:
     """One server message as a dict, or ``None`` when a strict client must drop it.
 
-    ``type`` and ``status`` are lowercased and must be in :data:`SERVER_TYPES` and
-    :data:`STATUSES`. A ``command`` must carry a list of ``actions``; each action is
+    ``type`` and ``status`` are lowercased and must be server message types and statuses
+    (:mod:`aip_wire.vocab`). A ``command`` must carry a list of ``actions``; each action is
     normalised (``parameters`` defaults to ``{}``, ``tool_type`` to ``action``,
     ``call_id`` to ``None``) and one without a string ``tool_name`` drops the frame.
     """
@@ -126,7 +98,7 @@ def parse_server_frame(data: str | bytes) -> dict[str, Any] | None:
         return None
     frame["type"] = _lower(frame.get("type"))
     frame["status"] = _lower(frame.get("status"))
-    if frame["type"] not in SERVER_TYPES or frame["status"] not in STATUSES:
+    if frame["type"] not in SERVER_MESSAGE_TYPES or frame["status"] not in frozenset(Status):
         return None
     error = frame.get("error")
     if error is not None and not isinstance(error, str):
@@ -135,7 +107,7 @@ def parse_server_frame(data: str | bytes) -> dict[str, Any] | None:
         value = frame.get(name)
         if value is not None and not isinstance(value, str):
             return None
-    if frame["type"] == COMMAND:
+    if frame["type"] == MessageType.COMMAND:
         actions = frame.get("actions")
         if actions is None:
             actions = []
@@ -160,7 +132,7 @@ def _action(value: Any) -> dict[str, Any] | None:
     if not isinstance(parameters, dict):
         return None
     tool_type = _lower(value.get("tool_type")) or "action"
-    if tool_type not in TOOL_TYPES:
+    if tool_type not in frozenset(ToolType):
         return None
     call_id = value.get("call_id")
     return {
@@ -178,32 +150,34 @@ def _action(value: Any) -> dict[str, Any] | None:
 def client_frame(frame_type: str, **fields: Any) -> dict[str, Any]:
     """A client frame carrying every field; ``status`` defaults to ``ok``."""
     frame: dict[str, Any] = dict.fromkeys(CLIENT_FIELDS)
-    frame.update(type=frame_type, status=OK, client_type=DEVICE, timestamp=now_iso())
+    frame.update(type=frame_type, status=Status.OK, client_type=ClientType.DEVICE,
+                 timestamp=now_iso())
     frame.update(fields)
     return frame
 
 
 def register_frame(client_id: str, client_type: str, metadata: dict[str, Any],
                    target_id: str | None = None) -> dict[str, Any]:
-    return client_frame(REGISTER, client_type=client_type, client_id=client_id,
+    return client_frame(MessageType.REGISTER, client_type=client_type, client_id=client_id,
                         target_id=target_id, metadata=metadata)
 
 
-def heartbeat_frame(client_id: str, client_type: str = DEVICE) -> dict[str, Any]:
-    return client_frame(HEARTBEAT, client_type=client_type, client_id=client_id)
+def heartbeat_frame(client_id: str, client_type: str = ClientType.DEVICE) -> dict[str, Any]:
+    return client_frame(MessageType.HEARTBEAT, client_type=client_type, client_id=client_id)
 
 
 def task_frame(client_id: str, request: str, *, task_name: str, session_id: str,
-               client_type: str = DEVICE, target_id: str | None = None) -> dict[str, Any]:
-    return client_frame(TASK, status=CONTINUE, client_type=client_type, client_id=client_id,
-                        target_id=target_id, request=request, task_name=task_name,
-                        session_id=session_id)
+               client_type: str = ClientType.DEVICE,
+               target_id: str | None = None) -> dict[str, Any]:
+    return client_frame(MessageType.TASK, status=Status.CONTINUE, client_type=client_type,
+                        client_id=client_id, target_id=target_id, request=request,
+                        task_name=task_name, session_id=session_id)
 
 
 def action_result(call_id: str | None, status: str, *, result: Any = None,
                   error: str | None = None) -> dict[str, Any]:
     """One entry of ``action_results``."""
-    assert status in RESULT_STATUSES, status
+    assert status in frozenset(ResultStatus), status
     return {"status": status, "error": error, "result": result, "namespace": None,
             "call_id": call_id}
 
@@ -212,8 +186,8 @@ def command_results_frame(client_id: str, command: dict[str, Any],
                           results: list[dict[str, Any]]) -> dict[str, Any]:
     """The answer to ``command``: its ``response_id`` as ``prev_response_id``, its status."""
     return client_frame(
-        COMMAND_RESULTS,
-        status=command.get("status") or CONTINUE,
+        MessageType.COMMAND_RESULTS,
+        status=command.get("status") or Status.CONTINUE,
         client_id=client_id,
         session_id=command.get("session_id"),
         task_name=command.get("task_name"),
@@ -224,16 +198,17 @@ def command_results_frame(client_id: str, command: dict[str, Any],
 
 def device_info_request_frame(client_id: str, target_id: str,
                               request_id: str) -> dict[str, Any]:
-    return client_frame(DEVICE_INFO_REQUEST, client_type=CONSTELLATION, client_id=client_id,
+    return client_frame(MessageType.DEVICE_INFO_REQUEST, client_type=ClientType.CONSTELLATION,
+                        client_id=client_id,
                         target_id=target_id, request_id=request_id)
 
 
 def device_info_push_frame(client_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
     """A device pushing fresh info: a ``device_info_response`` carrying ``metadata``."""
-    return client_frame(DEVICE_INFO_RESPONSE, client_id=client_id, metadata=metadata)
+    return client_frame(MessageType.DEVICE_INFO_RESPONSE, client_id=client_id, metadata=metadata)
 
 
-def error_report_frame(client_id: str, error: str, client_type: str = DEVICE,
+def error_report_frame(client_id: str, error: str, client_type: str = ClientType.DEVICE,
                        session_id: str | None = None) -> dict[str, Any]:
-    return client_frame(ERROR, status=STATUS_ERROR, client_type=client_type,
+    return client_frame(MessageType.ERROR, status=Status.ERROR, client_type=client_type,
                         client_id=client_id, error=error, session_id=session_id)

@@ -23,42 +23,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-# Client -> server message types.
-REGISTER = "register"
-HEARTBEAT = "heartbeat"
-TASK = "task"
-COMMAND_RESULTS = "command_results"
-TASK_END = "task_end"
-ERROR = "error"
-DEVICE_INFO_REQUEST = "device_info_request"
-DEVICE_INFO_RESPONSE = "device_info_response"
-CLIENT_TYPES = frozenset(
-    {
-        REGISTER,
-        HEARTBEAT,
-        TASK,
-        COMMAND_RESULTS,
-        TASK_END,
-        ERROR,
-        DEVICE_INFO_REQUEST,
-        DEVICE_INFO_RESPONSE,
-    }
-)
+from aip_wire.vocab import MessageType, Status
 
-# Server -> client message types (the only ones a strict client accepts).
-COMMAND = "command"
-
-# Message statuses.
-CONTINUE = "continue"
-COMPLETED = "completed"
-FAILED = "failed"
-OK = "ok"
-STATUS_ERROR = "error"
-
-# Client kinds.
-DEVICE = "device"
-CONSTELLATION = "constellation"
-CLIENT_KINDS = frozenset({DEVICE, CONSTELLATION})
 
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -97,7 +63,7 @@ class ClientFrame(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
 
     type: str
-    status: str = OK
+    status: str = Status.OK
     client_type: str | None = None
     client_id: str | None = None
     session_id: str | None = None
@@ -120,7 +86,7 @@ class ClientFrame(BaseModel):
     @classmethod
     def _lower_status(cls, value: Any) -> Any:
         if value is None:
-            return OK
+            return Status.OK
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("client_type", mode="before")
@@ -172,7 +138,7 @@ def is_plain_heartbeat(data: str | bytes) -> bool:
     if type(obj) is not dict:
         return False
     kind = obj.get("type")
-    if type(kind) is not str or kind.strip().lower() != HEARTBEAT:
+    if type(kind) is not str or kind.strip().lower() != MessageType.HEARTBEAT:
         return False
     for name in _TEXT_FIELDS:
         value = obj.get(name)
@@ -271,8 +237,8 @@ def encode(frame: dict[str, Any]) -> str:
 def heartbeat_frame(*, session_id: str | None = None) -> dict[str, Any]:
     """The heartbeat ack; also the registration confirmation and the task ack."""
     frame: dict[str, Any] = {
-        "type": HEARTBEAT,
-        "status": OK,
+        "type": MessageType.HEARTBEAT,
+        "status": Status.OK,
         "timestamp": now_iso(),
         "response_id": new_id(),
     }
@@ -283,8 +249,8 @@ def heartbeat_frame(*, session_id: str | None = None) -> dict[str, Any]:
 
 def error_frame(error: str, *, session_id: str | None = None) -> dict[str, Any]:
     frame: dict[str, Any] = {
-        "type": ERROR,
-        "status": STATUS_ERROR,
+        "type": MessageType.ERROR,
+        "status": Status.ERROR,
         "error": error,
         "timestamp": now_iso(),
         "response_id": new_id(),
@@ -299,8 +265,8 @@ def device_info_response_frame(
 ) -> dict[str, Any]:
     """Answer to a device_info_request; ``response_id`` echoes the ``request_id``."""
     frame: dict[str, Any] = {
-        "type": DEVICE_INFO_RESPONSE,
-        "status": STATUS_ERROR if error else OK,
+        "type": MessageType.DEVICE_INFO_RESPONSE,
+        "status": Status.ERROR if error else Status.OK,
         "result": result,
         "timestamp": now_iso(),
         "response_id": response_id if response_id is not None else new_id(),
@@ -319,10 +285,10 @@ def command_frame(
     agent_name: str | None = None,
     process_name: str | None = None,
     root_name: str | None = None,
-    status: str = CONTINUE,
+    status: str = Status.CONTINUE,
 ) -> dict[str, Any]:
     frame: dict[str, Any] = {
-        "type": COMMAND,
+        "type": MessageType.COMMAND,
         "status": status,
         "session_id": session_id,
         "task_name": task_name,
@@ -349,7 +315,7 @@ def task_end_frame(
 ) -> dict[str, Any]:
     """``status`` is ``completed`` or ``failed``."""
     return {
-        "type": TASK_END,
+        "type": MessageType.TASK_END,
         "status": status,
         "session_id": session_id,
         "task_name": task_name,

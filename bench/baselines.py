@@ -74,7 +74,7 @@ def ws_echo_app() -> FastAPI:
 
 def chain_app(grpc_address: str) -> FastAPI:
     """WS frames forwarded one by one over a single shared bidi stream and back."""
-    from gateway_service.link import CHANNEL_OPTIONS
+    from aip_link.channel import CHANNEL_OPTIONS
 
     pending: dict[bytes, asyncio.Future[bytes]] = {}
     outgoing: asyncio.Queue[bytes] = asyncio.Queue()
@@ -141,7 +141,7 @@ def chain_app(grpc_address: str) -> FastAPI:
 
 
 async def serve_grpc_echo(port: int) -> None:
-    from session_service.server import SERVER_OPTIONS
+    from aip_link.channel import SERVER_OPTIONS
 
     async def echo(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
         async for message in requests:

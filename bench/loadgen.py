@@ -335,7 +335,7 @@ async def ws_connect(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 async def grpc_echo(cfg: dict[str, Any]) -> dict[str, Any]:
-    from gateway_service.link import CHANNEL_OPTIONS
+    from aip_link.channel import CHANNEL_OPTIONS
 
     payload = ECHO_PAYLOAD
     async with grpc.aio.insecure_channel(cfg["address"], options=CHANNEL_OPTIONS) as channel:
@@ -504,7 +504,7 @@ async def wait_devices(stubs: list[Any], count: int, timeout: float = 60) -> Non
 
 async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
     from aip_grpc import session_api_pb2, session_api_pb2_grpc
-    from gateway_service.link import CHANNEL_OPTIONS
+    from aip_link.channel import CHANNEL_OPTIONS
 
     bench = SessionBench(cfg)
     kind = cfg["kind"]
@@ -597,7 +597,7 @@ async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
 
 async def tasks(cfg: dict[str, Any]) -> dict[str, Any]:
     from aip_grpc import session_api_pb2_grpc
-    from gateway_service.link import CHANNEL_OPTIONS
+    from aip_link.channel import CHANNEL_OPTIONS
 
     bench = SessionBench({"steps": 1, "kind": "tasks"})
     count, steps, url = int(cfg["devices"]), int(cfg["steps"]), cfg["url"]

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from aip_wire.frames import CLIENT_KINDS
+from aip_wire.vocab import ClientType
 
 HASH_PREFIX = "sha256:"
 
@@ -52,7 +52,7 @@ def parse_tokens(text: str, source: str = "tokens") -> dict[str, TokenEntry]:
         if len(parts) != 3:
             raise ValueError(f"{source}:{number}: expected 'client_id client_type sha256:HEX'")
         client_id, client_type, token_hash = parts
-        if client_type.lower() not in CLIENT_KINDS:
+        if client_type.lower() not in frozenset(ClientType):
             raise ValueError(f"{source}:{number}: client_type must be device or constellation")
         digest = token_hash.removeprefix(HASH_PREFIX)
         if not token_hash.startswith(HASH_PREFIX) or len(digest) != 64:
@@ -102,7 +102,7 @@ class Authenticator:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[1].lower() not in CLIENT_KINDS:
+    if len(args) != 2 or args[1].lower() not in frozenset(ClientType):
         print("usage: python -m gateway_service.auth CLIENT_ID device|constellation",
               file=sys.stderr)
         return 2

@@ -12,14 +12,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from aip_grpc import link_pb2, session_api_pb2
-from aip_wire import frames
+from aip_grpc import session_api_pb2
+from aip_link import messages as m
+from aip_link.dispatch import Inbound
 from gateway_service import metrics
 from gateway_service.limits import TokenBucket
 from gateway_service.link import LinkSecurity, ReplicaLink
@@ -38,12 +40,6 @@ from gateway_service.rules import (
 from gateway_service.settings import GatewaySettings
 
 log = logging.getLogger("aip.gateway")
-
-KIND_TO_PROTO = {
-    frames.DEVICE: link_pb2.CLIENT_KIND_DEVICE,
-    frames.CONSTELLATION: link_pb2.CLIENT_KIND_CONSTELLATION,
-}
-
 
 def link_security(settings: GatewaySettings) -> LinkSecurity:
     def read(path: Path | None) -> bytes | None:
@@ -70,6 +66,7 @@ class Gateway:
         self._security = link_security(settings)
         self._resolve_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._inbound: dict[ReplicaLink, Inbound] = {}
         #: Set on SIGTERM: no new registrations, clients told to reconnect elsewhere.
         self.draining = False
 
@@ -143,6 +140,8 @@ class Gateway:
                     self,
                     backoff_min=self.settings.link_backoff_min,
                     backoff_max=self.settings.link_backoff_max,
+                    ping_interval=self.settings.link_ping_interval,
+                    silence_limit=self.settings.link_silence_limit,
                     security=self._security,
                 )
                 self._links[address] = link
@@ -165,28 +164,23 @@ class Gateway:
             return None
         return min(healthy, key=lambda link: link.active_sessions)
 
-    def broadcast(self, message: link_pb2.GatewayMessage) -> None:
+    def broadcast(self, message: m.GatewayMessage) -> None:
         for link in self._links.values():
             link.send(message)
 
     # ------------------------------------------------------------------ presence
 
-    def _presence(self, conn: Connection) -> link_pb2.ClientPresence:
-        return link_pb2.ClientPresence(
+    def _presence(self, conn: Connection) -> m.ClientPresence:
+        return m.ClientPresence(
             client_id=conn.client_id,
-            kind=KIND_TO_PROTO[conn.kind],
+            client_type=conn.client_type,
             platform=conn.platform,
-            device_info_json=frames.dumps(conn.device_info),
+            device_info=conn.device_info,
             gateway_id=self.gateway_id,
         )
 
-    def hello_message(self) -> link_pb2.GatewayMessage:
-        return link_pb2.GatewayMessage(
-            hello=link_pb2.Hello(
-                gateway_id=self.gateway_id,
-                clients=[self._presence(conn) for conn in self.registry],
-            )
-        )
+    def hello(self) -> m.Hello:
+        return m.Hello(self.gateway_id, tuple(self._presence(conn) for conn in self.registry))
 
     def register(
         self,
@@ -215,7 +209,7 @@ class Gateway:
         outbox = Outbox(outbox_writer, limit=self.settings.max_pending_sends)
         conn = Connection(
             client_id=registration.client_id,
-            kind=registration.kind,
+            client_type=registration.client_type,
             platform=registration.platform,
             target_id=registration.target_id,
             device_info=registration.device_info,
@@ -225,10 +219,8 @@ class Gateway:
         )
         outbox.on_overflow = partial(self._overflowed, conn)
         self.registry.add(conn)
-        metrics.CLIENTS_BY_KIND[conn.kind].inc()
-        self.broadcast(link_pb2.GatewayMessage(client_online=link_pb2.ClientOnline(
-            client=self._presence(conn)
-        )))
+        metrics.CLIENTS_BY_KIND[conn.client_type].inc()
+        self.broadcast(m.ClientOnline(self._presence(conn)))
         if conn.is_device:
             log.info("[WS] Registered device client: %s (platform %s)", conn.client_id,
                      conn.platform)
@@ -257,26 +249,22 @@ class Gateway:
         conn.outbox.close()
         if not self.registry.remove(conn):
             return
-        metrics.CLIENTS_BY_KIND[conn.kind].dec()
+        metrics.CLIENTS_BY_KIND[conn.client_type].dec()
         if conn.sessions:
             reason = "device_disconnected" if conn.is_device else "constellation_disconnected"
             log.info(
                 "[WS] %s %s disconnected, cancelling %d active session(s) (%s)",
-                conn.kind,
+                conn.client_type,
                 conn.client_id,
                 len(conn.sessions),
                 reason,
             )
-        self.broadcast(link_pb2.GatewayMessage(client_offline=link_pb2.ClientOffline(
-            client_id=conn.client_id, kind=KIND_TO_PROTO[conn.kind], gateway_id=self.gateway_id
-        )))
+        self.broadcast(m.ClientOffline(conn.client_id, conn.client_type, self.gateway_id))
         log.info("[WS] %s disconnected", conn.client_id)
 
     def update_device_info(self, conn: Connection, info: dict[str, Any]) -> None:
         conn.device_info = info
-        self.broadcast(link_pb2.GatewayMessage(device_info_update=link_pb2.DeviceInfoUpdate(
-            device_id=conn.client_id, device_info_json=frames.dumps(info)
-        )))
+        self.broadcast(m.DeviceInfoUpdate(conn.client_id, info))
 
     # ------------------------------------------------------------------ other gateways
 
@@ -315,30 +303,38 @@ class Gateway:
         metrics.REPLICAS_UP.set(len(self.healthy_links()))
         self.router.link_up(link)
 
-    def on_link_batch(self, link: ReplicaLink, batch: link_pb2.SessionBatch) -> None:
-        for message in batch.messages:
-            which = message.WhichOneof("body")
-            if which == "device_frame":
-                body = message.device_frame
-                device = self.registry.device(body.device_id)
-                if device is not None:
-                    device.send_text(body.frame_json.decode())
-                else:
-                    log.debug("command for %s dropped: not connected here", body.device_id)
-            elif which == "task_ended":
-                self.router.task_ended(link, message.task_ended)
-            elif which == "session_opened":
-                self.router.session_opened(link, message.session_opened)
-            elif which == "task_accepted":
-                self.router.task_accepted(link, message.task_accepted)
-            elif which == "task_rejected":
-                self.router.task_rejected(link, message.task_rejected)
-            elif which == "welcome":
-                link.replica_id = message.welcome.replica_id
-                link.active_sessions = message.welcome.active_sessions
-            elif which == "pong":
-                link.active_sessions = message.pong.active_sessions
+    def on_link_messages(self, link: ReplicaLink, batch: Sequence[m.SessionMessage]) -> None:
+        inbound = self._inbound.get(link)
+        if inbound is None:
+            inbound = self._inbound[link] = self._inbound_for(link)
+        inbound.dispatch(batch)
 
+    def _inbound_for(self, link: ReplicaLink) -> Inbound:
+        router = self.router
+
+        def device_frame(body: m.DeviceFrame) -> None:
+            device = self.registry.device(body.device_id)
+            if device is not None:
+                device.send_text(body.frame_json.decode())
+            else:
+                log.debug("command for %s dropped: not connected here", body.device_id)
+
+        def welcome(body: m.Welcome) -> None:
+            link.replica_id = body.replica_id
+            link.active_sessions = body.active_sessions
+
+        def pong(body: m.Pong) -> None:
+            link.active_sessions = body.active_sessions
+
+        return Inbound({
+            m.DeviceFrame: device_frame,
+            m.TaskEnded: partial(router.task_ended, link),
+            m.SessionOpened: partial(router.session_opened, link),
+            m.TaskAccepted: partial(router.task_accepted, link),
+            m.TaskRejected: partial(router.task_rejected, link),
+            m.Welcome: welcome,
+            m.Pong: pong,
+        }, name=f"link {link.address}")
 
     def on_link_lost(self, link: ReplicaLink, cause: str) -> None:
         metrics.REPLICAS_UP.set(len(self.healthy_links()))

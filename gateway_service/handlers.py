@@ -18,6 +18,7 @@ import orjson
 
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
+from aip_wire.vocab import CLIENT_MESSAGE_TYPES, MessageType
 from gateway_service import metrics
 from gateway_service.gateway import Gateway
 from gateway_service.registry import Connection
@@ -26,7 +27,8 @@ from gateway_service.rules import device_info_of, device_info_scope, pin_identit
 
 log = logging.getLogger("aip.gateway.handlers")
 
-Handler = Callable[[Connection, ClientFrame], None]
+#: A handler gets the connection, the parsed frame and the message as received.
+Handler = Callable[[Connection, ClientFrame, str | bytes], None]
 
 
 class FrameRouter:
@@ -34,24 +36,24 @@ class FrameRouter:
         self.gateway = gateway
         # Counters per frame type, looked up once: labels() takes a lock on every call.
         self._counted = {kind: metrics.FRAMES_IN.labels(kind)
-                         for kind in (*frames.CLIENT_TYPES, "unknown")}
+                         for kind in (*CLIENT_MESSAGE_TYPES, "unknown")}
         self._routes: dict[str, Handler] = {
-            frames.HEARTBEAT: self.heartbeat,
-            frames.TASK: self.task,
-            frames.COMMAND_RESULTS: self.command_results,
-            frames.DEVICE_INFO_REQUEST: self.device_info_request,
-            frames.DEVICE_INFO_RESPONSE: self.device_info_response,
-            frames.ERROR: self.client_error,
-            frames.TASK_END: self.client_task_end,
-            frames.REGISTER: self.register_again,
+            MessageType.HEARTBEAT: self.heartbeat,
+            MessageType.TASK: self.task,
+            MessageType.COMMAND_RESULTS: self.command_results,
+            MessageType.DEVICE_INFO_REQUEST: self.device_info_request,
+            MessageType.DEVICE_INFO_RESPONSE: self.device_info_response,
+            MessageType.ERROR: self.client_error,
+            MessageType.TASK_END: self.client_task_end,
+            MessageType.REGISTER: self.register_again,
         }
 
     def handle(self, conn: Connection, data: str | bytes) -> None:
         """Handle one message from a registered client; never raises."""
         conn.last_seen = time.monotonic()
         if frames.is_plain_heartbeat(data):  # most frames: no ClientFrame needed
-            self._counted[frames.HEARTBEAT].inc()
-            self.heartbeat(conn, None)
+            self._counted[MessageType.HEARTBEAT].inc()
+            self.heartbeat(conn, None, data)
             return
         try:
             frame = parse_client_frame(data)
@@ -67,25 +69,27 @@ class FrameRouter:
             metrics.FRAME_ERRORS.labels("unknown_type").inc()
             conn.send(frames.error_frame(f"Unknown message type '{frame.type}'"))
             return
-        problem = pin_identity(frame, conn.client_id, conn.kind)
+        problem = pin_identity(frame, conn.client_id, conn.client_type)
         if problem is not None:
             log.warning("[WS] identity violation by %s: %s", conn.client_id, problem)
             metrics.FRAME_ERRORS.labels("identity").inc()
             conn.send(frames.error_frame(problem, session_id=frame.session_id))
             return
         try:
-            handler(conn, frame)
+            handler(conn, frame, data)
         except Exception as exc:
             log.exception("[WS] error handling %s from %s", frame.type, conn.client_id)
             conn.send(frames.error_frame(f"Error handling message: {exc}"))
 
     # ------------------------------------------------------------------ handlers
 
-    def heartbeat(self, conn: Connection, frame: ClientFrame | None) -> None:
+    def heartbeat(
+        self, conn: Connection, frame: ClientFrame | None, raw: str | bytes = b""
+    ) -> None:
         log.debug("[WS] heartbeat from %s", conn.client_id)
         conn.send(frames.heartbeat_frame())
 
-    def task(self, conn: Connection, frame: ClientFrame) -> None:
+    def task(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
         if not conn.task_bucket.allow(time.monotonic()):
             log.warning("[WS] %s exceeds the task rate limit", conn.client_id)
             metrics.TASKS.labels("rate_limited").inc()
@@ -103,7 +107,7 @@ class FrameRouter:
         try:
             target = frame.target_id if not conn.is_device else None
             connected = bool(target) and await gateway.device_connected(target or "")
-            plan = plan_task(frame, conn.client_id, conn.kind, lambda device_id: connected)
+            plan = plan_task(frame, conn.client_id, conn.client_type, lambda device_id: connected)
             if conn.is_device:
                 log.info("[WS] device %s requests task %s (session %s) on itself",
                          conn.client_id, plan.task_name, plan.session_id)
@@ -116,11 +120,13 @@ class FrameRouter:
             metrics.TASKS.labels("refused").inc()
             conn.send(frames.error_frame(str(exc), session_id=frame.session_id))
 
-    def command_results(self, conn: Connection, frame: ClientFrame) -> None:
-        self.gateway.router.forward_command_results(conn, frame)
+    def command_results(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
+        self.gateway.router.forward_command_results(conn, frame, raw)
 
-    def device_info_request(self, conn: Connection, frame: ClientFrame) -> None:
-        device_id, problem = device_info_scope(frame, conn.kind, conn.target_id)
+    def device_info_request(
+        self, conn: Connection, frame: ClientFrame, raw: str | bytes = b""
+    ) -> None:
+        device_id, problem = device_info_scope(frame, conn.client_type, conn.target_id)
         if problem is not None and not conn.is_device:
             conn.send(frames.device_info_response_frame(
                 result=None, response_id=frame.request_id, error=problem
@@ -157,7 +163,9 @@ class FrameRouter:
             info = {}
         conn.send(frames.device_info_response_frame(result=info, response_id=request_id))
 
-    def device_info_response(self, conn: Connection, frame: ClientFrame) -> None:
+    def device_info_response(
+        self, conn: Connection, frame: ClientFrame, raw: str | bytes = b""
+    ) -> None:
         if not conn.is_device:
             conn.send(frames.error_frame("Only devices may push device info"))
             return
@@ -167,15 +175,15 @@ class FrameRouter:
         self.gateway.update_device_info(conn, device_info_of(frame.metadata))
         log.debug("[WS] device info of %s updated", conn.client_id)
 
-    def client_error(self, conn: Connection, frame: ClientFrame) -> None:
+    def client_error(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
         log.warning("[WS] %s reported an error: %s", conn.client_id, frame.error)
         conn.send(frames.error_frame(f"Error received: {frame.error}"))
 
-    def client_task_end(self, conn: Connection, frame: ClientFrame) -> None:
+    def client_task_end(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
         log.info("[WS] %s reported task_end for session %s (%s)",
                  conn.client_id, frame.session_id, frame.status)
 
-    def register_again(self, conn: Connection, frame: ClientFrame) -> None:
+    def register_again(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
         conn.send(frames.error_frame(
             f"Already registered as '{conn.client_id}'; register must be the first frame only"
         ))

@@ -1,36 +1,32 @@
-"""The gateway's end of the link to one session-service replica.
+"""The gateway's end of the link to one session-service replica: the transport only.
 
 A :class:`ReplicaLink` keeps one bidirectional stream open to its replica, reconnecting
-with jittered exponential backoff. Outgoing messages are buffered and written as one
-batch per stream message, so a burst of frames costs one gRPC message instead of many.
-Incoming batches are handed, in order, to the owner's ``on_link_batch``.
+with jittered exponential backoff. What it sends is queued in a
+:class:`~aip_link.batching.BatchQueue` and written one batch per stream message; what it
+receives is decoded by :mod:`aip_link.codec` and handed, in order, to the owner. It pings
+the replica every ``ping_interval`` seconds and drops a stream that brings nothing back
+for ``silence_limit`` seconds, which TCP alone may take minutes to notice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 
-from aip_grpc import link_pb2, link_pb2_grpc, session_api_pb2_grpc
+from aip_grpc import link_pb2_grpc, session_api_pb2_grpc
+from aip_link import codec
+from aip_link.batching import BatchQueue, pump
+from aip_link.channel import CHANNEL_OPTIONS
+from aip_link.messages import GatewayMessage, Hello, Ping, SessionMessage
 
 log = logging.getLogger("aip.gateway.link")
-
-#: Channel options shared by both ends: large frames, and keepalives that find a dead
-#: peer within seconds even when the stream is idle.
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.enable_retries", 0),
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +54,18 @@ class LinkSecurity:
 
 
 class LinkOwner(Protocol):
-    def hello_message(self) -> link_pb2.GatewayMessage: ...
+    def hello(self) -> Hello: ...
     def on_link_up(self, link: ReplicaLink) -> None: ...
-    def on_link_batch(self, link: ReplicaLink, batch: link_pb2.SessionBatch) -> None: ...
+    def on_link_messages(self, link: ReplicaLink, batch: Sequence[SessionMessage]) -> None: ...
     def on_link_lost(self, link: ReplicaLink, cause: str) -> None: ...
 
 
+class LinkSilent(Exception):
+    """The replica sent nothing, not even a pong, for longer than the silence limit."""
+
+
 class ReplicaLink:
-    """One replica: its channel, the link stream on it, and the load it reports."""
+    """One replica: its channel and the link stream on it."""
 
     def __init__(
         self,
@@ -74,6 +74,8 @@ class ReplicaLink:
         *,
         backoff_min: float = 0.2,
         backoff_max: float = 5.0,
+        ping_interval: float = 5.0,
+        silence_limit: float = 20.0,
         security: LinkSecurity | None = None,
     ) -> None:
         self.address = address
@@ -83,14 +85,16 @@ class ReplicaLink:
         self._owner = owner
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
+        self._ping_interval = ping_interval
+        self._silence_limit = silence_limit
         # Channels belong to the event loop they are created on, hence made in start().
         self.channel: grpc.aio.Channel | None = None
         self._stub: link_pb2_grpc.GatewayLinkStub | None = None
         self.api: session_api_pb2_grpc.SessionApiStub | None = None
         #: The stream is open and the replica has answered our hello.
         self.healthy = False
-        #: Messages are being buffered for the current stream (from the hello on).
-        self._accepting = False
+        #: Why the last stream ended or could not be opened.
+        self.last_error = ""
         self.replica_id = ""
         self.active_sessions = 0
         #: The replica refused a task because it is shutting down: place none there.
@@ -98,9 +102,10 @@ class ReplicaLink:
         #: Sessions of this replica already ended for their requesters as lost with the
         #: link; if the replica was only cut off, their own end must not be delivered.
         self.lost_sessions: set[str] = set()
-        self.last_error = ""
-        self._buffer: list[link_pb2.GatewayMessage] = []
-        self._wakeup = asyncio.Event()
+        # Closed until a stream is open: sends fail fast while the link is down.
+        self._queue: BatchQueue[GatewayMessage] = BatchQueue()
+        self._queue.close()
+        self._nonces = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -125,13 +130,9 @@ class ReplicaLink:
         if self.channel is not None:
             await self.channel.close(grace=None)
 
-    def send(self, message: link_pb2.GatewayMessage) -> bool:
+    def send(self, message: GatewayMessage) -> bool:
         """Queue one message for the replica; ``False`` when the link is down."""
-        if not self._accepting:
-            return False
-        self._buffer.append(message)
-        self._wakeup.set()
-        return True
+        return self._queue.put(message)
 
     async def _run(self) -> None:
         attempt = 0
@@ -140,16 +141,17 @@ class ReplicaLink:
                 await self._stream()
                 cause = "the replica closed the link"
             except asyncio.CancelledError:
-                self._accepting = self.healthy = False
+                self.healthy = False
                 raise
             except grpc.aio.AioRpcError as exc:
                 cause = f"{exc.code().name}: {exc.details()}"
+            except LinkSilent as exc:
+                cause = str(exc)
             except Exception as exc:
                 log.exception("link to %s failed unexpectedly", self.address)
                 cause = repr(exc)
             was_healthy = self.healthy
-            self._accepting = self.healthy = False
-            self._buffer.clear()
+            self.healthy = False
             self.last_error = cause
             if was_healthy:
                 attempt = 0
@@ -161,51 +163,62 @@ class ReplicaLink:
             attempt = min(attempt + 1, 16)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> list[SessionMessage] | None:
+        """The next batch, decoded; ``None`` at the end of the stream."""
+        try:
+            async with asyncio.timeout(self._silence_limit):
+                batch = await call.read()
+        except TimeoutError:
+            raise LinkSilent(
+                f"nothing from the replica for {self._silence_limit:g}s"
+            ) from None
+        if batch is grpc.aio.EOF:
+            return None
+        return codec.decode_session_batch(batch)
+
     async def _stream(self) -> None:
         assert self._stub is not None
         call = self._stub.Connect(metadata=self.metadata)
-        writer: asyncio.Task[None] | None = None
+        # Take the presence snapshot and open the queue in the same step, so that a
+        # client registering meanwhile is either in the hello or in the queue.
+        queue: BatchQueue[GatewayMessage] = BatchQueue([self._owner.hello()])
+        self._queue = queue
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._write(queue, call))
+        pinger = loop.create_task(self._ping(queue))
         try:
-            # Take the presence snapshot and start buffering in the same step, so that a
-            # client registering meanwhile is either in the hello or in the buffer.
-            self._buffer = [self._owner.hello_message()]
-            self._accepting = True
-            writer = asyncio.get_running_loop().create_task(self._write(call))
-            self._wakeup.set()
-            first = await call.read()
-            if first is grpc.aio.EOF:
+            first = await self._read(call)
+            if first is None:
                 return
             self.healthy = True
             self.draining = False
             self.last_error = ""
             log.info("link to replica %s up", self.address)
             self._owner.on_link_up(self)
-            self._owner.on_link_batch(self, first)
+            self._owner.on_link_messages(self, first)
             while True:
-                batch = await call.read()
-                if batch is grpc.aio.EOF:
+                batch = await self._read(call)
+                if batch is None:
                     return
-                self._owner.on_link_batch(self, batch)
+                self._owner.on_link_messages(self, batch)
         finally:
-            self._accepting = False
-            if writer is not None:
-                writer.cancel()
+            queue.close()
+            writer.cancel()
+            pinger.cancel()
             call.cancel()
 
-    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+    async def _write(
+        self, queue: BatchQueue[GatewayMessage], call: grpc.aio.StreamStreamCall
+    ) -> None:
         try:
-            while True:
-                await self._wakeup.wait()
-                # One more turn of the loop lets whatever else is ready this turn (other
-                # sockets' frames) join the batch: a stream message costs the same for one
-                # frame or fifty.
-                await asyncio.sleep(0)
-                self._wakeup.clear()
-                while self._buffer:
-                    batch, self._buffer = self._buffer, []
-                    await call.write(link_pb2.GatewayBatch(messages=batch))
+            await pump(queue, codec.encode_gateway_batch, call.write)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # the stream broke: its reader learns from the call
             log.debug("link write to %s failed: %r", self.address, exc)
             call.cancel()
+
+    async def _ping(self, queue: BatchQueue[GatewayMessage]) -> None:
+        while not queue.closed:
+            queue.put(Ping(next(self._nonces)))
+            await asyncio.sleep(self._ping_interval)

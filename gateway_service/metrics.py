@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge
 
-from aip_wire.frames import CONSTELLATION, DEVICE
+from aip_wire.vocab import ClientType
 
 CLIENTS = Gauge("aip_gateway_clients", "Registered clients", ["client_type"])
 FRAMES_IN = Counter("aip_gateway_frames_in_total", "Frames received from clients", ["type"])
@@ -20,4 +20,4 @@ REPLICAS_UP = Gauge("aip_gateway_replicas_up", "Replicas with a healthy link")
 
 # Children used on every connection, looked up once: labels() costs a lock and a tuple.
 REGISTRATIONS_ACCEPTED = REGISTRATIONS.labels("accepted")
-CLIENTS_BY_KIND = {kind: CLIENTS.labels(kind) for kind in (DEVICE, CONSTELLATION)}
+CLIENTS_BY_KIND = {kind: CLIENTS.labels(kind) for kind in ClientType}

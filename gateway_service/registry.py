@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aip_wire import frames
+from aip_wire.vocab import ClientType
 from gateway_service.limits import TokenBucket
 
 log = logging.getLogger("aip.gateway.registry")
@@ -128,7 +129,7 @@ class Connection:
     """One registered socket and everything that belongs to it alone."""
 
     client_id: str
-    kind: str  # frames.DEVICE or frames.CONSTELLATION
+    client_type: ClientType
     platform: str
     target_id: str | None
     device_info: dict[str, Any]
@@ -169,7 +170,7 @@ class Connection:
 
     @property
     def is_device(self) -> bool:
-        return self.kind == frames.DEVICE
+        return self.client_type == ClientType.DEVICE
 
     def send(self, frame: dict[str, Any]) -> bool:
         return self.outbox.put(frames.encode(frame))
@@ -180,7 +181,7 @@ class Connection:
     def describe(self) -> dict[str, Any]:
         return {
             "client_id": self.client_id,
-            "client_type": self.kind,
+            "client_type": self.client_type,
             "platform": self.platform,
             "target_id": self.target_id,
             "active_sessions": len(self.sessions),

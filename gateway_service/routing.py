@@ -14,8 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aip_grpc import link_pb2
+from aip_link import messages as m
 from aip_wire import frames
+from aip_wire.vocab import CancelReason, ClientType, RejectionCode, RequesterKind, Status
 from gateway_service import metrics
 from gateway_service.link import ReplicaLink
 from gateway_service.registry import ClientRegistry, Connection
@@ -25,8 +26,8 @@ from gateway_service.settings import GatewaySettings
 log = logging.getLogger("aip.gateway.routing")
 
 REQUESTER_OF_KIND = {
-    frames.DEVICE: link_pb2.REQUESTER_KIND_DEVICE,
-    frames.CONSTELLATION: link_pb2.REQUESTER_KIND_CONSTELLATION,
+    ClientType.DEVICE: RequesterKind.DEVICE,
+    ClientType.CONSTELLATION: RequesterKind.CONSTELLATION,
 }
 
 
@@ -36,15 +37,17 @@ class TaskError(Exception):
     ``http_status`` is what the HTTP API answers with for it.
     """
 
-    def __init__(self, message: str, http_status: int = 409, code: str = "") -> None:
+    def __init__(self, message: str, http_status: int = 409,
+                 code: RejectionCode | None = None) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.code = code
 
 
 #: HTTP statuses for the replicas' rejection codes.
-REJECTION_STATUS = {"exists": 409, "not_found": 404, "invalid": 400, "limit": 429,
-                    "draining": 503}
+REJECTION_STATUS = {RejectionCode.EXISTS: 409, RejectionCode.NOT_FOUND: 404,
+                    RejectionCode.INVALID: 400, RejectionCode.LIMIT: 429,
+                    RejectionCode.DRAINING: 503}
 
 
 #: Seconds a link remembers the sessions it reported lost, after it is back up.
@@ -59,15 +62,15 @@ class Requester:
     WebSocket client on this gateway, its connection."""
 
     client_id: str
-    kind: link_pb2.RequesterKind
+    kind: RequesterKind
     conn: Connection | None = None
 
     @classmethod
     def of(cls, conn: Connection) -> Requester:
-        return cls(conn.client_id, REQUESTER_OF_KIND[conn.kind], conn)
+        return cls(conn.client_id, REQUESTER_OF_KIND[conn.client_type], conn)
 
 
-HTTP_REQUESTER = Requester("http", link_pb2.REQUESTER_KIND_HTTP)
+HTTP_REQUESTER = Requester("http", RequesterKind.HTTP)
 
 
 @dataclass(eq=False, slots=True)
@@ -123,7 +126,7 @@ class SessionRouter:
             try:
                 return await self._submit_once(plan, requester)
             except TaskError as exc:
-                if exc.code != "draining":
+                if exc.code != RejectionCode.DRAINING:
                     raise
                 log.info("replica draining; submitting session %s elsewhere", plan.session_id)
 
@@ -144,7 +147,7 @@ class SessionRouter:
         submit_id = next(self._submit_ids)
         pending = PendingSubmit(plan, link, requester)
         self.pending[submit_id] = pending
-        sent = link.send(link_pb2.GatewayMessage(task_submit=link_pb2.TaskSubmit(
+        sent = link.send(m.TaskSubmit(
             submit_id=submit_id,
             session_id=plan.session_id,
             task_name=plan.task_name,
@@ -153,7 +156,7 @@ class SessionRouter:
             requester_kind=requester.kind,
             device_id=plan.device_id,
             gateway_id=self.settings.gateway_id,
-        )))
+        ))
         if not sent:
             del self.pending[submit_id]
             raise TaskError(NO_REPLICA, 503)
@@ -164,10 +167,8 @@ class SessionRouter:
             )
         except TimeoutError:
             self.pending.pop(submit_id, None)
-            link.send(link_pb2.GatewayMessage(cancel_session=link_pb2.CancelSession(
-                session_id=plan.session_id, reason="submit_timeout",
-                requester_id=requester.client_id,
-            )))
+            link.send(m.CancelSession(plan.session_id, CancelReason.SUBMIT_TIMEOUT,
+                                      requester.client_id))
             raise TaskError(
                 f"The session service did not accept the task within "
                 f"{self.settings.submit_timeout:g}s",
@@ -178,7 +179,9 @@ class SessionRouter:
                 pending.future.cancel()
             self.pending.pop(submit_id, None)
 
-    def forward_command_results(self, conn: Connection, frame: frames.ClientFrame) -> None:
+    def forward_command_results(
+        self, conn: Connection, frame: frames.ClientFrame, raw: str | bytes
+    ) -> None:
         """Hand a device's results to the replica that owns the session, or drop them."""
         session_id = frame.session_id
         route = self.routes.get(session_id) if session_id else None
@@ -199,22 +202,19 @@ class SessionRouter:
             )
             metrics.DROPPED_RESULTS.labels("not_the_device").inc()
             return
-        route.link.send(link_pb2.GatewayMessage(command_results=link_pb2.CommandResults(
+        route.link.send(m.CommandResults(
             session_id=route.session_id,
             device_id=conn.client_id,
             response_id=frame.prev_response_id or "",
-            action_results_json=frames.dumps(frame.action_results or []),
-            status=frame.status,
-        )))
+            frame_json=raw.encode() if isinstance(raw, str) else raw,
+        ))
 
-    def task_accepted(self, link: ReplicaLink, body: link_pb2.TaskAccepted) -> None:
+    def task_accepted(self, link: ReplicaLink, body: m.TaskAccepted) -> None:
         link.active_sessions = body.active_sessions
         pending = self.pending.pop(body.submit_id, None)
         if pending is None or pending.future.done():
             # Nobody waits any more (the submit timed out): the session must not run.
-            link.send(link_pb2.GatewayMessage(cancel_session=link_pb2.CancelSession(
-                session_id=body.session_id, reason="submit_timeout"
-            )))
+            link.send(m.CancelSession(body.session_id, CancelReason.SUBMIT_TIMEOUT))
             return
         plan = pending.plan
         device = self.registry.device(plan.device_id)
@@ -236,7 +236,7 @@ class SessionRouter:
         metrics.TASKS.labels("accepted").inc()
         pending.future.set_result(plan.session_id)
 
-    def session_opened(self, link: ReplicaLink, body: link_pb2.SessionOpened) -> None:
+    def session_opened(self, link: ReplicaLink, body: m.SessionOpened) -> None:
         """A session started elsewhere runs on a device of ours: route its results."""
         if body.session_id in self.routes:
             return
@@ -264,8 +264,8 @@ class SessionRouter:
     ) -> None:
         sent_to: Connection | None = None
         if notify_requester and requester.kind in (
-            link_pb2.REQUESTER_KIND_DEVICE,
-            link_pb2.REQUESTER_KIND_CONSTELLATION,
+            RequesterKind.DEVICE,
+            RequesterKind.CONSTELLATION,
         ):
             if route is not None:
                 # Only the very connection that asked: not a successor with its id.
@@ -279,7 +279,7 @@ class SessionRouter:
             elif route is not None:
                 log.info("task_end of session %s not delivered: %s %s is gone (the result "
                          "stays in the session records)", route.session_id,
-                         "device" if requester.kind == link_pb2.REQUESTER_KIND_DEVICE
+                         "device" if requester.kind == RequesterKind.DEVICE
                          else "constellation", requester.client_id)
         if notify_device:
             device = route.device if route is not None else self.registry.device(device_id)
@@ -296,7 +296,7 @@ class SessionRouter:
                 route.device.discard_session(session_id)
         return route
 
-    def task_ended(self, link: ReplicaLink, body: link_pb2.TaskEnded) -> None:
+    def task_ended(self, link: ReplicaLink, body: m.TaskEnded) -> None:
         link.active_sessions = body.active_sessions
         if body.session_id in link.lost_sessions:
             link.lost_sessions.discard(body.session_id)
@@ -314,10 +314,10 @@ class SessionRouter:
             text=body.frame_json.decode(),
         )
 
-    def task_rejected(self, link: ReplicaLink, body: link_pb2.TaskRejected) -> None:
+    def task_rejected(self, link: ReplicaLink, body: m.TaskRejected) -> None:
         pending = self.pending.pop(body.submit_id, None)
         link.active_sessions = max(0, link.active_sessions - 1)
-        if body.code == "draining":
+        if body.code == RejectionCode.DRAINING:
             link.draining = True
         if pending is not None and not pending.future.done():
             pending.future.set_exception(TaskError(
@@ -331,9 +331,7 @@ class SessionRouter:
             log.info("asking replica %s to cancel %d session(s) reported lost",
                      link.address, len(link.lost_sessions))
             for session_id in link.lost_sessions:
-                link.send(link_pb2.GatewayMessage(cancel_session=link_pb2.CancelSession(
-                    session_id=session_id, reason="link_lost"
-                )))
+                link.send(m.CancelSession(session_id, CancelReason.LINK_LOST))
             # A replica that restarted does not know them and answers nothing.
             lost = set(link.lost_sessions)
             asyncio.get_running_loop().call_later(
@@ -365,7 +363,7 @@ class SessionRouter:
             text = frames.encode(frames.task_end_frame(
                 session_id=route.session_id,
                 task_name=route.task_name,
-                status=frames.FAILED,
+                status=Status.FAILED,
                 result=None,
                 error=error,
             ))
@@ -374,7 +372,7 @@ class SessionRouter:
                 requester=route.requester,
                 device_id=route.device_id,
                 notify_requester=True,
-                notify_device=route.requester.kind != link_pb2.REQUESTER_KIND_DEVICE,
+                notify_device=route.requester.kind != RequesterKind.DEVICE,
                 text=text,
             )
         link.active_sessions = 0

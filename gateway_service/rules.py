@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aip_wire import frames
 from aip_wire.frames import ClientFrame
 from aip_wire.names import sanitize_task_name
+from aip_wire.vocab import ClientType, MessageType
 
 # Close codes for refused registrations (application range 4000-4999).
 CLOSE_BAD_REGISTRATION = 4400
@@ -40,7 +40,7 @@ class Refusal(Exception):
 @dataclass(frozen=True, slots=True)
 class Registration:
     client_id: str
-    kind: str
+    client_type: ClientType
     platform: str
     target_id: str | None
     device_info: dict[str, Any]
@@ -68,31 +68,32 @@ def check_registration(
 
     :raises Refusal: with the reason the client is told and the close code.
     """
-    if frame.type != frames.REGISTER:
+    if frame.type != MessageType.REGISTER:
         raise Refusal("First message must be a registration message", CLOSE_BAD_REGISTRATION)
     client_id = frame.client_id
     if client_id is None or not client_id.strip():
         raise Refusal("Client ID is required for WebSocket registration", CLOSE_BAD_REGISTRATION)
-    kind = frame.client_type or frames.DEVICE
-    if kind not in frames.CLIENT_KINDS:
+    named = frame.client_type or ClientType.DEVICE
+    if named not in frozenset(ClientType):
         raise Refusal(
             f"Unknown client_type '{frame.client_type}': expected 'device' or 'constellation'",
             CLOSE_BAD_REGISTRATION,
         )
+    kind = ClientType(named)
     metadata = frame.metadata or {}
     platform = metadata.get("platform")
     target_id = frame.target_id or None
-    if kind == frames.CONSTELLATION and target_id is not None:
+    if kind == ClientType.CONSTELLATION and target_id is not None:
         if not is_device_connected(target_id):
             raise Refusal(
                 f"Target device '{target_id}' is not connected", CLOSE_TARGET_NOT_CONNECTED
             )
     return Registration(
         client_id=client_id,
-        kind=kind,
+        client_type=kind,
         platform=platform if isinstance(platform, str) and platform else "windows",
-        target_id=target_id if kind == frames.CONSTELLATION else None,
-        device_info=device_info_of(metadata) if kind == frames.DEVICE else {},
+        target_id=target_id if kind == ClientType.CONSTELLATION else None,
+        device_info=device_info_of(metadata) if kind == ClientType.DEVICE else {},
     )
 
 
@@ -104,7 +105,7 @@ def pin_identity(frame: ClientFrame, client_id: str, kind: str) -> str | None:
     are never refused: the reference constellation client labels its heartbeats
     ``client_type: device``.
     """
-    if frame.type != frames.HEARTBEAT:
+    if frame.type != MessageType.HEARTBEAT:
         if frame.client_id is not None and frame.client_id != client_id:
             return (
                 f"client_id '{frame.client_id}' does not match this connection's "
@@ -145,7 +146,7 @@ def plan_task(
     """
     if frame.request is None or not frame.request.strip():
         raise ValueError("Task request cannot be empty")
-    if kind == frames.CONSTELLATION:
+    if kind == ClientType.CONSTELLATION:
         if not frame.target_id:
             raise ValueError("Constellation must specify target_id")
         if not is_device_connected(frame.target_id):
@@ -174,7 +175,7 @@ def device_info_scope(
 
     Returns ``(device_id, None)`` when allowed, or ``(None, reason)`` when refused.
     """
-    if kind != frames.CONSTELLATION:
+    if kind != ClientType.CONSTELLATION:
         return None, "Only constellation clients may request device info"
     wanted = frame.target_id or registered_target
     if not wanted:

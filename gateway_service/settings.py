@@ -112,6 +112,14 @@ class GatewaySettings(BaseSettings):
         0.2, gt=0, description="First delay before reconnecting a lost link, s."
     )
     link_backoff_max: float = Field(5.0, gt=0, description="Longest reconnect delay, s.")
+    link_ping_interval: float = Field(
+        5.0, gt=0, description="Seconds between pings on each replica link."
+    )
+    link_silence_limit: float = Field(
+        20.0, gt=0,
+        description="A link that brings nothing back for this long (not even a pong) is "
+        "taken for dead and reconnected, s.",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("session_service")

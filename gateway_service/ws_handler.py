@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aip_wire import frames
 from aip_wire.frames import FrameError, parse_client_frame
+from aip_wire.vocab import ClientType
 from gateway_service import metrics
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
@@ -137,13 +138,13 @@ async def _register(
         return None
     try:
         frame = parse_client_frame(_payload(message))
-        target = frame.target_id if frame.client_type == frames.CONSTELLATION else None
+        target = frame.target_id if frame.client_type == ClientType.CONSTELLATION else None
         connected = target is not None and await gateway.device_connected(target)
         registration = check_registration(frame, lambda device_id: connected)
         if auth.enabled:
             problem = auth.check(
                 registration.client_id,
-                registration.kind,
+                registration.client_type,
                 presented_token(websocket, frame.metadata),
             )
             if problem is not None:

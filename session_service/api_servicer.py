@@ -15,15 +15,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from aip_grpc import link_pb2, session_api_pb2, session_api_pb2_grpc
+from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from aip_wire.frames import dumps
 from aip_wire.names import sanitize_task_name
+from aip_wire.vocab import RejectionCode, RequesterKind
 from session_service.presence import ClientRecord, Presence
 from session_service.sessions import (
     CANCELLED,
     COMPLETED,
     FAILED,
-    REQUESTER_NAMES,
     RUNNING,
     CommandEntry,
     Session,
@@ -43,11 +43,11 @@ STATES = {
     CANCELLED: session_api_pb2.SESSION_STATE_CANCELLED,
 }
 REJECTION_CODES = {
-    "exists": grpc.StatusCode.ALREADY_EXISTS,
-    "not_found": grpc.StatusCode.NOT_FOUND,
-    "invalid": grpc.StatusCode.INVALID_ARGUMENT,
-    "draining": grpc.StatusCode.UNAVAILABLE,
-    "limit": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RejectionCode.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    RejectionCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    RejectionCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    RejectionCode.DRAINING: grpc.StatusCode.UNAVAILABLE,
+    RejectionCode.LIMIT: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 STORED_STATES = {**STATES, "": session_api_pb2.SESSION_STATE_UNSPECIFIED}
 
@@ -58,7 +58,7 @@ def session_info(session: Session, replica_id: str) -> session_api_pb2.SessionIn
         task_name=session.task_name,
         device_id=session.device_id,
         requester_id=session.requester_id,
-        requester_kind=REQUESTER_NAMES.get(session.requester_kind, ""),
+        requester_kind=session.requester_kind,
         state=STATES[session.state],
         result_json="" if session.running else dumps(session.result).decode(),
         error=session.error or "",
@@ -187,7 +187,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 request=request.request,
                 device_id=request.device_id,
                 requester_id=request.requester_id or "backend",
-                requester_kind=link_pb2.REQUESTER_KIND_BACKEND,
+                requester_kind=RequesterKind.BACKEND,
                 origin_gateway="",
             )
         except SessionRejected as exc:

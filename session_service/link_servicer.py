@@ -1,9 +1,10 @@
 """The session service's end of the link: one stream per gateway.
 
-The stream's reader applies what the gateway says (presence, tasks, results, cancels) to
-the presence table and the session manager; its writer drains a :class:`GatewayPeer`'s
-buffer into one batch per stream message. When a gateway's link ends, its clients count
-as disconnected after a grace period, unless the gateway comes back first.
+Each stream's reader decodes what the gateway says (:mod:`aip_link.codec`) and hands it
+through a dispatch table to the presence table and the session manager; its writer
+drains a :class:`GatewayPeer`'s queue into one batch per stream message. When a
+gateway's link ends, its clients count as disconnected after a grace period, unless the
+gateway comes back first.
 """
 
 from __future__ import annotations
@@ -15,45 +16,30 @@ from typing import Any
 import grpc
 import orjson
 
-from aip_grpc import link_pb2, link_pb2_grpc
+from aip_grpc import link_pb2_grpc
+from aip_link import codec
+from aip_link import messages as m
+from aip_link.batching import BatchQueue
+from aip_link.dispatch import Inbound
 from session_service import metrics
-from session_service.presence import KIND_NAMES, ClientRecord, Presence
+from session_service.presence import ClientRecord, Presence
 from session_service.sessions import SessionManager, SessionRejected
 
 log = logging.getLogger("aip.session.link")
 
 
 class GatewayPeer:
-    """Messages waiting to be written to one gateway's stream."""
+    """One gateway's open stream: who it is and what waits to be written to it."""
 
     def __init__(self) -> None:
         self.gateway_id = ""
-        self._buffer: list[link_pb2.SessionMessage] = []
-        self._wakeup = asyncio.Event()
-        self.closed = False
+        self.queue: BatchQueue[m.SessionMessage] = BatchQueue()
 
-    def send(self, message: link_pb2.SessionMessage) -> bool:
-        if self.closed:
-            return False
-        self._buffer.append(message)
-        self._wakeup.set()
-        return True
+    def send(self, message: m.SessionMessage) -> bool:
+        return self.queue.put(message)
 
     def close(self) -> None:
-        self.closed = True
-        self._wakeup.set()
-
-    async def next_batch(self) -> list[link_pb2.SessionMessage] | None:
-        """Everything buffered, once there is something; ``None`` once closed."""
-        while not self._buffer:
-            if self.closed:
-                return None
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            # Let the rest of this loop turn's messages join the batch.
-            await asyncio.sleep(0)
-        batch, self._buffer = self._buffer, []
-        return batch
+        self.queue.close()
 
 
 class LinkHub:
@@ -62,9 +48,28 @@ class LinkHub:
     def __init__(self) -> None:
         self.peers: dict[str, GatewayPeer] = {}
 
-    def send(self, gateway_id: str, message: link_pb2.SessionMessage) -> bool:
+    def send(self, gateway_id: str, message: m.SessionMessage) -> bool:
         peer = self.peers.get(gateway_id)
         return peer.send(message) if peer is not None else False
+
+
+def action_results_of(frame_json: bytes) -> Any:
+    """The ``action_results`` of a device's ``command_results`` frame (``[]`` when it has
+    none, ``None`` when the frame cannot be read)."""
+    try:
+        frame = orjson.loads(frame_json)
+    except orjson.JSONDecodeError:
+        # orjson refuses integers beyond 64 bits, which the gateway's parser accepted.
+        import json
+
+        try:
+            frame = json.loads(frame_json)
+        except ValueError:
+            return None
+    if not isinstance(frame, dict):
+        return None
+    results = frame.get("action_results")
+    return [] if results is None else results
 
 
 class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
@@ -90,10 +95,10 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         reader = asyncio.get_running_loop().create_task(self._read(request_iterator, peer))
         try:
             while True:
-                batch = await peer.next_batch()
+                batch = await peer.queue.next_batch()
                 if batch is None:
                     break
-                await context.write(link_pb2.SessionBatch(messages=batch))
+                await context.write(codec.encode_session_batch(batch))
         finally:
             peer.close()
             reader.cancel()
@@ -107,10 +112,10 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 self._schedule_drop(peer.gateway_id)
 
     async def _read(self, request_iterator: Any, peer: GatewayPeer) -> None:
+        inbound = self._inbound(peer)
         try:
             async for batch in request_iterator:
-                for message in batch.messages:
-                    self._apply(peer, message)
+                inbound.dispatch(codec.decode_gateway_batch(batch))
         except asyncio.CancelledError:
             pass
         except Exception as exc:
@@ -139,48 +144,41 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         log.warning("gateway %s did not come back: %d client(s) disconnected", gateway_id,
                     len(gone))
         for record in gone:
-            self.manager.client_offline(record.client_id, record.kind)
+            self.manager.client_offline(record.client_id, record.client_type)
 
     # ------------------------------------------------------------------ messages
 
-    def _apply(self, peer: GatewayPeer, message: link_pb2.GatewayMessage) -> None:
-        which = message.WhichOneof("body")
-        if which == "command_results":
-            body = message.command_results
-            try:
-                results = orjson.loads(body.action_results_json)
-            except orjson.JSONDecodeError:
-                results = None
-            self.manager.command_results(body.session_id, body.device_id, body.response_id,
-                                         results)
-        elif which == "task_submit":
-            self._submit(peer, message.task_submit)
-        elif which == "client_online":
-            self.presence.online(ClientRecord.from_proto(message.client_online.client))
-        elif which == "client_offline":
-            body = message.client_offline
-            record = self.presence.offline(body.client_id, body.gateway_id)
-            if record is not None or self.presence.get(body.client_id) is None:
-                # Unless the client is connected through another gateway by now.
-                self.manager.client_offline(body.client_id, KIND_NAMES.get(body.kind, "device"))
-        elif which == "cancel_session":
-            body = message.cancel_session
-            self.manager.cancel(body.session_id, body.reason or "requested")
-        elif which == "device_info_update":
-            body = message.device_info_update
-            try:
-                info = orjson.loads(body.device_info_json)
-            except orjson.JSONDecodeError:
-                info = {}
-            self.presence.update_info(body.device_id, info if isinstance(info, dict) else {})
-        elif which == "ping":
-            peer.send(link_pb2.SessionMessage(pong=link_pb2.Pong(
-                nonce=message.ping.nonce, active_sessions=self.manager.active
-            )))
-        elif which == "hello":
-            self._hello(peer, message.hello)
+    def _inbound(self, peer: GatewayPeer) -> Inbound:
+        manager = self.manager
+        presence = self.presence
 
-    def _hello(self, peer: GatewayPeer, hello: link_pb2.Hello) -> None:
+        def command_results(body: m.CommandResults) -> None:
+            manager.command_results(body.session_id, body.device_id, body.response_id,
+                                    action_results_of(body.frame_json))
+
+        def client_offline(body: m.ClientOffline) -> None:
+            record = presence.offline(body.client_id, body.gateway_id)
+            if record is not None or presence.get(body.client_id) is None:
+                # Unless the client is connected through another gateway by now.
+                manager.client_offline(body.client_id, body.client_type)
+
+        def ping(body: m.Ping) -> None:
+            peer.send(m.Pong(body.nonce, manager.active))
+
+        return Inbound({
+            m.CommandResults: command_results,
+            m.TaskSubmit: lambda body: self._submit(peer, body),
+            m.ClientOnline: lambda body: presence.online(ClientRecord.of(body.client)),
+            m.ClientOffline: client_offline,
+            m.CancelSession: lambda body: manager.cancel(body.session_id,
+                                                         body.reason or "requested"),
+            m.DeviceInfoUpdate: lambda body: presence.update_info(body.device_id,
+                                                                  body.device_info),
+            m.Ping: ping,
+            m.Hello: lambda body: self._hello(peer, body),
+        }, name="gateway link")
+
+    def _hello(self, peer: GatewayPeer, hello: m.Hello) -> None:
         gateway_id = hello.gateway_id
         previous = self.hub.peers.get(gateway_id)
         if previous is not None and previous is not peer:
@@ -189,16 +187,14 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         self.hub.peers[gateway_id] = peer
         self._cancel_drop(gateway_id)
         metrics.GATEWAYS.set(len(self.hub.peers))
-        records = [ClientRecord.from_proto(client) for client in hello.clients]
+        records = [ClientRecord.of(client) for client in hello.clients]
         gone = self.presence.replace_gateway(gateway_id, records)
         for record in gone:
-            self.manager.client_offline(record.client_id, record.kind)
+            self.manager.client_offline(record.client_id, record.client_type)
         log.info("gateway %s linked with %d client(s)", gateway_id, len(records))
-        peer.send(link_pb2.SessionMessage(welcome=link_pb2.Welcome(
-            replica_id=self.replica_id, active_sessions=self.manager.active
-        )))
+        peer.send(m.Welcome(self.replica_id, self.manager.active))
 
-    def _submit(self, peer: GatewayPeer, body: link_pb2.TaskSubmit) -> None:
+    def _submit(self, peer: GatewayPeer, body: m.TaskSubmit) -> None:
         try:
             session = self.manager.submit(
                 session_id=body.session_id,
@@ -211,14 +207,8 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             )
         except SessionRejected as exc:
             log.warning("task %s refused: %s", body.session_id, exc)
-            peer.send(link_pb2.SessionMessage(task_rejected=link_pb2.TaskRejected(
-                submit_id=body.submit_id, session_id=body.session_id, error=str(exc),
-                code=exc.code,
-            )))
+            peer.send(m.TaskRejected(body.submit_id, body.session_id, str(exc), exc.code))
             return
         # The acceptance is queued before the agent can queue its first command.
-        peer.send(link_pb2.SessionMessage(task_accepted=link_pb2.TaskAccepted(
-            submit_id=body.submit_id, session_id=body.session_id,
-            active_sessions=self.manager.active,
-        )))
+        peer.send(m.TaskAccepted(body.submit_id, body.session_id, self.manager.active))
         self.manager.start(session)

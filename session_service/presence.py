@@ -9,37 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from aip_grpc import link_pb2
-
-DEVICE = "device"
-CONSTELLATION = "constellation"
-KIND_NAMES = {
-    link_pb2.CLIENT_KIND_DEVICE: DEVICE,
-    link_pb2.CLIENT_KIND_CONSTELLATION: CONSTELLATION,
-}
+from aip_link.messages import ClientPresence
+from aip_wire.vocab import ClientType
 
 
 @dataclass(slots=True)
 class ClientRecord:
     client_id: str
-    kind: str
+    client_type: ClientType
     platform: str
     device_info: dict[str, Any]
     gateway_id: str
 
     @classmethod
-    def from_proto(cls, presence: link_pb2.ClientPresence) -> ClientRecord:
-        try:
-            info = orjson.loads(presence.device_info_json) if presence.device_info_json else {}
-        except orjson.JSONDecodeError:
-            info = {}
+    def of(cls, presence: ClientPresence) -> ClientRecord:
         return cls(
             client_id=presence.client_id,
-            kind=KIND_NAMES.get(presence.kind, DEVICE),
+            client_type=presence.client_type,
             platform=presence.platform,
-            device_info=info if isinstance(info, dict) else {},
+            device_info=presence.device_info,
             gateway_id=presence.gateway_id,
         )
 
@@ -56,10 +44,11 @@ class Presence:
 
     def device(self, device_id: str) -> ClientRecord | None:
         record = self._clients.get(device_id)
-        return record if record is not None and record.kind == DEVICE else None
+        return record if record is not None and record.client_type == ClientType.DEVICE else None
 
     def devices(self) -> list[ClientRecord]:
-        return [record for record in self._clients.values() if record.kind == DEVICE]
+        return [record for record in self._clients.values()
+                if record.client_type == ClientType.DEVICE]
 
     def online(self, record: ClientRecord) -> None:
         self._clients[record.client_id] = record

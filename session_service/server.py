@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aip_grpc import link_pb2, link_pb2_grpc, session_api_pb2, session_api_pb2_grpc
+from aip_link.channel import SERVER_OPTIONS
 from session_service.api_servicer import SessionApiServicer
 from session_service.link_servicer import GatewayLinkServicer, LinkHub
 from session_service.presence import Presence
@@ -29,15 +30,6 @@ from session_service.store import SessionStore
 
 log = logging.getLogger("aip.session.server")
 
-SERVER_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_pings_without_data", 0),
-]
 SERVICE_NAMES = (
     link_pb2.DESCRIPTOR.services_by_name["GatewayLink"].full_name,
     session_api_pb2.DESCRIPTOR.services_by_name["SessionApi"].full_name,

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aip_grpc import link_pb2
+from aip_link import messages as m
 from aip_wire import frames
+from aip_wire.vocab import ClientType, RejectionCode, RequesterKind, Status, end_audience
 from session_service import metrics
 from session_service.agents import AGENTS, Outcome
 from session_service.agents.base import Step
@@ -45,22 +46,13 @@ REPLICA_SHUTDOWN = "replica_shutdown"
 SENT = "sent"
 UNANSWERED = "unanswered"
 
-REQUESTER_NAMES: dict[int, str] = {
-    link_pb2.REQUESTER_KIND_DEVICE: "device",
-    link_pb2.REQUESTER_KIND_CONSTELLATION: "constellation",
-    link_pb2.REQUESTER_KIND_HTTP: "http",
-    link_pb2.REQUESTER_KIND_BACKEND: "backend",
-}
-#: Requesters that hold a socket and hear task_end on it.
-SOCKET_REQUESTERS = frozenset({link_pb2.REQUESTER_KIND_DEVICE,
-                               link_pb2.REQUESTER_KIND_CONSTELLATION})
 
 
 class SessionRejected(Exception):
     """A session that cannot start; ``code`` is ``exists``, ``not_found``, ``invalid``,
     ``draining`` or ``limit``."""
 
-    def __init__(self, message: str, code: str = "exists") -> None:
+    def __init__(self, message: str, code: RejectionCode = RejectionCode.EXISTS) -> None:
         super().__init__(message)
         self.code = code
 
@@ -96,7 +88,7 @@ class Session:
     platform: str
     device_info: dict[str, Any]
     requester_id: str
-    requester_kind: link_pb2.RequesterKind
+    requester_kind: RequesterKind
     origin_gateway: str  # the gateway that submitted it ("" for backend calls)
     device_gateway: str
     agent_name: str = "plan"
@@ -180,7 +172,7 @@ class SessionManager:
         self,
         settings: SessionSettings,
         presence: Presence,
-        send_to_gateway: Callable[[str, link_pb2.SessionMessage], bool],
+        send_to_gateway: Callable[[str, m.SessionMessage], bool],
         store: SessionStore | None = None,
         replica_id: str = "",
     ) -> None:
@@ -207,7 +199,7 @@ class SessionManager:
         request: str,
         device_id: str,
         requester_id: str,
-        requester_kind: link_pb2.RequesterKind,
+        requester_kind: RequesterKind,
         origin_gateway: str,
         agent_name: str = "plan",
     ) -> Session:
@@ -218,7 +210,8 @@ class SessionManager:
             or the agent does not exist.
         """
         if self.draining:
-            raise SessionRejected("replica is draining: it takes no new sessions", "draining")
+            raise SessionRejected("replica is draining: it takes no new sessions",
+                                  RejectionCode.DRAINING)
         existing = self.sessions.get(session_id)
         if existing is not None:
             if existing.requester_id != requester_id:
@@ -228,16 +221,16 @@ class SessionManager:
             self._forget(existing)
         device = self.presence.device(device_id)
         if device is None:
-            raise SessionRejected(f"Device '{device_id}' is not connected", "not_found")
+            raise SessionRejected(f"Device '{device_id}' is not connected", RejectionCode.NOT_FOUND)
         agent_type = AGENTS.get(agent_name)
         if agent_type is None:
-            raise SessionRejected(f"Unknown agent '{agent_name}'", "invalid")
+            raise SessionRejected(f"Unknown agent '{agent_name}'", RejectionCode.INVALID)
         limit = self.settings.max_sessions_per_device
         running = self._running_on.get(device_id, 0)
         if limit and running >= limit:
             raise SessionRejected(
                 f"Device '{device_id}' already runs {running} session(s): the limit is "
-                f"{limit} per device (max_sessions_per_device)", "limit",
+                f"{limit} per device (max_sessions_per_device)", RejectionCode.LIMIT,
             )
         session = Session(
             session_id=session_id,
@@ -260,8 +253,7 @@ class SessionManager:
         metrics.ACTIVE.set(self.active)
         log.info(
             "session %s (%s) started on %s for %s %s",
-            session_id, task_name, device_id, REQUESTER_NAMES.get(requester_kind, "?"),
-            requester_id,
+            session_id, task_name, device_id, requester_kind, requester_id,
         )
         return session
 
@@ -275,14 +267,12 @@ class SessionManager:
                 return await agent.run(context)
 
         if session.device_gateway != session.origin_gateway:
-            self._send(session.device_gateway, link_pb2.SessionMessage(
-                session_opened=link_pb2.SessionOpened(
-                    session_id=session.session_id,
-                    task_name=session.task_name,
-                    device_id=session.device_id,
-                    requester_id=session.requester_id,
-                    requester_kind=session.requester_kind,
-                )
+            self._send(session.device_gateway, m.SessionOpened(
+                session_id=session.session_id,
+                task_name=session.task_name,
+                device_id=session.device_id,
+                requester_id=session.requester_id,
+                requester_kind=session.requester_kind,
             ))
         if self.store is not None:
             self.store.record_started(SessionRecord(
@@ -291,7 +281,7 @@ class SessionManager:
                 request=session.request,
                 device_id=session.device_id,
                 requester_id=session.requester_id,
-                requester_kind=REQUESTER_NAMES.get(session.requester_kind, ""),
+                requester_kind=session.requester_kind,
                 agent=session.agent_name,
                 replica_id=self.replica_id,
                 state=RUNNING,
@@ -304,11 +294,11 @@ class SessionManager:
     def _deliver(self, session: Session, frame: dict[str, Any]) -> bool:
         device = self.presence.device(session.device_id)
         gateway = device.gateway_id if device is not None else session.device_gateway
-        return self._send(gateway, link_pb2.SessionMessage(device_frame=link_pb2.DeviceFrame(
+        return self._send(gateway, m.DeviceFrame(
             device_id=session.device_id,
             session_id=session.session_id,
             frame_json=frames.dumps(frame),
-        )))
+        ))
 
     # ------------------------------------------------------------------ inputs
 
@@ -347,16 +337,16 @@ class SessionManager:
                 self._finish(session, Outcome(None, f"Session cancelled: {reason}"))
         return session
 
-    def client_offline(self, client_id: str, kind: str) -> None:
+    def client_offline(self, client_id: str, kind: ClientType) -> None:
         """Cancel what depended on a client that left, with the seed's reasons."""
         for session in list(self.sessions.values()):
             if not session.running:
                 continue
-            if kind == "device" and session.device_id == client_id:
+            if kind == ClientType.DEVICE and session.device_id == client_id:
                 self.cancel(session.session_id, DEVICE_DISCONNECTED)
             elif (
-                kind == "constellation"
-                and session.requester_kind == link_pb2.REQUESTER_KIND_CONSTELLATION
+                kind == ClientType.CONSTELLATION
+                and session.requester_kind == RequesterKind.CONSTELLATION
                 and session.requester_id == client_id
             ):
                 self.cancel(session.session_id, CONSTELLATION_DISCONNECTED)
@@ -418,21 +408,20 @@ class SessionManager:
         self.prune_memory()
 
     def _notify_gateways(self, session: Session) -> None:
-        silent = session.cancel_reason == CONSTELLATION_DISCONNECTED
-        notify_requester = not silent and session.requester_kind in SOCKET_REQUESTERS
-        notify_device = not silent and session.requester_kind != link_pb2.REQUESTER_KIND_DEVICE
+        notify_requester, notify_device = end_audience(session.requester_kind,
+                                                       session.cancel_reason)
         text = frames.dumps(frames.task_end_frame(
             session_id=session.session_id,
             task_name=session.task_name,
-            status=frames.COMPLETED if session.state == COMPLETED else frames.FAILED,
+            status=Status.COMPLETED if session.state == COMPLETED else Status.FAILED,
             result=session.result,
             error=session.error,
         ))
         device = self.presence.device(session.device_id)
         device_gateway = device.gateway_id if device is not None else session.device_gateway
 
-        def ended(requester: bool, device_too: bool) -> link_pb2.SessionMessage:
-            return link_pb2.SessionMessage(task_ended=link_pb2.TaskEnded(
+        def ended(requester: bool, device_too: bool) -> m.TaskEnded:
+            return m.TaskEnded(
                 session_id=session.session_id,
                 requester_id=session.requester_id,
                 requester_kind=session.requester_kind,
@@ -441,7 +430,7 @@ class SessionManager:
                 notify_device=device_too,
                 frame_json=text,
                 active_sessions=self.active,
-            ))
+            )
 
         # Every gateway that holds a route for the session hears of its end, notified or
         # not, so that no route outlives its session.

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from aip_link.messages import TaskSubmit
 from tests.conftest import StackFactory
 from tests.stack import (
     Client,
@@ -117,7 +118,7 @@ async def test_constellation_heartbeat_labelled_device_is_simply_acked(stack: St
     await constellation.send(heartbeat("c1", client_type="device"))
     assert_ack(await constellation.recv())
     # It changed nothing about who c1 is.
-    assert stack.gateway.registry.get("c1").kind == "constellation"  # type: ignore[union-attr]
+    assert stack.gateway.registry.get("c1").client_type == "constellation"  # type: ignore[union-attr]
     await constellation.send(heartbeat("c1", client_type="constellation"))
     assert_ack(await constellation.recv())
     await device.expect_silence(0.2)
@@ -600,7 +601,7 @@ async def test_heartbeat_acked_while_task_submission_is_pending(stack: Stack) ->
     release = asyncio.Event()
 
     def send(message: Any) -> bool:
-        if message.WhichOneof("body") == "task_submit":
+        if isinstance(message, TaskSubmit):
             held.append(message)
 
             async def later() -> None:

@@ -76,7 +76,7 @@ async def test_device_confirmation_is_exactly_a_heartbeat_ok(stack: Stack) -> No
     # One frame, nothing more: the reference device reads exactly one frame.
     await client.expect_silence(0.3)
     conn = stack.gateway.registry.get("dev1")
-    assert conn is not None and conn.kind == "device"
+    assert conn is not None and conn.client_type == "device"
     assert conn.platform == "linux"
     assert conn.device_info == {"os": "Linux", "cpu_count": 2}
     await wait_for(lambda: stack.service.presence.device("dev1") is not None)
@@ -104,7 +104,7 @@ async def test_constellation_registers_with_a_connected_target(stack: Stack) -> 
     assert_confirmation(confirmation)
     await client.expect_silence(0.2)
     conn = stack.gateway.registry.get("c1")
-    assert conn is not None and conn.kind == "constellation" and conn.target_id == "dev1"
+    assert conn is not None and conn.client_type == "constellation" and conn.target_id == "dev1"
     await heartbeat_acked(client, "c1")
     await client.close()
     await device.close()
@@ -114,13 +114,13 @@ async def test_uppercase_enumerations_are_accepted(stack: Stack) -> None:
     device = await Client.connect(stack.ws_url)
     await device.send(register_frame("dev1", "DEVICE", type="REGISTER", status="OK"))
     assert_confirmation(await device.recv())
-    assert stack.gateway.registry.get("dev1").kind == "device"  # type: ignore[union-attr]
+    assert stack.gateway.registry.get("dev1").client_type == "device"  # type: ignore[union-attr]
 
     constellation = await Client.connect(stack.ws_url)
     await constellation.send(register_frame("c1", "Constellation", type="Register",
                                             target_id="dev1"))
     assert_confirmation(await constellation.recv())
-    assert stack.gateway.registry.get("c1").kind == "constellation"  # type: ignore[union-attr]
+    assert stack.gateway.registry.get("c1").client_type == "constellation"  # type: ignore[union-attr]
     await heartbeat_acked(device, "dev1")
     await device.close()
     await constellation.close()
@@ -148,7 +148,7 @@ async def test_absent_client_type_means_device(stack: Stack) -> None:
     await client.send(frame)
     assert_confirmation(await client.recv())
     conn = stack.gateway.registry.get("dev1")
-    assert conn is not None and conn.kind == "device"
+    assert conn is not None and conn.client_type == "device"
     # ...so a constellation can target it.
     constellation = await register_constellation(stack.ws_url, "c1", "dev1")
     await client.close()
@@ -161,7 +161,7 @@ async def test_minimal_register_frame_is_accepted(stack: Stack) -> None:
     await client.send({"type": "register", "client_id": "dev1"})
     assert_confirmation(await client.recv())
     conn = stack.gateway.registry.get("dev1")
-    assert conn is not None and conn.kind == "device" and conn.platform == "windows"
+    assert conn is not None and conn.client_type == "device" and conn.platform == "windows"
     await client.close()
 
 

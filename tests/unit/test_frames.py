@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
+from aip_wire.vocab import CLIENT_MESSAGE_TYPES, ClientType, Status
 
 SERVER_TYPES = {
     "heartbeat",
@@ -432,8 +433,8 @@ def test_module_constants_match_the_spec() -> None:
             "register", "heartbeat", "task", "command_results", "task_end", "error",
             "device_info_request", "device_info_response",
         }
-    ) == frames.CLIENT_TYPES
-    assert frozenset({"device", "constellation"}) == frames.CLIENT_KINDS
-    for status in (frames.CONTINUE, frames.COMPLETED, frames.FAILED, frames.OK,
-                   frames.STATUS_ERROR):
+    ) == CLIENT_MESSAGE_TYPES
+    assert frozenset({"device", "constellation"}) == frozenset(ClientType)
+    for status in (Status.CONTINUE, Status.COMPLETED, Status.FAILED, Status.OK,
+                   Status.ERROR):
         assert status in STATUSES

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
+from aip_wire.vocab import CLIENT_MESSAGE_TYPES, ClientType
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.registry import Connection
@@ -44,7 +44,7 @@ SMALL_FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-CLIENT_TYPE_NAMES = sorted(frames.CLIENT_TYPES)
+CLIENT_TYPE_NAMES = sorted(CLIENT_MESSAGE_TYPES)
 INT64 = (-(2**63), 2**63 - 1)
 
 # ------------------------------------------------------------------------- strategies
@@ -274,7 +274,7 @@ def test_parse_random_case_enums(kind: str, status: str, client_type: str | None
         {"type": kind, "status": status, "client_type": client_type}
     ))
     assert frame.type == kind.strip().lower()
-    assert frame.type in frames.CLIENT_TYPES
+    assert frame.type in CLIENT_MESSAGE_TYPES
     assert frame.status == status.strip().lower()
     assert frame.client_type == (client_type.strip().lower() if client_type else None)
 
@@ -328,11 +328,11 @@ def test_check_registration_only_refuses(data: str, connected: set[str]) -> None
         return
     assert frame.type == "register"
     assert reg.client_id.strip()
-    assert reg.kind in frames.CLIENT_KINDS
+    assert reg.client_type in frozenset(ClientType)
     assert isinstance(reg.platform, str) and reg.platform
     assert isinstance(reg.device_info, dict)
     if reg.target_id is not None:
-        assert reg.kind == "constellation"
+        assert reg.client_type == "constellation"
         assert reg.target_id in connected
 
 
@@ -390,7 +390,7 @@ def expected_types(data: str | bytes, conn_kind: str, conn_id: str,
         return None
     except Exception:  # a parser bug: the router must still answer with one error frame
         return None
-    if frame.type not in frames.CLIENT_TYPES:
+    if frame.type not in CLIENT_MESSAGE_TYPES:
         return ["error"]
     if pin_identity(frame, conn_id, conn_kind) is not None:
         return ["error"]
@@ -467,7 +467,7 @@ def run_router(data: str | bytes, as_constellation: bool, target: str | None) ->
     parsed = parse_client_frame(data)
     if expected == ["error"] and parsed.type == "task" and parsed.session_id is not None:
         assert sent[0]["session_id"] == parsed.session_id
-    if parsed.type not in frames.CLIENT_TYPES:
+    if parsed.type not in CLIENT_MESSAGE_TYPES:
         assert sent[0]["error"] == f"Unknown message type '{parsed.type}'"
     if expected == ["device_info_response"]:
         answer = sent[0]

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from aip_wire import frames
 from aip_wire.frames import parse_client_frame
+from aip_wire.vocab import CLIENT_MESSAGE_TYPES
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.registry import Connection
@@ -40,7 +40,7 @@ BATCH = 50
 
 SERVER_TYPES = {"heartbeat", "task", "command", "task_end", "error", "device_info_request",
                 "device_info_response"}
-CLIENT_TYPES = sorted(frames.CLIENT_TYPES)
+CLIENT_TYPES = sorted(CLIENT_MESSAGE_TYPES)
 ALPHABET = string.printable + "éü漢字\u0000\u2028\U0001f600"
 FIELDS = ["type", "status", "client_type", "client_id", "session_id", "task_name",
           "target_id", "request", "action_results", "timestamp", "request_id",

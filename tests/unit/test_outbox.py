@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from aip_wire.vocab import ClientType
 from gateway_service.registry import ClientRegistry, Connection, Outbox
 
 
@@ -166,7 +167,8 @@ def test_put_needs_a_running_loop() -> None:
 
 def make_conn(client_id: str, kind: str = "device", sink: Sink | None = None) -> Connection:
     return Connection(
-        client_id=client_id, kind=kind, platform="linux", target_id=None, device_info={},
+        client_id=client_id, client_type=ClientType(kind), platform="linux", target_id=None,
+        device_info={},
         outbox=Outbox(sink or Sink(), limit=10, on_overflow=Counter()),
         close=lambda code, reason: None,
     )

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from aip_grpc import link_pb2
+from aip_link import codec
+from aip_link.messages import ClientOnline
+from aip_wire.vocab import ClientType
 from session_service.presence import ClientRecord, Presence
 
 
 def rec(client_id: str, gateway_id: str = "gw1", kind: str = "device",
         info: dict | None = None) -> ClientRecord:
-    return ClientRecord(client_id=client_id, kind=kind, platform="linux",
+    return ClientRecord(client_id=client_id, client_type=ClientType(kind), platform="linux",
                         device_info=info or {}, gateway_id=gateway_id)
+
+
+def from_proto(presence: link_pb2.ClientPresence) -> ClientRecord:
+    """A presence as the link brings it: through the codec, into a record."""
+    batch = link_pb2.GatewayBatch(messages=[
+        link_pb2.GatewayMessage(client_online=link_pb2.ClientOnline(client=presence))
+    ])
+    (message,) = codec.decode_gateway_batch(batch)
+    assert isinstance(message, ClientOnline)
+    return ClientRecord.of(message.client)
 
 
 def test_online_get_device_devices() -> None:
@@ -107,8 +120,9 @@ def test_record_from_proto() -> None:
         client_id="dev1", kind=link_pb2.CLIENT_KIND_DEVICE, platform="linux",
         device_info_json=b'{"os":"Linux"}', gateway_id="gw1",
     )
-    assert ClientRecord.from_proto(message) == ClientRecord(
-        client_id="dev1", kind="device", platform="linux", device_info={"os": "Linux"},
+    assert from_proto(message) == ClientRecord(
+        client_id="dev1", client_type=ClientType.DEVICE, platform="linux",
+        device_info={"os": "Linux"},
         gateway_id="gw1",
     )
 
@@ -119,6 +133,6 @@ def test_record_from_proto_constellation_and_bad_info() -> None:
             client_id="c1", kind=link_pb2.CLIENT_KIND_CONSTELLATION, platform="windows",
             device_info_json=raw, gateway_id="gw1",
         )
-        record = ClientRecord.from_proto(message)
-        assert record.kind == "constellation"
+        record = from_proto(message)
+        assert record.client_type == "constellation"
         assert record.device_info == {}

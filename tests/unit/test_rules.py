@@ -63,7 +63,7 @@ def test_device_info_of_empty(metadata: dict[str, Any] | None) -> None:
 def test_register_device_defaults() -> None:
     reg = check_registration(frame(type="register", client_id="dev1"), nobody)
     assert reg.client_id == "dev1"
-    assert reg.kind == "device"
+    assert reg.client_type == "device"
     assert reg.platform == "windows"
     assert reg.target_id is None
     assert reg.device_info == {}
@@ -79,7 +79,7 @@ def test_register_device_with_metadata_system_info() -> None:
         ),
         nobody,
     )
-    assert reg.kind == "device"
+    assert reg.client_type == "device"
     assert reg.platform == "linux"
     assert reg.device_info == {"os": "Linux", "cpu": 8}
 
@@ -114,7 +114,7 @@ def test_register_with_case_insensitive_client_type_from_the_wire() -> None:
         '{"type":"REGISTER","client_type":"Constellation","client_id":"c1","status":"OK"}'
     )
     reg = check_registration(parsed, nobody)
-    assert reg.kind == "constellation"
+    assert reg.client_type == "constellation"
 
 
 @pytest.mark.parametrize("kind", ["heartbeat", "task", "command_results", "error", "bogus"])
@@ -155,7 +155,7 @@ def test_register_constellation_with_connected_target() -> None:
         ),
         connected("dev1"),
     )
-    assert reg.kind == "constellation"
+    assert reg.client_type == "constellation"
     assert reg.target_id == "dev1"
     assert reg.platform == "linux"
     assert reg.device_info == {}
@@ -179,7 +179,7 @@ def test_register_constellation_without_target(target: str | None) -> None:
         frame(type="register", client_type="constellation", client_id="c1", target_id=target),
         nobody,
     )
-    assert reg.kind == "constellation"
+    assert reg.client_type == "constellation"
     assert reg.target_id is None
 
 

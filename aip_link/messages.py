@@ -1,0 +1,173 @@
+"""What crosses the link, as the services speak it: one frozen dataclass per message.
+
+Field names and meanings follow ``protos/aip_grpc/link.proto``; enumerations are the
+project's own (:mod:`aip_wire.vocab`), JSON documents are Python values, and AIP frames
+that pass through unchanged are bytes. Nothing here knows protobuf: only
+:mod:`aip_link.codec` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aip_wire.vocab import CancelReason, ClientType, RejectionCode, RequesterKind
+
+# ---------------------------------------------------------------- gateway -> session
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPresence:
+    """One registered client as every replica knows it."""
+
+    client_id: str
+    client_type: ClientType
+    platform: str
+    device_info: dict[str, Any]
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message on every (re)connected link: the gateway's full presence."""
+
+    gateway_id: str
+    clients: tuple[ClientPresence, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOnline:
+    client: ClientPresence
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOffline:
+    client_id: str
+    client_type: ClientType
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSubmit:
+    """Start a session; answered by :class:`TaskAccepted` or :class:`TaskRejected`."""
+
+    submit_id: int
+    session_id: str
+    task_name: str
+    request: str
+    requester_id: str
+    requester_kind: RequesterKind
+    device_id: str
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResults:
+    """A device's ``command_results`` frame, as it sent it, for the session's replica.
+
+    ``device_id`` is the identity bound to the socket it came from; ``response_id`` the
+    command it answers (the frame's ``prev_response_id``).
+    """
+
+    session_id: str
+    device_id: str
+    response_id: str
+    frame_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSession:
+    session_id: str
+    reason: str = CancelReason.REQUESTED
+    requester_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfoUpdate:
+    device_id: str
+    device_info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int
+
+
+# ---------------------------------------------------------------- session -> gateway
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The replica's answer to :class:`Hello`."""
+
+    replica_id: str
+    active_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAccepted:
+    submit_id: int
+    session_id: str
+    active_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRejected:
+    submit_id: int
+    session_id: str
+    error: str
+    code: RejectionCode
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    """A session another gateway (or a backend) started runs on a device of this
+    gateway: route the device's results to the replica that sent this."""
+
+    session_id: str
+    task_name: str
+    device_id: str
+    requester_id: str
+    requester_kind: RequesterKind
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFrame:
+    """An AIP frame (a command) for one device, ready to write to its socket."""
+
+    device_id: str
+    session_id: str
+    frame_json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnded:
+    """A session ended; ``frame_json`` is its ``task_end`` frame.
+
+    ``notify_requester`` and ``notify_device`` say who of those this gateway holds must
+    hear it (see :func:`aip_wire.vocab.end_audience`).
+    """
+
+    session_id: str
+    requester_id: str
+    requester_kind: RequesterKind
+    device_id: str
+    notify_requester: bool
+    notify_device: bool
+    frame_json: bytes
+    active_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    nonce: int
+    active_sessions: int
+
+
+GatewayMessage = (
+    Hello | ClientOnline | ClientOffline | TaskSubmit | CommandResults | CancelSession
+    | DeviceInfoUpdate | Ping
+)
+SessionMessage = (
+    Welcome | TaskAccepted | TaskRejected | SessionOpened | DeviceFrame | TaskEnded | Pong
+)
