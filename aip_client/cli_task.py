@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aip_client.constellation import ConstellationClient, DeviceInfoError, TaskRefused
 from aip_client.device import RegistrationRefused
+from aip_wire.vocab import ClientType, ResultStatus
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 DEFAULT_SESSION_SERVICE = "127.0.0.1:50051"
@@ -248,8 +249,8 @@ class Progress:
             if not isinstance(result, dict):
                 continue
             status = str(result.get("status"))
-            mark = (self._paint("✓", "32") if status == "success"
-                    else self._paint("✗", "31") if status == "failure" else "·")
+            mark = (self._paint("✓", "32") if status == ResultStatus.SUCCESS
+                    else self._paint("✗", "31") if status == ResultStatus.FAILURE else "·")
             tool = planned[index].get("tool_name") if index < len(planned) else None
             name = f"{tool} " if tool and len(results) > 1 else ""
             detail = f": {result['error']}" if result.get("error") else ""
@@ -498,7 +499,8 @@ def _devices_http(args: argparse.Namespace) -> list[dict[str, Any]]:
         body = json.loads(response.read())
     return [{"device_id": c.get("client_id"), "platform": c.get("platform"),
              "active_sessions": None, "gateway_id": None, "device_info": None}
-            for c in body.get("clients", []) if c.get("client_type", "device") == "device"]
+            for c in body.get("clients", [])
+            if c.get("client_type", ClientType.DEVICE) == ClientType.DEVICE]
 
 
 async def list_devices(args: argparse.Namespace) -> int:

@@ -34,12 +34,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from aip_client import wire
 from aip_client.tools import ToolRegistry, builtin_registry, platform_name, system_info
-from aip_wire.vocab import ClientType, MessageType, ResultStatus, Status
+from aip_wire.vocab import ClientType, CloseCode, MessageType, ResultStatus, Status
 
 log = logging.getLogger("aip.client.device")
 
 #: Close code a server uses when a newer connection with the same client_id took over.
-CLOSE_TAKEN_OVER = 4000
 MAX_UNSENT_RESULTS = 256
 
 Metadata = dict[str, Any] | Callable[[], dict[str, Any]]
@@ -229,7 +228,7 @@ class DeviceClient:
                 self.registered.clear()
             if self._stopping.is_set():
                 break
-            if close_code == CLOSE_TAKEN_OVER:
+            if close_code == CloseCode.REPLACED:
                 log.warning("[%s] another connection with this client_id took over",
                             self.client_id)
                 if self.stop_on_takeover:

@@ -131,7 +131,7 @@ def _action(value: Any) -> dict[str, Any] | None:
         parameters = {}
     if not isinstance(parameters, dict):
         return None
-    tool_type = _lower(value.get("tool_type")) or "action"
+    tool_type = _lower(value.get("tool_type")) or ToolType.ACTION
     if tool_type not in frozenset(ToolType):
         return None
     call_id = value.get("call_id")

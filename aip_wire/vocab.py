@@ -156,9 +156,9 @@ def end_audience(
     """Who hears a session's ``task_end``: ``(requester, device)``.
 
     The requester hears it when it holds a socket; the device hears it when someone else
-    asked (a device that asked for itself hears it once, as the requester). Nobody does
-    when the session ended because its constellation left: there is no one to tell, and
-    the device must not learn of a task it was never told about as ended.
+    asked (a device that asked for itself hears it once, as the requester). Nobody hears
+    it when the session was cancelled because its constellation left, as in the
+    reference server: the requester is gone and the device's work was abandoned.
     """
     if cancel_reason == CancelReason.CONSTELLATION_DISCONNECTED:
         return False, False
