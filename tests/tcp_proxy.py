@@ -28,6 +28,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Cleared while frozen: connections stay open but nothing crosses them.
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @classmethod
     def to(cls, address: str) -> TcpProxy:
@@ -67,6 +70,14 @@ class TcpProxy:
     def restore(self) -> None:
         """Forward new connections again."""
         self.is_cut = False
+
+    def freeze(self) -> None:
+        """A partition: every connection stays open, and nothing more crosses any of
+        them, in either direction, until :meth:`thaw`. No reset, no FIN."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     @property
     def open_connections(self) -> int:
@@ -120,7 +131,12 @@ class TcpProxy:
         pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
     ) -> None:
         try:
-            while data := await reader.read(CHUNK):
+            while True:
+                await self._flowing.wait()
+                data = await reader.read(CHUNK)
+                if not data:
+                    break
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
             # An orderly end on one side is passed on as an orderly end.
