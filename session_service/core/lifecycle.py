@@ -38,10 +38,6 @@ class Phase(Enum):
     def public_state(self) -> SessionState:
         return _PUBLIC[self]
 
-    @property
-    def ended(self) -> bool:
-        return self in _ENDED
-
 
 _PUBLIC = {
     Phase.PENDING: SessionState.RUNNING,
@@ -51,7 +47,6 @@ _PUBLIC = {
     Phase.FAILED: SessionState.FAILED,
     Phase.CANCELLED: SessionState.CANCELLED,
 }
-_ENDED = frozenset({Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED})
 
 
 class IllegalTransition(RuntimeError):
