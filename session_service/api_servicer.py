@@ -2,7 +2,8 @@
 
 A session this replica holds in memory is answered from memory; any other is looked up in
 the session store (in a worker thread), so records outlive the requester, the memory
-retention and the process.
+retention and the process. The standard health service and reflection are set up here
+too, since they are what probes and tools see of the replica.
 """
 
 from __future__ import annotations
@@ -11,126 +12,45 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
-from aip_wire.frames import dumps
 from aip_wire.names import sanitize_task_name
-from aip_wire.vocab import RejectionCode, RequesterKind
-from session_service.presence import ClientRecord, Presence
-from session_service.sessions import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    RUNNING,
-    CommandEntry,
-    Session,
-    SessionManager,
-    SessionRejected,
-    Update,
+from aip_wire.vocab import CancelReason, RequesterKind
+from session_service.api_views import (
+    detailed_info,
+    device_of,
+    session_info,
+    snapshot,
+    status_code,
+    stored_info,
+    update_of,
 )
-from session_service.store import CommandRecord, SessionRecord, SessionStore
+from session_service.core.decisions import SessionRejected
+from session_service.core.manager import SessionManager
+from session_service.core.session import Session, Update, UpdateKind
+from session_service.presence import ClientRecord, Presence
+from session_service.records import SessionRecord
+from session_service.store import SessionStore
 
 log = logging.getLogger("aip.session.api")
 T = TypeVar("T")
 
-STATES = {
-    RUNNING: session_api_pb2.SESSION_STATE_RUNNING,
-    COMPLETED: session_api_pb2.SESSION_STATE_COMPLETED,
-    FAILED: session_api_pb2.SESSION_STATE_FAILED,
-    CANCELLED: session_api_pb2.SESSION_STATE_CANCELLED,
-}
-REJECTION_CODES = {
-    RejectionCode.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-    RejectionCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    RejectionCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    RejectionCode.DRAINING: grpc.StatusCode.UNAVAILABLE,
-    RejectionCode.LIMIT: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
-STORED_STATES = {**STATES, "": session_api_pb2.SESSION_STATE_UNSPECIFIED}
-
-
-def session_info(session: Session, replica_id: str) -> session_api_pb2.SessionInfo:
-    return session_api_pb2.SessionInfo(
-        session_id=session.session_id,
-        task_name=session.task_name,
-        device_id=session.device_id,
-        requester_id=session.requester_id,
-        requester_kind=session.requester_kind,
-        state=STATES[session.state],
-        result_json="" if session.running else dumps(session.result).decode(),
-        error=session.error or "",
-        cancel_reason=session.cancel_reason or "",
-        created_at=session.created_at,
-        ended_at=session.ended_at or 0.0,
-        steps_done=session.steps_done,
-        steps_total=session.steps_total,
-        replica_id=replica_id,
-    )
-
-
-def _json_or_empty(value: Any) -> str:
-    return dumps(value).decode() if value is not None else ""
-
-
-def live_commands(entries: list[CommandEntry]) -> list[session_api_pb2.CommandRecord]:
-    return [session_api_pb2.CommandRecord(
-        seq=entry.seq,
-        response_id=entry.response_id,
-        actions_json=_json_or_empty(entry.actions),
-        sent_at=entry.sent_at,
-        status=entry.status,
-        results_json=_json_or_empty(entry.results),
-        received_at=entry.received_at or 0.0,
-    ) for entry in entries]
-
-
-def stored_commands(records: list[CommandRecord]) -> list[session_api_pb2.CommandRecord]:
-    return [session_api_pb2.CommandRecord(
-        seq=record.seq,
-        response_id=record.response_id,
-        actions_json=record.actions_json,
-        sent_at=record.sent_at,
-        status=record.status,
-        results_json=record.results_json or "",
-        received_at=record.received_at or 0.0,
-    ) for record in records]
-
-
-def stored_info(record: SessionRecord, detailed: bool = False) -> session_api_pb2.SessionInfo:
-    """A stored session; ``detailed`` adds the request and the command log."""
-    info = session_api_pb2.SessionInfo(
-        session_id=record.session_id,
-        task_name=record.task_name,
-        device_id=record.device_id,
-        requester_id=record.requester_id,
-        requester_kind=record.requester_kind,
-        state=STORED_STATES.get(record.state, session_api_pb2.SESSION_STATE_UNSPECIFIED),
-        result_json=record.result_json or "" if record.state != RUNNING else "",
-        error=record.error or "",
-        cancel_reason=record.cancel_reason or "",
-        created_at=record.created_at,
-        ended_at=record.ended_at or 0.0,
-        steps_done=record.steps_done,
-        steps_total=record.steps_total,
-        replica_id=record.replica_id,
-        stored=True,
-    )
-    if detailed:
-        info.request = record.request
-        info.commands.extend(stored_commands(record.commands))
-    return info
+#: The full name of the service, for health checks and reflection.
+SERVICE_NAME: str = session_api_pb2.DESCRIPTOR.services_by_name["SessionApi"].full_name
 
 
 def _past_updates(session: Session) -> list[Update]:
     """The session's commands so far as the updates a watcher would have seen."""
     updates = []
     for entry in session.commands:
-        updates.append(Update("command_sent", entry.response_id, entry.actions))
+        updates.append(Update(UpdateKind.COMMAND_SENT, entry.response_id, entry.actions))
         if entry.received_at is not None:
-            updates.append(Update("results_received", entry.response_id, entry.results))
+            updates.append(Update(UpdateKind.RESULTS_RECEIVED, entry.response_id, entry.results))
     return updates
 
 
@@ -146,10 +66,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         return session_info(session, self.replica_id)
 
     def _detailed(self, session: Session) -> session_api_pb2.SessionInfo:
-        info = self._info(session)
-        info.request = session.request
-        info.commands.extend(live_commands(session.commands))
-        return info
+        return detailed_info(session, self.replica_id)
 
     async def _read(self, context: grpc.aio.ServicerContext,
                     read: Callable[[SessionStore], T]) -> T | None:
@@ -191,17 +108,12 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 origin_gateway="",
             )
         except SessionRejected as exc:
-            await context.abort(REJECTION_CODES.get(exc.code, grpc.StatusCode.ABORTED), str(exc))
+            await context.abort(status_code(exc.code), str(exc))
         self.manager.start(session)
         return self._info(session)
 
     def _update(self, session: Session, update: Update) -> session_api_pb2.SessionUpdate:
-        return session_api_pb2.SessionUpdate(
-            kind=update.kind,
-            session=self._info(session),
-            response_id=update.response_id,
-            detail_json=dumps(update.detail).decode() if update.detail is not None else "",
-        )
+        return update_of(session, update, self.replica_id)
 
     async def WatchSession(
         self, request: session_api_pb2.WatchSessionRequest, context: grpc.aio.ServicerContext
@@ -209,10 +121,10 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         session = self.manager.sessions.get(request.session_id)
         if session is None:
             record = await self._stored(request.session_id, context)
-            yield session_api_pb2.SessionUpdate(kind="ended", session=stored_info(record))
+            yield snapshot(UpdateKind.ENDED, stored_info(record))
             return
         if not session.running:  # its command log is in GetSession
-            yield session_api_pb2.SessionUpdate(kind="ended", session=self._info(session))
+            yield snapshot(UpdateKind.ENDED, self._info(session))
             return
         queue: asyncio.Queue[Update] = asyncio.Queue()
         session.watchers.add(queue)
@@ -220,13 +132,13 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         # replay or in the queue, never in both.
         past = _past_updates(session)
         try:
-            yield session_api_pb2.SessionUpdate(kind="watching", session=self._info(session))
+            yield snapshot(UpdateKind.WATCHING, self._info(session))
             for update in past:
                 yield self._update(session, update)
             while True:
                 update = await queue.get()
                 yield self._update(session, update)
-                if update.kind == "ended":
+                if update.kind is UpdateKind.ENDED:
                     return
         finally:
             session.watchers.discard(queue)
@@ -278,7 +190,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         session = self.manager.sessions.get(request.session_id)
         if session is None:  # ended long ago, maybe in another process: nothing to cancel
             return stored_info(await self._stored(request.session_id, context))
-        self.manager.cancel(session.session_id, request.reason or "requested")
+        self.manager.cancel(session.session_id, request.reason or CancelReason.REQUESTED)
         try:
             await asyncio.wait_for(session.ended.wait(), timeout=5.0)
         except TimeoutError:
@@ -286,13 +198,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         return self._info(session)
 
     def _device(self, record: ClientRecord) -> session_api_pb2.Device:
-        return session_api_pb2.Device(
-            device_id=record.client_id,
-            platform=record.platform,
-            gateway_id=record.gateway_id,
-            device_info_json=dumps(record.device_info).decode(),
-            active_sessions=self.manager.active_on(record.client_id),
-        )
+        return device_of(record, self.manager.active_on(record.client_id))
 
     async def ListDevices(
         self, request: session_api_pb2.ListDevicesRequest, context: grpc.aio.ServicerContext
@@ -311,3 +217,28 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
             )
         assert record is not None
         return self._device(record)
+
+
+def add_to_server(servicer: SessionApiServicer, server: grpc.aio.Server) -> None:
+    session_api_pb2_grpc.add_SessionApiServicer_to_server(servicer, server)
+
+
+class Health:
+    """The standard health service and reflection for ``service_names``; part of the
+    public surface because backends and orchestrators probe it."""
+
+    def __init__(self, server: grpc.aio.Server, service_names: tuple[str, ...]) -> None:
+        self.service_names = service_names
+        self._servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
+        reflection.enable_server_reflection(
+            (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
+    async def serving(self) -> None:
+        for name in ("", *self.service_names):
+            await self._servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Every service NOT_SERVING from now on, whatever is set later."""
+        await self._servicer.enter_graceful_shutdown()

@@ -12,17 +12,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from aip_wire.vocab import CommandStatus, ResultStatus
+
 log = logging.getLogger("aip.session.dispatcher")
 
-RESULT_STATUSES = frozenset({"success", "failure", "skipped", "none"})
-#: How a command went, as the command log records it.
-ANSWERED = "answered"
-TIMEOUT = "timeout"
-UNDELIVERABLE = "undeliverable"
+_RESULT_STATUSES = frozenset(ResultStatus)
 
 
 def failure(call_id: str | None, error: str) -> dict[str, Any]:
-    return {"status": "failure", "error": error, "result": None, "namespace": None,
+    return {"status": ResultStatus.FAILURE, "error": error, "result": None, "namespace": None,
             "call_id": call_id}
 
 
@@ -40,9 +38,9 @@ def normalize_results(raw: Any, call_ids: list[str]) -> list[dict[str, Any]]:
             results.append(failure(None, f"malformed result from the device: {item!r:.200}"))
             continue
         status = item.get("status")
-        status = status.lower() if isinstance(status, str) else "none"
+        status = status.lower() if isinstance(status, str) else ResultStatus.NONE
         results.append({
-            "status": status if status in RESULT_STATUSES else "none",
+            "status": status if status in _RESULT_STATUSES else ResultStatus.NONE,
             "error": item.get("error"),
             "result": item.get("result"),
             "namespace": item.get("namespace"),
@@ -87,7 +85,7 @@ class CommandDispatcher:
 
     async def execute_detailed(
         self, frame: dict[str, Any], call_ids: list[str], timeout: float
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[list[dict[str, Any]], CommandStatus]:
         """Like :meth:`execute`, also saying how the command went, for the command log:
         ``answered``, ``timeout`` or ``undeliverable``."""
         response_id: str = frame["response_id"]
@@ -97,7 +95,7 @@ class CommandDispatcher:
         try:
             if not self._deliver(frame):
                 return [failure(call_id, "the device is not reachable")
-                        for call_id in call_ids], UNDELIVERABLE
+                        for call_id in call_ids], CommandStatus.UNDELIVERABLE
             # A timer rather than asyncio.wait_for, which costs a task per command.
             timer = loop.call_later(timeout, _expire, future)
             try:
@@ -112,8 +110,8 @@ class CommandDispatcher:
                 return [
                     failure(call_id, f"no result from the device within {timeout:g}s")
                     for call_id in call_ids
-                ], TIMEOUT
-            return normalize_results(raw, call_ids), ANSWERED
+                ], CommandStatus.TIMEOUT
+            return normalize_results(raw, call_ids), CommandStatus.ANSWERED
         finally:
             self._pending.pop(response_id, None)
 

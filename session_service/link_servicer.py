@@ -4,7 +4,9 @@ Each stream's reader decodes what the gateway says (:mod:`aip_link.codec`) and h
 through a dispatch table to the presence table and the session manager; its writer
 drains a :class:`GatewayPeer`'s queue into one batch per stream message. When a
 gateway's link ends, its clients count as disconnected after a grace period, unless the
-gateway comes back first.
+gateway comes back first. :class:`LinkHub` is the session manager's
+:class:`~session_service.core.ports.GatewayPort`: the manager says what it means (open,
+command, end) and the hub turns it into :mod:`aip_link.messages` on the right queue.
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ from typing import Any
 import grpc
 import orjson
 
-from aip_grpc import link_pb2_grpc
+from aip_grpc import link_pb2, link_pb2_grpc
 from aip_link import codec
 from aip_link import messages as m
 from aip_link.batching import BatchQueue
 from aip_link.dispatch import Inbound
+from aip_wire.vocab import CancelReason
 from session_service import metrics
+from session_service.core.decisions import SessionRejected
+from session_service.core.manager import SessionManager
+from session_service.core.session import Session
 from session_service.presence import ClientRecord, Presence
-from session_service.sessions import SessionManager, SessionRejected
 
 log = logging.getLogger("aip.session.link")
+
+#: The full name of the service, for health checks and reflection.
+SERVICE_NAME: str = link_pb2.DESCRIPTOR.services_by_name["GatewayLink"].full_name
 
 
 class GatewayPeer:
@@ -43,7 +51,8 @@ class GatewayPeer:
 
 
 class LinkHub:
-    """The open gateway links of this replica, by gateway id."""
+    """The open gateway links of this replica, by gateway id; the manager's
+    :class:`~session_service.core.ports.GatewayPort`."""
 
     def __init__(self) -> None:
         self.peers: dict[str, GatewayPeer] = {}
@@ -51,6 +60,34 @@ class LinkHub:
     def send(self, gateway_id: str, message: m.SessionMessage) -> bool:
         peer = self.peers.get(gateway_id)
         return peer.send(message) if peer is not None else False
+
+    def open_session(self, gateway_id: str, session: Session) -> bool:
+        return self.send(gateway_id, m.SessionOpened(
+            session_id=session.session_id,
+            task_name=session.task_name,
+            device_id=session.device_id,
+            requester_id=session.requester_id,
+            requester_kind=session.requester_kind,
+        ))
+
+    def send_command(self, gateway_id: str, device_id: str, session_id: str,
+                     frame_json: bytes) -> bool:
+        return self.send(gateway_id, m.DeviceFrame(
+            device_id=device_id, session_id=session_id, frame_json=frame_json,
+        ))
+
+    def end_session(self, gateway_id: str, session: Session, *, notify_requester: bool,
+                    notify_device: bool, frame_json: bytes, active_sessions: int) -> bool:
+        return self.send(gateway_id, m.TaskEnded(
+            session_id=session.session_id,
+            requester_id=session.requester_id,
+            requester_kind=session.requester_kind,
+            device_id=session.device_id,
+            notify_requester=notify_requester,
+            notify_device=notify_device,
+            frame_json=frame_json,
+            active_sessions=active_sessions,
+        ))
 
 
 def action_results_of(frame_json: bytes) -> Any:
@@ -171,7 +208,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             m.ClientOnline: lambda body: presence.online(ClientRecord.of(body.client)),
             m.ClientOffline: client_offline,
             m.CancelSession: lambda body: manager.cancel(body.session_id,
-                                                         body.reason or "requested"),
+                                                         body.reason or CancelReason.REQUESTED),
             m.DeviceInfoUpdate: lambda body: presence.update_info(body.device_id,
                                                                   body.device_info),
             m.Ping: ping,
@@ -212,3 +249,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         # The acceptance is queued before the agent can queue its first command.
         peer.send(m.TaskAccepted(body.submit_id, body.session_id, self.manager.active))
         self.manager.start(session)
+
+
+def add_to_server(servicer: GatewayLinkServicer, server: grpc.aio.Server) -> None:
+    link_pb2_grpc.add_GatewayLinkServicer_to_server(servicer, server)

@@ -15,25 +15,21 @@ import logging
 import time
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from aip_grpc import link_pb2, link_pb2_grpc, session_api_pb2, session_api_pb2_grpc
 from aip_link.channel import SERVER_OPTIONS
-from session_service.api_servicer import SessionApiServicer
+from aip_wire.vocab import CancelReason
+from session_service import api_servicer, link_servicer
+from session_service.api_servicer import Health, SessionApiServicer
+from session_service.core.manager import SessionManager
 from session_service.link_servicer import GatewayLinkServicer, LinkHub
 from session_service.presence import Presence
 from session_service.security import TokenInterceptor, server_credentials
-from session_service.sessions import REPLICA_SHUTDOWN, SessionManager
 from session_service.settings import SessionSettings
 from session_service.store import SessionStore
 
 log = logging.getLogger("aip.session.server")
 
-SERVICE_NAMES = (
-    link_pb2.DESCRIPTOR.services_by_name["GatewayLink"].full_name,
-    session_api_pb2.DESCRIPTOR.services_by_name["SessionApi"].full_name,
-)
+SERVICE_NAMES = (link_servicer.SERVICE_NAME, api_servicer.SERVICE_NAME)
 
 
 class SessionService:
@@ -46,27 +42,23 @@ class SessionService:
         self.store = SessionStore(settings.store_path, settings.replica_id,
                                   settings.store_commit_interval) \
             if settings.store_path else None
-        self.manager = SessionManager(settings, self.presence, self.hub.send, self.store)
+        self.manager = SessionManager(settings, self.presence, self.hub, self.store)
         interceptors = [TokenInterceptor(settings.auth_token)] if settings.auth_token else []
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
-        self.health = health.aio.HealthServicer()
         self.port = 0
         self._pruner: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._skip_drain = asyncio.Event()
-        link_pb2_grpc.add_GatewayLinkServicer_to_server(
+        link_servicer.add_to_server(
             GatewayLinkServicer(settings.replica_id, self.hub, self.presence, self.manager,
                                 settings.gateway_grace),
             self.server,
         )
-        session_api_pb2_grpc.add_SessionApiServicer_to_server(
+        api_servicer.add_to_server(
             SessionApiServicer(settings.replica_id, self.manager, self.presence, self.store),
             self.server,
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        self.health = Health(self.server, SERVICE_NAMES)
 
     async def start(self) -> int:
         if self.store is not None:
@@ -89,8 +81,7 @@ class SessionService:
         if not self.port:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await self.server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.serving()
         log.info("session service %s listening on %s:%d", self.settings.replica_id,
                  self.settings.host, self.port)
         return self.port
@@ -126,8 +117,9 @@ class SessionService:
             drain_timeout, lambda: bool(self.hub.peers) and not self._skip_drain.is_set()
         )
         if left:
-            log.warning("cancelling %d session(s) still running: %s", left, REPLICA_SHUTDOWN)
-        await self.manager.shutdown(REPLICA_SHUTDOWN)
+            log.warning("cancelling %d session(s) still running: %s", left,
+                        CancelReason.REPLICA_SHUTDOWN)
+        await self.manager.shutdown(CancelReason.REPLICA_SHUTDOWN)
         for peer in self.hub.peers.values():
             peer.close()
         if self._pruner is not None:

@@ -8,7 +8,8 @@ times a second rather than once per command: each wake-up of that thread takes t
 from the event loop, which showed as a third of the replica's CPU in profiles of a
 single session's round trips. Reads (a session no longer in memory) are blocking and
 meant for ``asyncio.to_thread``. A failing write is logged and counted; it never reaches
-a session.
+a session. The ``record_*`` methods are the manager's
+:class:`~session_service.core.ports.RecordSink`.
 
 At :meth:`SessionStore.open`, sessions still ``running`` in the file whose replica is dead
 (see :mod:`session_service.store_owners`) are marked ``failed`` with the cancel reason
@@ -24,17 +25,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aip_wire.frames import dumps
+from aip_wire.vocab import CancelReason
 from session_service import metrics
+from session_service.records import CommandRecord, SessionRecord
 from session_service.store_owners import OwnerLocks
 
 log = logging.getLogger("aip.session.store")
 
 MEMORY = ":memory:"
-REPLICA_RESTARTED = "replica_restarted"
 #: Most queued operations applied in one transaction.
 MAX_BATCH = 1000
 
@@ -75,42 +76,6 @@ CREATE TABLE IF NOT EXISTS commands (
 ) WITHOUT ROWID;
 PRAGMA user_version = 1;
 """
-
-
-@dataclass(slots=True)
-class CommandRecord:
-    """One command of a session and what came of it; JSON as text."""
-
-    seq: int
-    response_id: str
-    actions_json: str
-    sent_at: float
-    status: str
-    results_json: str | None = None
-    received_at: float | None = None
-
-
-@dataclass(slots=True)
-class SessionRecord:
-    """A session as stored; ``result_json`` is JSON text (``None`` while running)."""
-
-    session_id: str
-    task_name: str
-    request: str
-    device_id: str
-    requester_id: str
-    requester_kind: str
-    agent: str
-    replica_id: str
-    state: str
-    created_at: float
-    result_json: str | None = None
-    error: str | None = None
-    cancel_reason: str | None = None
-    ended_at: float | None = None
-    steps_done: int = 0
-    steps_total: int = 0
-    commands: list[CommandRecord] = field(default_factory=list)
 
 
 _COLUMNS = ("session_id, task_name, request, device_id, requester_id, requester_kind, agent, "
@@ -176,8 +141,8 @@ class SessionStore:
                 cursor = self._db.execute(
                     "UPDATE sessions SET state = 'failed', cancel_reason = ?, error = ?, "
                     "ended_at = ? WHERE instance = ? AND state = 'running'",
-                    (REPLICA_RESTARTED,
-                     f"Session cancelled: {REPLICA_RESTARTED} (the replica running it "
+                    (CancelReason.REPLICA_RESTARTED,
+                     f"Session cancelled: {CancelReason.REPLICA_RESTARTED} (the replica running it "
                      "stopped before it ended)", now, instance),
                 )
                 self._db.execute(
@@ -188,7 +153,7 @@ class SessionStore:
                 recovered += cursor.rowcount
         if recovered:
             log.warning("%d session(s) left running by a dead replica marked failed (%s)",
-                        recovered, REPLICA_RESTARTED)
+                        recovered, CancelReason.REPLICA_RESTARTED)
         return recovered
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from aip_wire.vocab import CancelReason
 from session_service import metrics
-from session_service.store import MEMORY, REPLICA_RESTARTED, SessionRecord, SessionStore
+from session_service.store import MEMORY, SessionRecord, SessionStore
 
 
 def record(session_id: str, *, task_name: str = "t", device_id: str = "dev1",
@@ -176,8 +177,9 @@ def test_sessions_of_a_dead_replica_are_marked_failed_at_open(tmp_path: Path) ->
         try:
             gone = restarted.get("d-run")
             assert gone is not None and gone.state == "failed"
-            assert gone.cancel_reason == REPLICA_RESTARTED and gone.ended_at is not None
-            assert gone.error and REPLICA_RESTARTED in gone.error
+            assert (gone.cancel_reason == CancelReason.REPLICA_RESTARTED
+                    and gone.ended_at is not None)
+            assert gone.error and CancelReason.REPLICA_RESTARTED in gone.error
             assert [c.status for c in gone.commands] == ["unanswered"]
             still = restarted.get("a-run")  # the live replica's session is left alone
             assert still is not None and still.state == "running"

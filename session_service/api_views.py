@@ -1,0 +1,144 @@
+"""The one translation between the service's objects and ``session_api`` messages.
+
+Live sessions, stored records, command logs, updates and devices become protobuf here;
+a :class:`~aip_wire.vocab.RejectionCode` becomes a gRPC status here. Nothing else in the
+public API spells a protobuf field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from aip_grpc import session_api_pb2 as pb
+from aip_wire.frames import dumps
+from aip_wire.vocab import RejectionCode, SessionState
+from session_service.core.session import CommandEntry, Session, Update, UpdateKind
+from session_service.presence import ClientRecord
+from session_service.records import CommandRecord, SessionRecord
+
+STATES: dict[str, Any] = {
+    SessionState.RUNNING: pb.SESSION_STATE_RUNNING,
+    SessionState.COMPLETED: pb.SESSION_STATE_COMPLETED,
+    SessionState.FAILED: pb.SESSION_STATE_FAILED,
+    SessionState.CANCELLED: pb.SESSION_STATE_CANCELLED,
+}
+#: A stored state this version does not know shows as unspecified rather than failing.
+_STORED_STATES = {**STATES, "": pb.SESSION_STATE_UNSPECIFIED}
+
+REJECTION_CODES = {
+    RejectionCode.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    RejectionCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    RejectionCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    RejectionCode.DRAINING: grpc.StatusCode.UNAVAILABLE,
+    RejectionCode.LIMIT: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def status_code(code: RejectionCode) -> grpc.StatusCode:
+    return REJECTION_CODES.get(code, grpc.StatusCode.ABORTED)
+
+
+def _json_or_empty(value: Any) -> str:
+    return dumps(value).decode() if value is not None else ""
+
+
+def session_info(session: Session, replica_id: str) -> pb.SessionInfo:
+    return pb.SessionInfo(
+        session_id=session.session_id,
+        task_name=session.task_name,
+        device_id=session.device_id,
+        requester_id=session.requester_id,
+        requester_kind=session.requester_kind,
+        state=STATES[session.state],
+        result_json="" if session.running else dumps(session.result).decode(),
+        error=session.error or "",
+        cancel_reason=session.cancel_reason or "",
+        created_at=session.created_at,
+        ended_at=session.ended_at or 0.0,
+        steps_done=session.steps_done,
+        steps_total=session.steps_total,
+        replica_id=replica_id,
+    )
+
+
+def detailed_info(session: Session, replica_id: str) -> pb.SessionInfo:
+    """A live session with its request and command log, as GetSession answers."""
+    info = session_info(session, replica_id)
+    info.request = session.request
+    info.commands.extend(live_commands(session.commands))
+    return info
+
+
+def live_commands(entries: list[CommandEntry]) -> list[pb.CommandRecord]:
+    return [pb.CommandRecord(
+        seq=entry.seq,
+        response_id=entry.response_id,
+        actions_json=_json_or_empty(entry.actions),
+        sent_at=entry.sent_at,
+        status=entry.status,
+        results_json=_json_or_empty(entry.results),
+        received_at=entry.received_at or 0.0,
+    ) for entry in entries]
+
+
+def stored_commands(records: list[CommandRecord]) -> list[pb.CommandRecord]:
+    return [pb.CommandRecord(
+        seq=record.seq,
+        response_id=record.response_id,
+        actions_json=record.actions_json,
+        sent_at=record.sent_at,
+        status=record.status,
+        results_json=record.results_json or "",
+        received_at=record.received_at or 0.0,
+    ) for record in records]
+
+
+def stored_info(record: SessionRecord, detailed: bool = False) -> pb.SessionInfo:
+    """A stored session; ``detailed`` adds the request and the command log."""
+    info = pb.SessionInfo(
+        session_id=record.session_id,
+        task_name=record.task_name,
+        device_id=record.device_id,
+        requester_id=record.requester_id,
+        requester_kind=record.requester_kind,
+        state=_STORED_STATES.get(record.state, pb.SESSION_STATE_UNSPECIFIED),
+        result_json=record.result_json or "" if record.state != SessionState.RUNNING else "",
+        error=record.error or "",
+        cancel_reason=record.cancel_reason or "",
+        created_at=record.created_at,
+        ended_at=record.ended_at or 0.0,
+        steps_done=record.steps_done,
+        steps_total=record.steps_total,
+        replica_id=record.replica_id,
+        stored=True,
+    )
+    if detailed:
+        info.request = record.request
+        info.commands.extend(stored_commands(record.commands))
+    return info
+
+
+def update_of(session: Session, update: Update, replica_id: str) -> pb.SessionUpdate:
+    return pb.SessionUpdate(
+        kind=update.kind,
+        session=session_info(session, replica_id),
+        response_id=update.response_id,
+        detail_json=_json_or_empty(update.detail),
+    )
+
+
+def snapshot(kind: UpdateKind, info: pb.SessionInfo) -> pb.SessionUpdate:
+    """An update that carries only the session as it is (``watching``, ``ended``)."""
+    return pb.SessionUpdate(kind=kind, session=info)
+
+
+def device_of(record: ClientRecord, active_sessions: int) -> pb.Device:
+    return pb.Device(
+        device_id=record.client_id,
+        platform=record.platform,
+        gateway_id=record.gateway_id,
+        device_info_json=dumps(record.device_info).decode(),
+        active_sessions=active_sessions,
+    )

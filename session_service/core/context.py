@@ -1,0 +1,61 @@
+"""The :class:`~session_service.agents.base.AgentContext` of one session: how its agent
+sends a step to the device and gets the results back, with every command logged."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from aip_wire import frames
+from session_service import metrics
+from session_service.agents.base import Step
+from session_service.core.session import CommandEntry, Session, Update, UpdateKind
+
+if TYPE_CHECKING:
+    from session_service.core.ports import RecordSink
+
+
+class AgentSessionContext:
+    def __init__(self, session: Session, records: RecordSink, command_timeout: float) -> None:
+        self._session = session
+        self._records = records
+        self._command_timeout = command_timeout
+        self.session_id = session.session_id
+        self.task_name = session.task_name
+        self.request = session.request
+        self.platform = session.platform
+        self.device_info = session.device_info
+
+    def set_total_steps(self, total: int) -> None:
+        self._session.steps_total = total
+
+    async def run_step(self, step: Step) -> list[dict[str, Any]]:
+        session = self._session
+        assert session.dispatcher is not None
+        timeout = step.timeout or self._command_timeout
+        frame = frames.command_frame(
+            session_id=session.session_id,
+            task_name=session.task_name,
+            response_id=frames.new_id(),
+            actions=step.actions,
+            agent_name=step.agent_name,
+            process_name=step.process_name,
+            root_name=step.root_name,
+        )
+        entry = CommandEntry(len(session.commands), frame["response_id"], step.actions,
+                             time.time())
+        session.commands.append(entry)
+        self._records.record_command(session.session_id, entry.seq, entry.response_id,
+                                     entry.actions, entry.sent_at)
+        session.publish(Update(UpdateKind.COMMAND_SENT, frame["response_id"], step.actions))
+        started = time.perf_counter()
+        results, entry.status = await session.dispatcher.execute_detailed(
+            frame, [action["call_id"] for action in step.actions], timeout
+        )
+        metrics.COMMAND_SECONDS.observe(time.perf_counter() - started)
+        entry.results, entry.received_at = results, time.time()
+        self._records.record_results(session.session_id, entry.seq, results,
+                                     entry.received_at, entry.status)
+        session.steps_done += 1
+        session.publish(Update(UpdateKind.RESULTS_RECEIVED, frame["response_id"], results))
+        return results

@@ -1,0 +1,362 @@
+"""Every session of this replica: admitting, running, cancelling, ending, forgetting.
+
+The manager orchestrates; the rules live elsewhere. Admission and the audience of an end
+are :mod:`~session_service.core.decisions`, every state change goes through the
+session's :class:`~session_service.core.lifecycle.Lifecycle`, and the outside world is
+reached through the :mod:`~session_service.core.ports` only. However a session ends, the
+end is handled in one place, :meth:`SessionManager._finish`.
+
+Ended sessions stay in memory for a while (``--record-retention``, ``--max-records``);
+every session is also written to the record sink, whose writes are queued, never
+awaited, so the store can neither slow nor break a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aip_wire import frames
+from aip_wire.vocab import (
+    CancelReason,
+    ClientType,
+    CommandStatus,
+    RequesterKind,
+    SessionState,
+    Status,
+)
+from session_service import metrics
+from session_service.agents import AGENTS
+from session_service.core import decisions
+from session_service.core.context import AgentSessionContext
+from session_service.core.lifecycle import (
+    AgentCrashed,
+    AgentEnd,
+    AgentReturned,
+    AgentStopped,
+    CancelDecision,
+    DeadlinePassed,
+)
+from session_service.core.ports import GatewayPort, NullRecords, RecordSink
+from session_service.core.session import Session, Update, UpdateKind
+from session_service.dispatcher import CommandDispatcher
+from session_service.presence import Presence
+from session_service.records import SessionRecord
+from session_service.settings import SessionSettings
+
+log = logging.getLogger("aip.session")
+
+
+class SessionManager:
+    """Every session of this replica, running or recently ended."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        presence: Presence,
+        gateways: GatewayPort,
+        records: RecordSink | None = None,
+        replica_id: str = "",
+    ) -> None:
+        self.settings = settings
+        self.presence = presence
+        self.gateways = gateways
+        self.records: RecordSink = records if records is not None else NullRecords()
+        self.replica_id = replica_id or settings.replica_id
+        self.sessions: dict[str, Session] = {}
+        self._ended: deque[Session] = deque()
+        self.active = 0
+        #: Running sessions per device, for --max-sessions-per-device.
+        self._running_on: dict[str, int] = {}
+        #: Set when the replica drains: new sessions are refused.
+        self.draining = False
+
+    # ------------------------------------------------------------------ starting
+
+    def submit(
+        self,
+        *,
+        session_id: str,
+        task_name: str,
+        request: str,
+        device_id: str,
+        requester_id: str,
+        requester_kind: RequesterKind,
+        origin_gateway: str,
+        agent_name: str = "plan",
+    ) -> Session:
+        """Admit a session; :meth:`start` runs it once its acceptance is announced.
+
+        :raises ~session_service.core.decisions.SessionRejected: see
+            :func:`~session_service.core.decisions.admit`.
+        """
+        existing = self.sessions.get(session_id)
+        device = self.presence.device(device_id)
+        running = self._running_on.get(device_id, 0)
+        admission = decisions.admit(
+            session_id=session_id,
+            requester_id=requester_id,
+            device_id=device_id,
+            agent_name=agent_name,
+            draining=self.draining,
+            existing=None if existing is None
+            else decisions.Existing(existing.requester_id, existing.running),
+            device_connected=device is not None,
+            agents=AGENTS,
+            limit=self.settings.max_sessions_per_device,
+            running_on_device=running,
+        )
+        assert device is not None
+        if admission is decisions.Admission.REPLACE and existing is not None:
+            self._forget(existing)
+        session = Session(
+            session_id=session_id,
+            task_name=task_name,
+            request=request,
+            device_id=device_id,
+            platform=device.platform,
+            device_info=device.device_info,
+            requester_id=requester_id,
+            requester_kind=requester_kind,
+            origin_gateway=origin_gateway,
+            device_gateway=device.gateway_id,
+            agent_name=agent_name,
+        )
+        session.dispatcher = CommandDispatcher(session_id,
+                                               lambda frame: self._deliver(session, frame))
+        self.sessions[session_id] = session
+        self._running_on[device_id] = running + 1
+        self.active += 1
+        metrics.ACTIVE.set(self.active)
+        log.info(
+            "session %s (%s) started on %s for %s %s",
+            session_id, task_name, device_id, requester_kind, requester_id,
+        )
+        return session
+
+    def start(self, session: Session) -> None:
+        """Run the session's agent; call after its acceptance has been announced."""
+        session.lifecycle.start()
+        if session.device_gateway != session.origin_gateway:
+            self.gateways.open_session(session.device_gateway, session)
+        self.records.record_started(SessionRecord(
+            session_id=session.session_id,
+            task_name=session.task_name,
+            request=session.request,
+            device_id=session.device_id,
+            requester_id=session.requester_id,
+            requester_kind=session.requester_kind,
+            agent=session.agent_name,
+            replica_id=self.replica_id,
+            state=SessionState.RUNNING,
+            created_at=session.created_at,
+        ))
+        task = asyncio.get_running_loop().create_task(self._run(session),
+                                                      name=session.session_id)
+        session.task = task
+        task.add_done_callback(lambda done: self._on_done(session, done))
+        session.publish(Update(UpdateKind.STARTED))
+
+    async def _run(self, session: Session) -> AgentEnd:
+        """The agent under the session's deadline. Whether the deadline passed is asked
+        of the timeout itself: a TimeoutError the agent raises on its own is a crash."""
+        agent = AGENTS[session.agent_name]()
+        context = AgentSessionContext(session, self.records, self.settings.command_timeout)
+        seconds = self.settings.session_timeout
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                outcome = await agent.run(context)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                return DeadlinePassed(seconds)
+            return AgentCrashed(exc)
+        return AgentReturned(outcome)
+
+    def _device_gateway(self, session: Session) -> str:
+        """The gateway that has the device now (it may have reconnected elsewhere)."""
+        device = self.presence.device(session.device_id)
+        return device.gateway_id if device is not None else session.device_gateway
+
+    def _deliver(self, session: Session, frame: dict[str, Any]) -> bool:
+        return self.gateways.send_command(self._device_gateway(session), session.device_id,
+                                          session.session_id, frames.dumps(frame))
+
+    # ------------------------------------------------------------------ inputs
+
+    def command_results(
+        self, session_id: str, device_id: str, response_id: str, results: Any
+    ) -> bool:
+        session = self.sessions.get(session_id)
+        if session is None or not session.running:
+            log.warning("results for unknown or ended session %r dropped", session_id)
+            return False
+        if session.device_id != device_id:
+            log.warning(
+                "results for session %s from %s dropped: the session runs on %s",
+                session_id, device_id, session.device_id,
+            )
+            return False
+        assert session.dispatcher is not None
+        if not session.dispatcher.set_result(response_id, results):
+            log.warning(
+                "session %s: results for %r, which no command waits for, dropped",
+                session_id, response_id,
+            )
+            return False
+        return True
+
+    def cancel(self, session_id: str, reason: str) -> Session | None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        decision = session.lifecycle.request_cancel(reason)
+        if decision is not CancelDecision.IGNORE:
+            log.info("session %s cancelled: %s", session_id, reason)
+        if decision is CancelDecision.STOP_AGENT:
+            assert session.task is not None
+            session.task.cancel()
+        elif decision is CancelDecision.END_NOW:
+            self._finish(session, AgentStopped())
+        return session
+
+    def client_offline(self, client_id: str, kind: ClientType) -> None:
+        """Cancel what depended on a client that left, with the seed's reasons."""
+        for session in list(self.sessions.values()):
+            if not session.running:
+                continue
+            if kind == ClientType.DEVICE and session.device_id == client_id:
+                self.cancel(session.session_id, CancelReason.DEVICE_DISCONNECTED)
+            elif (
+                kind == ClientType.CONSTELLATION
+                and session.requester_kind == RequesterKind.CONSTELLATION
+                and session.requester_id == client_id
+            ):
+                self.cancel(session.session_id, CancelReason.CONSTELLATION_DISCONNECTED)
+
+    # ------------------------------------------------------------------ ending
+
+    def _on_done(self, session: Session, task: asyncio.Task[AgentEnd]) -> None:
+        end = AgentStopped() if task.cancelled() else task.result()
+        if isinstance(end, AgentCrashed):
+            log.error("session %s: agent crashed", session.session_id, exc_info=end.error)
+        self._finish(session, end)
+
+    def _finish(self, session: Session, end: AgentEnd) -> None:
+        ended = session.lifecycle.agent_ended(end)
+        session.ended_at = time.time()
+        for entry in session.commands:
+            if entry.status == CommandStatus.SENT:  # as the store records it
+                entry.status = CommandStatus.UNANSWERED
+        self.active -= 1
+        left = self._running_on.get(session.device_id, 1) - 1
+        if left > 0:
+            self._running_on[session.device_id] = left
+        else:
+            self._running_on.pop(session.device_id, None)
+        self.records.record_ended(
+            session.session_id, state=ended.state, result=ended.result, error=ended.error,
+            cancel_reason=ended.cancel_reason, ended_at=session.ended_at,
+            steps_done=session.steps_done, steps_total=session.steps_total,
+        )
+        metrics.ACTIVE.set(self.active)
+        metrics.ENDED.labels(ended.state).inc()
+        log.info("session %s %s%s", session.session_id, ended.state,
+                 f": {ended.error}" if ended.error else "")
+        self._notify_gateways(session)
+        session.publish(Update(UpdateKind.ENDED))
+        session.ended.set()
+        self._ended.append(session)
+        self.prune_memory()
+
+    def _notify_gateways(self, session: Session) -> None:
+        text = frames.dumps(frames.task_end_frame(
+            session_id=session.session_id,
+            task_name=session.task_name,
+            status=Status.COMPLETED if session.state == SessionState.COMPLETED
+            else Status.FAILED,
+            result=session.result,
+            error=session.error,
+        ))
+        for notice in decisions.end_notices(
+            requester_kind=session.requester_kind,
+            cancel_reason=session.cancel_reason,
+            origin_gateway=session.origin_gateway,
+            accepted_device_gateway=session.device_gateway,
+            device_gateway=self._device_gateway(session),
+        ):
+            self.gateways.end_session(
+                notice.gateway_id, session, notify_requester=notice.notify_requester,
+                notify_device=notice.notify_device, frame_json=text,
+                active_sessions=self.active,
+            )
+
+    def _forget(self, session: Session) -> None:
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+
+    def prune_memory(self) -> None:
+        """Forget ended sessions beyond the retention or the count (the store keeps
+        them for the retention)."""
+        horizon = time.time() - self.settings.record_retention
+        ended = self._ended
+        while ended and (
+            len(ended) > self.settings.max_records or (ended[0].ended_at or 0) < horizon
+        ):
+            self._forget(ended.popleft())
+
+    # ------------------------------------------------------------------ queries
+
+    def find_by_task_name(self, task_name: str) -> Session | None:
+        matches = [s for s in self.sessions.values() if s.task_name == task_name]
+        return max(matches, key=lambda s: s.created_at) if matches else None
+
+    def list(self, device_id: str = "", running_only: bool = False,
+             limit: int = 100) -> list[Session]:
+        selected = [
+            s for s in self.sessions.values()
+            if (not device_id or s.device_id == device_id) and (not running_only or s.running)
+        ]
+        selected.sort(key=lambda s: s.created_at, reverse=True)
+        return selected[:limit]
+
+    def active_on(self, device_id: str) -> int:
+        return self._running_on.get(device_id, 0)
+
+    # ------------------------------------------------------------------ stopping
+
+    async def drain(self, timeout: float, can_progress: Callable[[], bool]) -> int:
+        """Refuse new sessions and wait up to ``timeout`` seconds for the running ones.
+
+        The wait stops early once ``can_progress()`` is false (no gateway is linked, so
+        no command can reach a device and no result come back).
+
+        :returns: how many sessions still run.
+        """
+        self.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self.active:
+            log.info("draining: waiting up to %gs for %d session(s)", timeout, self.active)
+        while self.active and can_progress():
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 0.05))
+        return self.active
+
+    async def shutdown(self, reason: str = CancelReason.REPLICA_SHUTDOWN) -> None:
+        running = [s for s in self.sessions.values() if s.running]
+        for session in running:
+            self.cancel(session.session_id, reason)
+        if running:
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(session.ended.wait() for session in running)), timeout=5
+                )
+            except TimeoutError:
+                log.warning("%d session(s) did not end within 5s of shutdown", len(running))

@@ -1,0 +1,67 @@
+"""What the manager needs from the outside world, named by intent.
+
+:class:`GatewayPort` is the link to the gateways (implemented by
+:class:`~session_service.link_servicer.LinkHub`); :class:`RecordSink` takes the session
+records (implemented by :class:`~session_service.store.SessionStore`, or
+:class:`NullRecords` when no store is configured). Both are fire-and-forget: a ``False``
+from the port means the message could not even be queued.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from session_service.core.session import Session
+    from session_service.records import SessionRecord
+
+
+class GatewayPort(Protocol):
+    def open_session(self, gateway_id: str, session: Session) -> bool:
+        """Tell a gateway other than the submitter's that it routes ``session``."""
+        ...
+
+    def send_command(self, gateway_id: str, device_id: str, session_id: str,
+                     frame_json: bytes) -> bool:
+        """Queue a ``command`` frame for a device."""
+        ...
+
+    def end_session(self, gateway_id: str, session: Session, *, notify_requester: bool,
+                    notify_device: bool, frame_json: bytes, active_sessions: int) -> bool:
+        """Tell a gateway that ``session`` ended: it drops its routes and delivers the
+        ``task_end`` frame to whom the flags name."""
+        ...
+
+
+class RecordSink(Protocol):
+    def record_started(self, record: SessionRecord) -> None: ...
+
+    def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
+                       sent_at: float) -> None: ...
+
+    def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
+                       status: str) -> None: ...
+
+    def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
+                     cancel_reason: str | None, ended_at: float, steps_done: int,
+                     steps_total: int) -> None: ...
+
+
+class NullRecords:
+    """The sink of a replica without a store: sessions live in memory only."""
+
+    def record_started(self, record: SessionRecord) -> None:
+        pass
+
+    def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
+                       sent_at: float) -> None:
+        pass
+
+    def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
+                       status: str) -> None:
+        pass
+
+    def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
+                     cancel_reason: str | None, ended_at: float, steps_done: int,
+                     steps_total: int) -> None:
+        pass

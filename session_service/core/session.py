@@ -1,0 +1,102 @@
+"""What the service holds about one session: who asked, where it runs, how far it got.
+
+A :class:`Session`'s state is its :class:`~session_service.core.lifecycle.Lifecycle`;
+``state``, ``running``, ``result``, ``error`` and ``cancel_reason`` are read from it, so
+nothing can set them behind the lifecycle's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aip_wire.vocab import CommandStatus, RequesterKind, SessionState
+from session_service.core.lifecycle import AgentEnd, Lifecycle
+from session_service.dispatcher import CommandDispatcher
+
+
+class UpdateKind(StrEnum):
+    """What a watcher of a session is told; the public API sends these as ``kind``."""
+
+    WATCHING = "watching"  # first, with the session as it is when the watch begins
+    STARTED = "started"
+    COMMAND_SENT = "command_sent"
+    RESULTS_RECEIVED = "results_received"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One event of a session, for watchers."""
+
+    kind: UpdateKind
+    response_id: str = ""
+    detail: Any = None
+
+
+@dataclass(slots=True)
+class CommandEntry:
+    """One command of a running or recently ended session, for its command log."""
+
+    seq: int
+    response_id: str
+    actions: Any
+    sent_at: float
+    status: CommandStatus = CommandStatus.SENT
+    results: Any = None
+    received_at: float | None = None
+
+
+@dataclass(eq=False)
+class Session:
+    session_id: str
+    task_name: str
+    request: str
+    device_id: str
+    platform: str
+    device_info: dict[str, Any]
+    requester_id: str
+    requester_kind: RequesterKind
+    origin_gateway: str  # the gateway that submitted it ("" for backend calls)
+    device_gateway: str  # the device's gateway when the session was accepted
+    agent_name: str = "plan"
+    created_at: float = field(default_factory=time.time)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    ended_at: float | None = None
+    steps_done: int = 0
+    steps_total: int = 0
+    dispatcher: CommandDispatcher | None = None
+    task: asyncio.Task[AgentEnd] | None = None
+    watchers: set[asyncio.Queue[Update]] = field(default_factory=set)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    commands: list[CommandEntry] = field(default_factory=list)
+
+    @property
+    def state(self) -> SessionState:
+        return self.lifecycle.public_state
+
+    @property
+    def running(self) -> bool:
+        """Not ended yet: pending, running, or unwinding after a cancel."""
+        return self.lifecycle.public_state is SessionState.RUNNING
+
+    @property
+    def cancel_reason(self) -> str | None:
+        return self.lifecycle.cancel_reason
+
+    @property
+    def result(self) -> Any:
+        ended = self.lifecycle.ended
+        return ended.result if ended is not None else None
+
+    @property
+    def error(self) -> str | None:
+        ended = self.lifecycle.ended
+        return ended.error if ended is not None else None
+
+    def publish(self, update: Update) -> None:
+        for queue in self.watchers:
+            queue.put_nowait(update)

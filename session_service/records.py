@@ -1,0 +1,44 @@
+"""A session and its commands as the store keeps them: plain rows, JSON as text.
+
+Apart from the store so that the manager can build a record without importing SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class CommandRecord:
+    """One command of a session and what came of it; JSON as text."""
+
+    seq: int
+    response_id: str
+    actions_json: str
+    sent_at: float
+    status: str
+    results_json: str | None = None
+    received_at: float | None = None
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """A session as stored; ``result_json`` is JSON text (``None`` while running)."""
+
+    session_id: str
+    task_name: str
+    request: str
+    device_id: str
+    requester_id: str
+    requester_kind: str
+    agent: str
+    replica_id: str
+    state: str
+    created_at: float
+    result_json: str | None = None
+    error: str | None = None
+    cancel_reason: str | None = None
+    ended_at: float | None = None
+    steps_done: int = 0
+    steps_total: int = 0
+    commands: list[CommandRecord] = field(default_factory=list)

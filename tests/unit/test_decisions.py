@@ -1,0 +1,98 @@
+"""session_service.core.decisions: admission in its order, and who hears an end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aip_wire.vocab import RejectionCode, RequesterKind
+from session_service.core.decisions import (
+    Admission,
+    EndNotice,
+    Existing,
+    SessionRejected,
+    admit,
+    end_notices,
+)
+
+
+def _admit(**changes: Any) -> Admission:
+    facts: dict[str, Any] = {
+        "session_id": "s1", "requester_id": "c1", "device_id": "dev1", "agent_name": "plan",
+        "draining": False, "existing": None, "device_connected": True, "agents": {"plan"},
+        "limit": 0, "running_on_device": 0,
+    }
+    facts.update(changes)
+    return admit(**facts)
+
+
+def test_admits() -> None:
+    assert _admit() is Admission.ADMIT
+    assert _admit(limit=2, running_on_device=1) is Admission.ADMIT
+    assert _admit(existing=Existing("c1", running=False)) is Admission.REPLACE
+
+
+@pytest.mark.parametrize(("changes", "message", "code"), [
+    ({"draining": True}, "replica is draining: it takes no new sessions",
+     RejectionCode.DRAINING),
+    ({"existing": Existing("other", running=False)},
+     "Session 's1' belongs to another client", RejectionCode.EXISTS),
+    ({"existing": Existing("c1", running=True)}, "Session 's1' is already running",
+     RejectionCode.EXISTS),
+    ({"device_connected": False}, "Device 'dev1' is not connected", RejectionCode.NOT_FOUND),
+    ({"agent_name": "nope"}, "Unknown agent 'nope'", RejectionCode.INVALID),
+    ({"limit": 2, "running_on_device": 2},
+     "Device 'dev1' already runs 2 session(s): the limit is 2 per device "
+     "(max_sessions_per_device)", RejectionCode.LIMIT),
+])
+def test_refusals(changes: dict[str, Any], message: str, code: RejectionCode) -> None:
+    with pytest.raises(SessionRejected) as caught:
+        _admit(**changes)
+    assert str(caught.value) == message and caught.value.code is code
+
+
+def test_first_refusal_wins() -> None:
+    with pytest.raises(SessionRejected) as caught:
+        _admit(draining=True, device_connected=False, agent_name="nope")
+    assert caught.value.code is RejectionCode.DRAINING
+    with pytest.raises(SessionRejected) as caught:
+        _admit(device_connected=False, agent_name="nope", limit=1, running_on_device=1)
+    assert caught.value.code is RejectionCode.NOT_FOUND
+
+
+def _notices(kind: RequesterKind, reason: str | None = None, origin: str = "g1",
+             accepted: str = "g1", now: str = "g1") -> list[EndNotice]:
+    return end_notices(requester_kind=kind, cancel_reason=reason, origin_gateway=origin,
+                       accepted_device_gateway=accepted, device_gateway=now)
+
+
+def test_same_gateway() -> None:
+    assert _notices(RequesterKind.CONSTELLATION) == [EndNotice("g1", True, True)]
+    assert _notices(RequesterKind.DEVICE) == [EndNotice("g1", True, False)]
+    assert _notices(RequesterKind.HTTP) == [EndNotice("g1", False, True)]
+
+
+def test_device_on_another_gateway() -> None:
+    assert _notices(RequesterKind.CONSTELLATION, accepted="g2", now="g2") == [
+        EndNotice("g1", True, False), EndNotice("g2", False, True)]
+
+
+def test_device_moved_after_the_start() -> None:
+    assert _notices(RequesterKind.CONSTELLATION, accepted="g2", now="g3") == [
+        EndNotice("g1", True, False), EndNotice("g2", False, False),
+        EndNotice("g3", False, True)]
+    assert _notices(RequesterKind.DEVICE, accepted="g1", now="g2") == [
+        EndNotice("g1", True, False), EndNotice("g2", False, False)]
+
+
+def test_backend_has_no_origin() -> None:
+    assert _notices(RequesterKind.BACKEND, origin="", accepted="g2", now="g2") == [
+        EndNotice("g2", False, True)]
+    assert _notices(RequesterKind.BACKEND, origin="", accepted="", now="") == []
+
+
+def test_constellation_left_tells_nobody_but_drops_routes() -> None:
+    assert _notices(RequesterKind.CONSTELLATION, "constellation_disconnected",
+                    accepted="g2", now="g2") == [
+        EndNotice("g1", False, False), EndNotice("g2", False, False)]
