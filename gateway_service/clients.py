@@ -92,7 +92,7 @@ class Clients:
         )
         outbox.on_overflow = partial(self._overflowed, conn)
         self.registry.add(conn)
-        metrics.CLIENTS_BY_KIND[conn.client_type].inc()
+        metrics.CLIENTS_BY_TYPE[conn.client_type].inc()
         self._broadcast(m.ClientOnline(self.presence(conn)))
         if conn.is_device:
             log.info("[WS] Registered device client: %s (platform %s)", conn.client_id,
@@ -114,7 +114,7 @@ class Clients:
         conn.outbox.close()
         if not self.registry.remove(conn):
             return
-        metrics.CLIENTS_BY_KIND[conn.client_type].dec()
+        metrics.CLIENTS_BY_TYPE[conn.client_type].dec()
         if conn.sessions:
             reason = "device_disconnected" if conn.is_device else "constellation_disconnected"
             log.info(
