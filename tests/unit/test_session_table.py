@@ -51,6 +51,13 @@ class FakeReplicas:
         return [message for _, message in self.sent if isinstance(message, kind)]
 
 
+class FakeTransport:
+    """Never used to send: the table must send through its port."""
+
+    def send(self, message: m.GatewayMessage) -> bool:
+        raise AssertionError("sent past the port")
+
+
 class Sink:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
@@ -60,7 +67,7 @@ class Sink:
 
 
 def replica(address: str = "10.0.0.1:50051") -> Replica:
-    return Replica(address, transport=None)  # type: ignore[arg-type]
+    return Replica(address, transport=FakeTransport())  # type: ignore[arg-type]
 
 
 def connect(registry: ClientRegistry, client_id: str, client_type: ClientType) -> tuple[
