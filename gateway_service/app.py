@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
-from gateway_service.http_api import router as api_router
+from gateway_service.http_api import api_routes
 from gateway_service.settings import GatewaySettings
 from gateway_service.ws_handler import serve_socket
 
@@ -59,7 +59,7 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
 
     app = FastAPI(title="AIP gateway", lifespan=lifespan)
     app.state.gateway = gateway
-    app.include_router(api_router)
+    app.include_router(api_routes)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -14,16 +14,21 @@ import logging
 import time
 from collections.abc import Callable
 
-import orjson
-
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
 from aip_wire.vocab import CLIENT_MESSAGE_TYPES, MessageType
 from gateway_service import metrics
 from gateway_service.gateway import Gateway
 from gateway_service.registry import Connection
-from gateway_service.routing import Requester, TaskError
-from gateway_service.rules import device_info_of, device_info_scope, pin_identity, plan_task
+from gateway_service.rules import (
+    Refusal,
+    check_device,
+    device_info_of,
+    device_info_scope,
+    pin_identity,
+    plan_task,
+)
+from gateway_service.sessions import Requester
 
 log = logging.getLogger("aip.gateway.handlers")
 
@@ -35,8 +40,8 @@ class FrameRouter:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         # Counters per frame type, looked up once: labels() takes a lock on every call.
-        self._counted = {kind: metrics.FRAMES_IN.labels(kind)
-                         for kind in (*CLIENT_MESSAGE_TYPES, "unknown")}
+        self._counted = {message_type: metrics.FRAMES_IN.labels(message_type)
+                         for message_type in (*CLIENT_MESSAGE_TYPES, "unknown")}
         self._routes: dict[str, Handler] = {
             MessageType.HEARTBEAT: self.heartbeat,
             MessageType.TASK: self.task,
@@ -104,24 +109,30 @@ class FrameRouter:
 
     async def _submit(self, conn: Connection, frame: ClientFrame) -> None:
         gateway = self.gateway
+        requester = Requester.of(conn)
         try:
-            target = frame.target_id if not conn.is_device else None
-            connected = bool(target) and await gateway.device_connected(target or "")
-            plan = plan_task(frame, conn.client_id, conn.client_type, lambda device_id: connected)
+            plan = plan_task(frame, conn.client_id, requester.kind)
+            if plan.check_device:
+                check_device(plan, await gateway.device_connected(plan.device_id))
             if conn.is_device:
                 log.info("[WS] device %s requests task %s (session %s) on itself",
                          conn.client_id, plan.task_name, plan.session_id)
             else:
                 log.info("[WS] constellation %s requests task %s (session %s) on %s",
                          conn.client_id, plan.task_name, plan.session_id, plan.device_id)
-            await gateway.router.submit_task(plan, Requester.of(conn))
-        except (ValueError, TaskError) as exc:
-            log.warning("[WS] task from %s refused: %s", conn.client_id, exc)
+            await gateway.sessions.submit(plan, requester)
+        except Refusal as refusal:
+            log.warning("[WS] task from %s refused: %s", conn.client_id, refusal.reason)
             metrics.TASKS.labels("refused").inc()
-            conn.send(frames.error_frame(str(exc), session_id=frame.session_id))
+            conn.send(frames.error_frame(refusal.reason, session_id=frame.session_id))
+        except Exception:
+            # A bug, not a refusal: say so in the log, and tell the client no more.
+            log.exception("[WS] task from %s failed", conn.client_id)
+            conn.send(frames.error_frame("Internal error: the task was not started",
+                                         session_id=frame.session_id))
 
     def command_results(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
-        self.gateway.router.forward_command_results(conn, frame, raw)
+        self.gateway.sessions.forward_command_results(conn, frame, raw)
 
     def device_info_request(
         self, conn: Connection, frame: ClientFrame, raw: str | bytes = b""
@@ -157,11 +168,8 @@ class FrameRouter:
                 error=f"Device '{device_id}' is not connected",
             ))
             return
-        try:
-            info = orjson.loads(remote.device_info_json) if remote.device_info_json else {}
-        except orjson.JSONDecodeError:
-            info = {}
-        conn.send(frames.device_info_response_frame(result=info, response_id=request_id))
+        conn.send(frames.device_info_response_frame(result=remote.device_info,
+                                                    response_id=request_id))
 
     def device_info_response(
         self, conn: Connection, frame: ClientFrame, raw: str | bytes = b""
@@ -172,7 +180,7 @@ class FrameRouter:
         if frame.metadata is None:
             conn.send(frames.error_frame("device_info_response needs a metadata object"))
             return
-        self.gateway.update_device_info(conn, device_info_of(frame.metadata))
+        self.gateway.clients.update_device_info(conn, device_info_of(frame.metadata))
         log.debug("[WS] device info of %s updated", conn.client_id)
 
     def client_error(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:

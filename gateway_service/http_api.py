@@ -11,21 +11,28 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
-import uuid
 from typing import Any
 
-import grpc
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from aip_grpc import session_api_pb2
 from aip_wire.frames import dumps
-from aip_wire.names import new_task_name, task_name_problem
+from aip_wire.names import task_name_problem
+from aip_wire.vocab import RejectionCode, SessionState
 from gateway_service.gateway import Gateway
-from gateway_service.link import ReplicaLink
-from gateway_service.routing import HTTP_REQUESTER, TaskError
-from gateway_service.rules import TaskPlan
+from gateway_service.replicas import api
+from gateway_service.replicas.api import ReplicaApiError, SessionOutcome
+from gateway_service.replicas.pool import Replica
+from gateway_service.rules import (
+    HTTP_TASKS,
+    Refusal,
+    RefusalCode,
+    TaskAsk,
+    check_device,
+    plan_task,
+)
+from gateway_service.sessions import HTTP_REQUESTER
 
 STARTED_AT = time.time()
 
@@ -52,36 +59,42 @@ class DispatchBody(BaseModel):
     session_id: str | None = None
 
 
-router = APIRouter(prefix="/api")
+#: The ``/api`` routes; FastAPI calls such a collection a router.
+api_routes = APIRouter(prefix="/api")
 protected = [Depends(require_api_key)]
 
 
-@router.post("/dispatch", dependencies=protected)
+#: The HTTP status for each reason a task is refused: chosen here alone. A code the
+#: replicas may add later is a conflict until it gets its own.
+STATUS_OF_REFUSAL: dict[RefusalCode | RejectionCode, int] = {
+    RejectionCode.EXISTS: 409,
+    RejectionCode.NOT_FOUND: 404,
+    RejectionCode.INVALID: 400,
+    RejectionCode.LIMIT: 429,
+    RejectionCode.DRAINING: 503,
+    RejectionCode.UNAVAILABLE: 503,
+    RejectionCode.TIMEOUT: 504,
+}
+
+
+def _refused(refusal: Refusal) -> HTTPException:
+    status = STATUS_OF_REFUSAL.get(refusal.code, 409)
+    return HTTPException(status_code=status, detail=refusal.reason)
+
+
+@api_routes.post("/dispatch", dependencies=protected)
 async def dispatch(body: DispatchBody, request: Request) -> dict[str, Any]:
     gateway = _gateway(request)
-    if body.task_name is not None:
-        problem = task_name_problem(body.task_name)
-        if problem is not None:
-            raise HTTPException(status_code=400, detail=f"Invalid task_name: {problem}")
     task_text = body.request if isinstance(body.request, str) else dumps(body.request)
     if isinstance(task_text, bytes):
         task_text = task_text.decode()
-    if not task_text.strip():
-        raise HTTPException(status_code=400, detail="request must not be empty")
-    if body.session_id is not None and not body.session_id:
-        raise HTTPException(status_code=400, detail="session_id must not be empty")
-    if not await gateway.device_connected(body.client_id):
-        raise HTTPException(status_code=404, detail=f"Client '{body.client_id}' is not online")
-    plan = TaskPlan(
-        session_id=body.session_id or str(uuid.uuid4()),
-        task_name=body.task_name or new_task_name(),
-        request=task_text,
-        device_id=body.client_id,
-    )
+    ask = TaskAsk(task_text, body.task_name, body.session_id, target_id=body.client_id)
     try:
-        session_id = await gateway.router.submit_task(plan, HTTP_REQUESTER)
-    except TaskError as exc:
-        raise HTTPException(status_code=exc.http_status, detail=str(exc)) from None
+        plan = plan_task(ask, HTTP_REQUESTER.client_id, HTTP_REQUESTER.kind, HTTP_TASKS)
+        check_device(plan, await gateway.device_connected(plan.device_id), HTTP_TASKS)
+        session_id = await gateway.sessions.submit(plan, HTTP_REQUESTER)
+    except Refusal as refusal:
+        raise _refused(refusal) from None
     return {
         "status": "dispatched",
         "task_name": plan.task_name,
@@ -90,7 +103,7 @@ async def dispatch(body: DispatchBody, request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/clients", dependencies=protected)
+@api_routes.get("/clients", dependencies=protected)
 async def clients(request: Request) -> dict[str, Any]:
     connected = list(_gateway(request).registry)
     return {
@@ -99,58 +112,37 @@ async def clients(request: Request) -> dict[str, Any]:
     }
 
 
-_STATE_NAMES = {
-    session_api_pb2.SESSION_STATE_RUNNING: "running",
-    session_api_pb2.SESSION_STATE_COMPLETED: "completed",
-    session_api_pb2.SESSION_STATE_FAILED: "failed",
-    session_api_pb2.SESSION_STATE_CANCELLED: "cancelled",
-}
-
-
-async def _session_by_task_name(
-    link: ReplicaLink, task_name: str
-) -> session_api_pb2.SessionInfo | None:
-    """The latest session named ``task_name`` on one replica, ``None`` if it has none."""
-    assert link.api is not None
+async def _session_by_task_name(replica: Replica, task_name: str) -> SessionOutcome | None:
     try:
-        info: session_api_pb2.SessionInfo = await link.api.GetSession(
-            session_api_pb2.GetSessionRequest(task_name=task_name), timeout=5.0,
-            metadata=link.metadata,
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise HTTPException(
-            status_code=502, detail=f"Replica {link.address}: {exc.details()}"
-        ) from None
-    return info
+        return await api.session_by_task_name(replica, task_name)
+    except ReplicaApiError as exc:
+        raise HTTPException(status_code=502, detail=str(exc)) from None
 
 
-@router.get("/task_result/{task_name}", dependencies=protected)
+@api_routes.get("/task_result/{task_name}", dependencies=protected)
 async def task_result(task_name: str, request: Request) -> dict[str, Any]:
     problem = task_name_problem(task_name)
     if problem is not None:
         raise HTTPException(status_code=400, detail=f"Invalid task_name: {problem}")
     gateway = _gateway(request)
-    links = gateway.healthy_links()
-    if not links:
+    replicas = gateway.healthy_links()
+    if not replicas:
         raise HTTPException(status_code=503, detail="No session service replica is reachable")
     # Every replica is asked at once: the record may be on any of them.
     answers = await asyncio.gather(
-        *(_session_by_task_name(link, task_name) for link in links)
+        *(_session_by_task_name(replica, task_name) for replica in replicas)
     )
     found = [info for info in answers if info is not None]
     if not found:
         raise HTTPException(status_code=404, detail=f"No task named '{task_name}'")
     info = max(found, key=lambda item: item.created_at)
-    state = _STATE_NAMES.get(info.state, "unknown")
     answer: dict[str, Any] = {
         "task_name": info.task_name,
         "session_id": info.session_id,
         "client_id": info.device_id,
-        "state": state,
+        "state": info.state,
     }
-    if info.state == session_api_pb2.SESSION_STATE_RUNNING:
+    if info.state == SessionState.RUNNING:
         answer["status"] = "pending"
         return answer
     answer["status"] = "done"
@@ -159,7 +151,7 @@ async def task_result(task_name: str, request: Request) -> dict[str, Any]:
     return answer
 
 
-@router.get("/health")
+@api_routes.get("/health")
 async def health(request: Request) -> dict[str, Any]:
     gateway = _gateway(request)
     healthy = gateway.healthy_links()

@@ -20,4 +20,4 @@ REPLICAS_UP = Gauge("aip_gateway_replicas_up", "Replicas with a healthy link")
 
 # Children used on every connection, looked up once: labels() costs a lock and a tuple.
 REGISTRATIONS_ACCEPTED = REGISTRATIONS.labels("accepted")
-CLIENTS_BY_KIND = {kind: CLIENTS.labels(kind) for kind in ClientType}
+CLIENTS_BY_TYPE = {client_type: CLIENTS.labels(client_type) for client_type in ClientType}

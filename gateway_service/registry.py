@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aip_wire import frames
-from aip_wire.vocab import ClientType
+from aip_wire.vocab import ClientType, CloseCode
 from gateway_service.limits import TokenBucket
 
 log = logging.getLogger("aip.gateway.registry")
@@ -134,7 +134,7 @@ class Connection:
     target_id: str | None
     device_info: dict[str, Any]
     outbox: Outbox
-    close: Callable[[int, str], None]
+    close: Callable[[CloseCode, str], None]
     task_bucket: TokenBucket = field(default_factory=lambda: TokenBucket(20.0, 40.0))
     serial: int = field(default_factory=lambda: next(_serials))
     #: Sessions this socket asked for or runs, and its handler tasks in flight. Both stay

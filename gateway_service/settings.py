@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway_service.replicas import split_host_port
+from gateway_service.replicas.resolver import split_host_port
 
 
 def _default_gateway_id() -> str:

@@ -17,23 +17,33 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aip_wire import frames
 from aip_wire.frames import FrameError, parse_client_frame
-from aip_wire.vocab import ClientType
+from aip_wire.vocab import CloseCode
 from gateway_service import metrics
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.registry import Connection
-from gateway_service.rules import (
-    CLOSE_BAD_REGISTRATION,
-    CLOSE_REGISTRATION_TIMEOUT,
-    CLOSE_SERVICE_RESTART,
-    CLOSE_UNAUTHORIZED,
-    Refusal,
-    check_registration,
-)
+from gateway_service.rules import Refusal, RefusalCode, check_registration, check_target
 from gateway_service.ws_protocol import ABORT_EXTENSION
 
 log = logging.getLogger("aip.gateway.ws")
+
+
+#: The close code a refused registration ends its socket with: chosen here alone.
+CLOSE_CODES: dict[RefusalCode, CloseCode] = {
+    RefusalCode.BAD_REGISTRATION: CloseCode.BAD_REGISTRATION,
+    RefusalCode.UNAUTHORIZED: CloseCode.UNAUTHORIZED,
+    RefusalCode.TARGET_NOT_CONNECTED: CloseCode.TARGET_NOT_CONNECTED,
+    RefusalCode.REGISTRATION_TIMEOUT: CloseCode.REGISTRATION_TIMEOUT,
+    RefusalCode.DUPLICATE: CloseCode.DUPLICATE,
+    RefusalCode.RESTARTING: CloseCode.SERVICE_RESTART,
+}
+
+
+def close_code(refusal: Refusal) -> CloseCode:
+    """The close code for a refused registration (every registration refusal has one)."""
+    assert isinstance(refusal.code, RefusalCode), refusal.code
+    return CLOSE_CODES[refusal.code]
 
 
 def _payload(message: Mapping[str, Any]) -> str | bytes:
@@ -54,7 +64,9 @@ def close_reason(reason: str) -> str:
 CLOSE_WRITE_TIMEOUT = 10.0
 
 
-async def _close(websocket: WebSocket, code: int, reason: str, farewell: str | None = None) -> None:
+async def _close(
+    websocket: WebSocket, code: CloseCode, reason: str, farewell: str | None = None
+) -> None:
     """Send ``farewell`` (a frame's text) if any, then close with ``code``; if that cannot
     be written within :data:`CLOSE_WRITE_TIMEOUT`, drop the connection instead."""
     try:
@@ -72,7 +84,8 @@ async def _close(websocket: WebSocket, code: int, reason: str, farewell: str | N
         log.debug("close %d not delivered: %r", code, exc)
 
 
-async def _refuse(websocket: WebSocket, reason: str, code: int) -> None:
+async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
+    code, reason = close_code(refusal), refusal.reason
     metrics.REGISTRATIONS.labels("refused").inc()
     log.warning("[WS] registration refused (%d): %s", code, reason)
     await _close(websocket, code, reason, farewell=frames.encode(frames.error_frame(reason)))
@@ -83,7 +96,7 @@ _closing: set[asyncio.Task[None]] = set()
 
 
 def _closer(websocket: WebSocket) -> Any:
-    def close(code: int, reason: str) -> None:
+    def close(code: CloseCode, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(_close(websocket, code, reason))
         _closing.add(task)
         task.add_done_callback(_closing.discard)
@@ -127,20 +140,20 @@ async def _register(
         async with asyncio.timeout(gateway.settings.registration_timeout):
             message = await websocket.receive()
     except TimeoutError:
-        await _refuse(
-            websocket,
+        await _refuse(websocket, Refusal(
+            RefusalCode.REGISTRATION_TIMEOUT,
             f"Registration timed out: no register frame within "
             f"{gateway.settings.registration_timeout:g}s",
-            CLOSE_REGISTRATION_TIMEOUT,
-        )
+        ))
         return None
     if message["type"] == "websocket.disconnect":
         return None
     try:
         frame = parse_client_frame(_payload(message))
-        target = frame.target_id if frame.client_type == ClientType.CONSTELLATION else None
-        connected = target is not None and await gateway.device_connected(target)
-        registration = check_registration(frame, lambda device_id: connected)
+        registration = check_registration(frame)
+        if registration.target_id is not None:
+            # Before auth, as clients have always seen it.
+            check_target(registration, await gateway.device_connected(registration.target_id))
         if auth.enabled:
             problem = auth.check(
                 registration.client_id,
@@ -148,13 +161,13 @@ async def _register(
                 presented_token(websocket, frame.metadata),
             )
             if problem is not None:
-                raise Refusal(problem, CLOSE_UNAUTHORIZED)
+                raise Refusal(RefusalCode.UNAUTHORIZED, problem)
         conn = gateway.register(registration, _text_sender(send), _closer(websocket))
     except FrameError as exc:
-        await _refuse(websocket, str(exc), CLOSE_BAD_REGISTRATION)
+        await _refuse(websocket, Refusal(RefusalCode.BAD_REGISTRATION, str(exc)))
         return None
     except Refusal as refusal:
-        await _refuse(websocket, refusal.reason, refusal.code)
+        await _refuse(websocket, refusal)
         return None
     metrics.REGISTRATIONS_ACCEPTED.inc()
     conn.send(frames.heartbeat_frame())
@@ -171,7 +184,8 @@ async def serve_socket(
     websocket = WebSocket(scope, receive, send)
     await websocket.accept()
     if gateway.draining:
-        await _refuse(websocket, "The gateway is restarting; reconnect", CLOSE_SERVICE_RESTART)
+        await _refuse(websocket, Refusal(RefusalCode.RESTARTING,
+                                         "The gateway is restarting; reconnect"))
         return
     conn: Connection | None = None
     try:

@@ -34,7 +34,7 @@ def everything_released(stack: Stack) -> bool:
     return (
         len(gateway.registry) == 0
         and gateway.routes == {}
-        and not gateway.router.pending
+        and not gateway.sessions.pending
         and len(stack.service.presence) == 0
         and no_running_sessions(stack)
     )

@@ -382,7 +382,7 @@ class Linked:
     def released(self) -> bool:
         assert self.gw is not None
         gateway = self.gw.gateway
-        return (len(gateway.registry) == 0 and gateway.routes == {} and not gateway.router.pending
+        return (len(gateway.registry) == 0 and gateway.routes == {} and not gateway.sessions.pending
                 and len(self.replica.service.presence) == 0 and not self.running()
                 and self.replica.service.manager.active == 0)
 
@@ -526,7 +526,7 @@ async def test_link_cut_shorter_than_the_grace(linked_factory: Callable[[float],
 def stack_released(stack: Stack) -> bool:
     gateway = stack.gateway
     manager = stack.service.manager
-    return (len(gateway.registry) == 0 and gateway.routes == {} and not gateway.router.pending
+    return (len(gateway.registry) == 0 and gateway.routes == {} and not gateway.sessions.pending
             and len(stack.service.presence) == 0 and manager.active == 0
             and not any(s.running for s in manager.sessions.values()))
 

@@ -28,12 +28,15 @@ from gateway_service.registry import Connection
 from gateway_service.rules import (
     Refusal,
     Registration,
+    check_device,
     check_registration,
+    check_target,
     device_info_scope,
     pin_identity,
     plan_task,
 )
 from gateway_service.settings import GatewaySettings
+from gateway_service.ws_handler import close_code
 from tests.wire import SERVER_TYPES, STATUSES
 
 FUZZ = settings(
@@ -321,9 +324,11 @@ def test_check_registration_only_refuses(data: str, connected: set[str]) -> None
     if frame is None:
         return
     try:
-        reg = check_registration(frame, connected.__contains__)
+        reg = check_registration(frame)
+        if reg.target_id is not None:
+            check_target(reg, reg.target_id in connected)
     except Refusal as refusal:
-        assert 4000 <= refusal.code <= 4999
+        assert 4000 <= close_code(refusal) <= 4999
         assert refusal.reason
         return
     assert frame.type == "register"
@@ -344,8 +349,9 @@ def test_plan_task_only_raises_value_error(data: str, kind: str, connected: set[
     if frame is None:
         return
     try:
-        plan = plan_task(frame, "dev1" if kind == "device" else "c1", kind,
-                         connected.__contains__)
+        plan = plan_task(frame, "dev1" if kind == "device" else "c1", kind)
+        if plan.check_device:
+            check_device(plan, plan.device_id in connected)
     except ValueError as exc:
         assert str(exc)
         return

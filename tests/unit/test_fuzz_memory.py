@@ -249,7 +249,7 @@ class Harness:
         assert gateway.registry.get("dev1") is self.dev
         assert gateway.registry.get("c1") is self.con
         assert gateway.routes == {}
-        assert not gateway.router.pending
+        assert not gateway.sessions.pending
         for conn in self.connections:
             assert not conn.outbox.closed, conn.client_id
             assert len(conn.outbox) == 0, conn.client_id

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import re
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from aip_wire.frames import ClientFrame
-from gateway_service import rules
+from aip_wire.vocab import CloseCode
 from gateway_service.rules import (
-    CLOSE_BAD_REGISTRATION,
-    CLOSE_TARGET_NOT_CONNECTED,
     Refusal,
+    Registration,
+    TaskPlan,
+    check_device,
     check_registration,
+    check_target,
     device_info_of,
     device_info_scope,
     pin_identity,
     plan_task,
 )
+from gateway_service.ws_handler import close_code
+
+CLOSE_BAD_REGISTRATION = CloseCode.BAD_REGISTRATION
+CLOSE_TARGET_NOT_CONNECTED = CloseCode.TARGET_NOT_CONNECTED
+#: The close codes, by the names they had as constants.
+rules = SimpleNamespace(**{f"CLOSE_{code.name}": code for code in CloseCode})
 
 
 def frame(**fields: Any) -> ClientFrame:
@@ -33,6 +42,22 @@ def connected(*ids: str) -> Any:
 
 def nobody(client_id: str) -> bool:
     raise AssertionError(f"is_device_connected({client_id!r}) must not be asked")
+
+
+def register(f: ClientFrame, is_connected: Any) -> Registration:
+    """The registration rules as the socket adapter applies them."""
+    registration = check_registration(f)
+    if registration.target_id is not None:
+        check_target(registration, is_connected(registration.target_id))
+    return registration
+
+
+def planned_task(f: ClientFrame, client_id: str, client_type: str, is_connected: Any) -> TaskPlan:
+    """The task rules as the frame handler applies them."""
+    planned = plan_task(f, client_id, client_type)
+    if planned.check_device:
+        check_device(planned, is_connected(planned.device_id))
+    return planned
 
 
 # ---------------------------------------------------------------------- device_info_of
@@ -61,7 +86,7 @@ def test_device_info_of_empty(metadata: dict[str, Any] | None) -> None:
 
 
 def test_register_device_defaults() -> None:
-    reg = check_registration(frame(type="register", client_id="dev1"), nobody)
+    reg = register(frame(type="register", client_id="dev1"), nobody)
     assert reg.client_id == "dev1"
     assert reg.client_type == "device"
     assert reg.platform == "windows"
@@ -70,7 +95,7 @@ def test_register_device_defaults() -> None:
 
 
 def test_register_device_with_metadata_system_info() -> None:
-    reg = check_registration(
+    reg = register(
         frame(
             type="register",
             client_type="device",
@@ -86,7 +111,7 @@ def test_register_device_with_metadata_system_info() -> None:
 
 def test_register_device_without_system_info_uses_whole_metadata() -> None:
     metadata = {"platform": "linux", "hostname": "box"}
-    reg = check_registration(
+    reg = register(
         frame(type="register", client_id="dev1", metadata=metadata), nobody
     )
     assert reg.device_info == metadata
@@ -94,14 +119,14 @@ def test_register_device_without_system_info_uses_whole_metadata() -> None:
 
 @pytest.mark.parametrize("platform", [None, "", 5, ["linux"]])
 def test_register_platform_defaults_to_windows(platform: Any) -> None:
-    reg = check_registration(
+    reg = register(
         frame(type="register", client_id="dev1", metadata={"platform": platform}), nobody
     )
     assert reg.platform == "windows"
 
 
 def test_register_device_ignores_target_id() -> None:
-    reg = check_registration(
+    reg = register(
         frame(type="register", client_id="dev1", target_id="dev2"), nobody
     )
     assert reg.target_id is None
@@ -113,39 +138,39 @@ def test_register_with_case_insensitive_client_type_from_the_wire() -> None:
     parsed = parse_client_frame(
         '{"type":"REGISTER","client_type":"Constellation","client_id":"c1","status":"OK"}'
     )
-    reg = check_registration(parsed, nobody)
+    reg = register(parsed, nobody)
     assert reg.client_type == "constellation"
 
 
 @pytest.mark.parametrize("kind", ["heartbeat", "task", "command_results", "error", "bogus"])
 def test_first_frame_must_be_register(kind: str) -> None:
     with pytest.raises(Refusal) as info:
-        check_registration(frame(type=kind, client_id="dev1"), nobody)
+        register(frame(type=kind, client_id="dev1"), nobody)
     assert info.value.reason == "First message must be a registration message"
-    assert info.value.code == CLOSE_BAD_REGISTRATION
+    assert close_code(info.value) == CLOSE_BAD_REGISTRATION
     assert str(info.value) == info.value.reason
 
 
 @pytest.mark.parametrize("client_id", [None, "", "   ", "\t\n"])
 def test_register_needs_client_id(client_id: str | None) -> None:
     with pytest.raises(Refusal) as info:
-        check_registration(frame(type="register", client_id=client_id), nobody)
+        register(frame(type="register", client_id=client_id), nobody)
     assert info.value.reason == "Client ID is required for WebSocket registration"
-    assert info.value.code == CLOSE_BAD_REGISTRATION
+    assert close_code(info.value) == CLOSE_BAD_REGISTRATION
 
 
 @pytest.mark.parametrize("kind", ["robot", "server", "devices"])
 def test_register_unknown_client_type(kind: str) -> None:
     with pytest.raises(Refusal) as info:
-        check_registration(frame(type="register", client_id="x", client_type=kind), nobody)
+        register(frame(type="register", client_id="x", client_type=kind), nobody)
     assert info.value.reason == (
         f"Unknown client_type '{kind}': expected 'device' or 'constellation'"
     )
-    assert info.value.code == CLOSE_BAD_REGISTRATION
+    assert close_code(info.value) == CLOSE_BAD_REGISTRATION
 
 
 def test_register_constellation_with_connected_target() -> None:
-    reg = check_registration(
+    reg = register(
         frame(
             type="register",
             client_type="constellation",
@@ -163,19 +188,19 @@ def test_register_constellation_with_connected_target() -> None:
 
 def test_register_constellation_target_not_connected() -> None:
     with pytest.raises(Refusal) as info:
-        check_registration(
+        register(
             frame(type="register", client_type="constellation", client_id="c1",
                   target_id="dev1"),
             connected("dev2"),
         )
     assert info.value.reason == "Target device 'dev1' is not connected"
-    assert info.value.code == CLOSE_TARGET_NOT_CONNECTED
+    assert close_code(info.value) == CLOSE_TARGET_NOT_CONNECTED
     assert CLOSE_TARGET_NOT_CONNECTED == 4404
 
 
 @pytest.mark.parametrize("target", [None, ""])
 def test_register_constellation_without_target(target: str | None) -> None:
-    reg = check_registration(
+    reg = register(
         frame(type="register", client_type="constellation", client_id="c1", target_id=target),
         nobody,
     )
@@ -242,11 +267,11 @@ def test_pin_identity_heartbeat_with_other_identity_is_accepted_and_rewritten() 
 @pytest.mark.parametrize("request_text", [None, "", "   ", "\n\t"])
 def test_plan_task_empty_request(request_text: str | None) -> None:
     with pytest.raises(ValueError, match=r"^Task request cannot be empty$"):
-        plan_task(frame(type="task", request=request_text), "dev1", "device", nobody)
+        planned_task(frame(type="task", request=request_text), "dev1", "device", nobody)
 
 
 def test_plan_task_device_on_itself() -> None:
-    plan = plan_task(
+    plan = planned_task(
         frame(type="task", request="do", task_name="t1", session_id="s1"),
         "dev1", "device", nobody,
     )
@@ -257,7 +282,7 @@ def test_plan_task_device_on_itself() -> None:
 
 
 def test_plan_task_device_naming_itself_as_target() -> None:
-    plan = plan_task(
+    plan = planned_task(
         frame(type="task", request="do", target_id="dev1"), "dev1", "device", nobody
     )
     assert plan.device_id == "dev1"
@@ -265,7 +290,7 @@ def test_plan_task_device_naming_itself_as_target() -> None:
 
 def test_plan_task_device_targeting_another_device() -> None:
     with pytest.raises(ValueError) as info:
-        plan_task(frame(type="task", request="do", target_id="dev2"), "dev1", "device",
+        planned_task(frame(type="task", request="do", target_id="dev2"), "dev1", "device",
                   connected("dev2"))
     assert str(info.value) == (
         "A device may only run tasks on itself; target_id 'dev2' names another client"
@@ -275,18 +300,18 @@ def test_plan_task_device_targeting_another_device() -> None:
 @pytest.mark.parametrize("target", [None, ""])
 def test_plan_task_constellation_without_target(target: str | None) -> None:
     with pytest.raises(ValueError, match=r"^Constellation must specify target_id$"):
-        plan_task(frame(type="task", request="do", target_id=target), "c1", "constellation",
+        planned_task(frame(type="task", request="do", target_id=target), "c1", "constellation",
                   nobody)
 
 
 def test_plan_task_constellation_unconnected_target() -> None:
     with pytest.raises(ValueError, match=r"^Target device 'dev9' not connected$"):
-        plan_task(frame(type="task", request="do", target_id="dev9"), "c1", "constellation",
+        planned_task(frame(type="task", request="do", target_id="dev9"), "c1", "constellation",
                   connected("dev1"))
 
 
 def test_plan_task_constellation_to_connected_device() -> None:
-    plan = plan_task(
+    plan = planned_task(
         frame(type="task", request="do", target_id="dev1", task_name="galaxy/x/t-1",
               session_id="constellation-name@t-1234abcd"),
         "c1", "constellation", connected("dev1"),
@@ -298,9 +323,9 @@ def test_plan_task_constellation_to_connected_device() -> None:
 
 @pytest.mark.parametrize("session_id", [None, ""])
 def test_plan_task_generates_session_id(session_id: str | None) -> None:
-    first = plan_task(frame(type="task", request="do", session_id=session_id), "d", "device",
+    first = planned_task(frame(type="task", request="do", session_id=session_id), "d", "device",
                       nobody)
-    second = plan_task(frame(type="task", request="do", session_id=session_id), "d", "device",
+    second = planned_task(frame(type="task", request="do", session_id=session_id), "d", "device",
                        nobody)
     assert str(uuid.UUID(first.session_id)) == first.session_id
     assert first.session_id != second.session_id
@@ -311,18 +336,18 @@ def test_plan_task_generates_session_id(session_id: str | None) -> None:
     [("../../etc/passwd", "_._.._etc_passwd"), (".x", "_x"), ("ok-name", "ok-name")],
 )
 def test_plan_task_sanitizes_task_name(task_name: str, expected: str) -> None:
-    plan = plan_task(frame(type="task", request="do", task_name=task_name), "d", "device",
+    plan = planned_task(frame(type="task", request="do", task_name=task_name), "d", "device",
                      nobody)
     assert plan.task_name == expected
 
 
 def test_plan_task_without_task_name_generates_one() -> None:
-    plan = plan_task(frame(type="task", request="do"), "d", "device", nobody)
+    plan = planned_task(frame(type="task", request="do"), "d", "device", nobody)
     assert re.fullmatch(r"task-[0-9a-f]{12}", plan.task_name)
 
 
 def test_plan_task_keeps_request_verbatim() -> None:
-    plan = plan_task(frame(type="task", request="  spaced  "), "d", "device", nobody)
+    plan = planned_task(frame(type="task", request="  spaced  "), "d", "device", nobody)
     assert plan.request == "  spaced  "
 
 

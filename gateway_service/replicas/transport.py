@@ -1,5 +1,8 @@
 """The gateway's end of the link to one session-service replica: the transport only.
 
+What the gateway knows of the replica behind a link (its id, load, draining, lost
+sessions) lives in :mod:`gateway_service.replicas.pool`; this module only moves messages.
+
 A :class:`ReplicaLink` keeps one bidirectional stream open to its replica, reconnecting
 with jittered exponential backoff. What it sends is queued in a
 :class:`~aip_link.batching.BatchQueue` and written one batch per stream message; what it
@@ -20,7 +23,7 @@ from typing import Protocol
 
 import grpc
 
-from aip_grpc import link_pb2_grpc, session_api_pb2_grpc
+from aip_grpc import link_pb2_grpc
 from aip_link import codec
 from aip_link.batching import BatchQueue, pump
 from aip_link.channel import CHANNEL_OPTIONS
@@ -65,7 +68,7 @@ class LinkSilent(Exception):
 
 
 class ReplicaLink:
-    """One replica: its channel and the link stream on it."""
+    """The channel to one replica and the link stream on it; no replica state."""
 
     def __init__(
         self,
@@ -90,18 +93,10 @@ class ReplicaLink:
         # Channels belong to the event loop they are created on, hence made in start().
         self.channel: grpc.aio.Channel | None = None
         self._stub: link_pb2_grpc.GatewayLinkStub | None = None
-        self.api: session_api_pb2_grpc.SessionApiStub | None = None
         #: The stream is open and the replica has answered our hello.
         self.healthy = False
         #: Why the last stream ended or could not be opened.
         self.last_error = ""
-        self.replica_id = ""
-        self.active_sessions = 0
-        #: The replica refused a task because it is shutting down: place none there.
-        self.draining = False
-        #: Sessions of this replica already ended for their requesters as lost with the
-        #: link; if the replica was only cut off, their own end must not be delivered.
-        self.lost_sessions: set[str] = set()
         # Closed until a stream is open: sends fail fast while the link is down.
         self._queue: BatchQueue[GatewayMessage] = BatchQueue()
         self._queue.close()
@@ -114,7 +109,6 @@ class ReplicaLink:
     def start(self) -> None:
         self.channel = self.security.channel(self.address)
         self._stub = link_pb2_grpc.GatewayLinkStub(self.channel)
-        self.api = session_api_pb2_grpc.SessionApiStub(self.channel)
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"link-{self.address}"
         )
@@ -191,7 +185,6 @@ class ReplicaLink:
             if first is None:
                 return
             self.healthy = True
-            self.draining = False
             self.last_error = ""
             log.info("link to replica %s up", self.address)
             self._owner.on_link_up(self)
