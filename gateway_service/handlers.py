@@ -42,6 +42,7 @@ class FrameRouter:
         # Counters per frame type, looked up once: labels() takes a lock on every call.
         self._counted = {message_type: metrics.FRAMES_IN.labels(message_type)
                          for message_type in (*CLIENT_MESSAGE_TYPES, "unknown")}
+        self._heartbeats = self._counted[MessageType.HEARTBEAT]
         self._routes: dict[str, Handler] = {
             MessageType.HEARTBEAT: self.heartbeat,
             MessageType.TASK: self.task,
@@ -57,7 +58,7 @@ class FrameRouter:
         """Handle one message from a registered client; never raises."""
         conn.last_seen = time.monotonic()
         if frames.is_plain_heartbeat(data):  # most frames: no ClientFrame needed
-            self._counted[MessageType.HEARTBEAT].inc()
+            self._heartbeats.inc()
             self.heartbeat(conn, None, data)
             return
         try:

@@ -17,6 +17,8 @@ from aip_wire.vocab import CommandStatus, ResultStatus
 log = logging.getLogger("aip.session.dispatcher")
 
 _RESULT_STATUSES = frozenset(ResultStatus)
+# Bound once: each ``CommandStatus.X`` costs a trip through the enum's metaclass.
+_ANSWERED = CommandStatus.ANSWERED
 
 
 def failure(call_id: str | None, error: str) -> dict[str, Any]:
@@ -111,7 +113,7 @@ class CommandDispatcher:
                     failure(call_id, f"no result from the device within {timeout:g}s")
                     for call_id in call_ids
                 ], CommandStatus.TIMEOUT
-            return normalize_results(raw, call_ids), CommandStatus.ANSWERED
+            return normalize_results(raw, call_ids), _ANSWERED
         finally:
             self._pending.pop(response_id, None)
 

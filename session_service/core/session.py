@@ -81,7 +81,8 @@ class Session:
     @property
     def running(self) -> bool:
         """Not ended yet: pending, running, or unwinding after a cancel."""
-        return self.lifecycle.public_state is SessionState.RUNNING
+        # On every result a device sends: one attribute, not the phase's public state.
+        return self.lifecycle.ended is None
 
     @property
     def cancel_reason(self) -> str | None:
