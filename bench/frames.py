@@ -1,0 +1,72 @@
+"""The AIP frames the load generators send, shaped as the reference clients send them.
+
+Every field is present (most null) so that the gateway parses frames of the same size
+and shape as real traffic.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from bench.common import PLAN_COMMAND
+
+
+def register_frame(client_id: str, client_type: str = "device",
+                   target_id: str | None = None) -> bytes:
+    """A register frame as the reference clients send it: every field, most null."""
+    return orjson.dumps({
+        "type": "register", "status": "ok", "client_type": client_type,
+        "client_id": client_id, "session_id": None, "task_name": None,
+        "target_id": target_id, "request": None, "action_results": None,
+        "timestamp": "2026-01-01T00:00:00+00:00", "request_id": None,
+        "prev_response_id": None, "error": None,
+        "metadata": {"platform": "linux",
+                     "system_info": {"os": "Linux", "cpu_count": 2, "memory_gb": 8}},
+    })
+
+
+def heartbeat_frame(client_id: str) -> bytes:
+    return orjson.dumps({
+        "type": "heartbeat", "status": "ok", "client_type": "device",
+        "client_id": client_id, "session_id": None, "task_name": None,
+        "target_id": None, "request": None, "action_results": None,
+        "timestamp": "2026-01-01T00:00:00+00:00", "request_id": None,
+        "prev_response_id": None, "error": None, "metadata": None,
+    })
+
+
+def results_frame(command: dict[str, Any], client_id: str) -> bytes:
+    """The ``command_results`` a device answers ``command`` with (all successes)."""
+    return orjson.dumps({
+        "type": "command_results",
+        "status": command.get("status") or "continue",
+        "client_type": "device",
+        "client_id": client_id,
+        "session_id": command.get("session_id"),
+        "task_name": command.get("task_name"),
+        "prev_response_id": command.get("response_id"),
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "action_results": [
+            {"status": "success", "error": None, "result": "ok", "namespace": None,
+             "call_id": action.get("call_id")}
+            for action in command.get("actions") or ()
+        ],
+    })
+
+
+#: What the echo baselines send: a device's answer to a one-action command, as big as
+#: the frames of figure 1.
+ECHO_PAYLOAD = results_frame({
+    "status": "continue", "session_id": str(uuid.uuid4()), "task_name": "bench-task",
+    "response_id": str(uuid.uuid4()), "actions": [{"call_id": uuid.uuid4().hex[:12]}],
+}, "bench-dev-0")
+
+
+def plan_request(steps: int, timeout: float | None = None) -> str:
+    plan: dict[str, Any] = {"steps": [[PLAN_COMMAND]] * steps}
+    if timeout is not None:
+        plan["timeout"] = timeout
+    return orjson.dumps(plan).decode()

@@ -1,0 +1,86 @@
+"""What ``python -m bench`` runs: the figures chosen and the sizes and windows used.
+
+``--quick`` swaps in small sizes for a smoke run; each explicit flag then overrides its
+default. :data:`NEEDS` ties each figure to the same-run baselines it is compared with, so
+a partial run (``--only``) measures only the baselines it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import ROOT
+
+FIGURES = ("1", "2", "3", "4", "5", "6")
+NEEDS = {  # which baselines each figure is compared with
+    "1": {"ws_latency", "ws_thr100", "grpc", "chain"},
+    "2": {"ws_thr1000"},
+    "3": {"ws_connect"},
+    "4": {"ws_memory"},
+    "5": set(),
+    "6": {"ws_thr100"},
+}
+
+
+@dataclass
+class Options:
+    quick: bool = False
+    only: tuple[str, ...] = FIGURES
+    warmup: float = 2.0
+    window: float = 8.0
+    latency_steps: int = 2000
+    throughput_steps: int = 2000
+    devices: int = 100
+    heartbeat_devices: int = 1000
+    registrations: int = 1000
+    memory_devices: tuple[int, ...] = (1000, 5000, 10000)
+    memory_sessions: int = 2000
+    profile: bool = False
+    out: Path = ROOT / "bench-results" / "latest.json"
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark the AIP gateway and session service against same-run "
+        "baselines (make bench).")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and short windows: a smoke run under a minute")
+    parser.add_argument("--only", default="",
+                        help="comma-separated figures to run (1-6), e.g. --only 1,4")
+    parser.add_argument("--warmup", type=float, help="seconds before each window")
+    parser.add_argument("--window", type=float, help="seconds of each measured window")
+    parser.add_argument("--latency-steps", type=int, help="steps of the figure-1 session")
+    parser.add_argument("--throughput-steps", type=int,
+                        help="steps of each throughput session (restarted when done)")
+    parser.add_argument("--devices", type=int, help="devices for figures 1, 5 and 6")
+    parser.add_argument("--heartbeat-devices", type=int, help="devices for figure 2")
+    parser.add_argument("--registrations", type=int, help="clients for figure 3")
+    parser.add_argument("--memory-devices", help="idle device counts for figure 4")
+    parser.add_argument("--memory-sessions", type=int, help="waiting sessions, figure 4")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile both services with py-spy under the figure-1 "
+                        "throughput load (an extra, unrecorded run)")
+    parser.add_argument("--out", type=Path, help="JSON output (bench-results/latest.json)")
+    args = parser.parse_args(argv)
+    opts = Options()
+    if args.quick:
+        opts = Options(quick=True, warmup=1.0, window=3.0, latency_steps=500,
+                       throughput_steps=500, memory_devices=(1000,), memory_sessions=500)
+    if args.only:
+        wanted = tuple(part.strip() for part in args.only.split(",") if part.strip())
+        unknown = [f for f in wanted if f not in FIGURES]
+        if unknown:
+            parser.error(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
+        opts.only = wanted
+    for name in ("warmup", "window", "latency_steps", "throughput_steps", "devices",
+                 "heartbeat_devices", "registrations", "memory_sessions", "out"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(opts, name, value)
+    if args.memory_devices:
+        opts.memory_devices = tuple(int(n) for n in args.memory_devices.split(","))
+    opts.profile = args.profile
+    return opts
