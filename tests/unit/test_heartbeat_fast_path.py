@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, is_plain_heartbeat, parse_client_frame
-from tests.unit.test_fuzz import (
+from tests.unit.fuzz_support import (
     ANY_JSON,
     FUZZ,
     JSON_64,
