@@ -4,6 +4,11 @@ Field names and meanings follow ``protos/aip_grpc/link.proto``; enumerations are
 project's own (:mod:`aip_wire.vocab`), JSON documents are Python values, and AIP frames
 that pass through unchanged are bytes. Nothing here knows protobuf: only
 :mod:`aip_link.codec` does.
+
+The classes are not ``frozen``: a frozen dataclass sets each field through
+``object.__setattr__``, four times the cost of a plain one, and every command crosses the
+link as several of these. Treat them as values all the same: nobody changes a message
+once it is built.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from aip_wire.vocab import CancelReason, ClientType, RejectionCode, RequesterKin
 # ---------------------------------------------------------------- gateway -> session
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientPresence:
     """One registered client as every replica knows it."""
 
@@ -27,7 +32,7 @@ class ClientPresence:
     gateway_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hello:
     """First message on every (re)connected link: the gateway's full presence."""
 
@@ -35,19 +40,19 @@ class Hello:
     clients: tuple[ClientPresence, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientOnline:
     client: ClientPresence
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientOffline:
     client_id: str
     client_type: ClientType
     gateway_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSubmit:
     """Start a session; answered by :class:`TaskAccepted` or :class:`TaskRejected`."""
 
@@ -61,7 +66,7 @@ class TaskSubmit:
     gateway_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommandResults:
     """A device's ``command_results`` frame, as it sent it, for the session's replica.
 
@@ -75,20 +80,20 @@ class CommandResults:
     frame_json: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CancelSession:
     session_id: str
     reason: str = CancelReason.REQUESTED
     requester_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeviceInfoUpdate:
     device_id: str
     device_info: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ping:
     nonce: int
 
@@ -96,7 +101,7 @@ class Ping:
 # ---------------------------------------------------------------- session -> gateway
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Welcome:
     """The replica's answer to :class:`Hello`."""
 
@@ -104,14 +109,14 @@ class Welcome:
     active_sessions: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskAccepted:
     submit_id: int
     session_id: str
     active_sessions: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskRejected:
     submit_id: int
     session_id: str
@@ -119,7 +124,7 @@ class TaskRejected:
     code: RejectionCode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionOpened:
     """A session another gateway (or a backend) started runs on a device of this
     gateway: route the device's results to the replica that sent this."""
@@ -131,7 +136,7 @@ class SessionOpened:
     requester_kind: RequesterKind
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeviceFrame:
     """An AIP frame (a command) for one device, ready to write to its socket."""
 
@@ -140,7 +145,7 @@ class DeviceFrame:
     frame_json: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskEnded:
     """A session ended; ``frame_json`` is its ``task_end`` frame.
 
@@ -158,7 +163,7 @@ class TaskEnded:
     active_sessions: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pong:
     nonce: int
     active_sessions: int

@@ -101,6 +101,8 @@ class ReplicaLink:
         self._queue: BatchQueue[GatewayMessage] = BatchQueue()
         self._queue.close()
         self._nonces = itertools.count(1)
+        #: Loop time of the last batch from the replica, for the silence check.
+        self._heard_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -157,18 +159,23 @@ class ReplicaLink:
             attempt = min(attempt + 1, 16)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
-    async def _read(self, call: grpc.aio.StreamStreamCall) -> list[SessionMessage] | None:
-        """The next batch, decoded; ``None`` at the end of the stream."""
-        try:
-            async with asyncio.timeout(self._silence_limit):
-                batch = await call.read()
-        except TimeoutError:
-            raise LinkSilent(
-                f"nothing from the replica for {self._silence_limit:g}s"
-            ) from None
-        if batch is grpc.aio.EOF:
-            return None
-        return codec.decode_session_batch(batch)
+    async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
+        """Hand every batch the replica sends to the owner until the stream ends."""
+        loop = asyncio.get_running_loop()
+        first = True
+        while True:
+            batch = await call.read()
+            if batch is grpc.aio.EOF:
+                return
+            self._heard_at = loop.time()
+            messages = codec.decode_session_batch(batch)
+            if first:
+                first = False
+                self.healthy = True
+                self.last_error = ""
+                log.info("link to replica %s up", self.address)
+                self._owner.on_link_up(self)
+            self._owner.on_link_messages(self, messages)
 
     async def _stream(self) -> None:
         assert self._stub is not None
@@ -178,26 +185,20 @@ class ReplicaLink:
         queue: BatchQueue[GatewayMessage] = BatchQueue([self._owner.hello()])
         self._queue = queue
         loop = asyncio.get_running_loop()
+        self._heard_at = loop.time()
         writer = loop.create_task(self._write(queue, call))
+        # The reader and the pinger race: the stream ends when either does. The pinger
+        # also watches for silence, which is cheaper than a timeout around every read.
+        reader = loop.create_task(self._read(call))
         pinger = loop.create_task(self._ping(queue))
         try:
-            first = await self._read(call)
-            if first is None:
-                return
-            self.healthy = True
-            self.last_error = ""
-            log.info("link to replica %s up", self.address)
-            self._owner.on_link_up(self)
-            self._owner.on_link_messages(self, first)
-            while True:
-                batch = await self._read(call)
-                if batch is None:
-                    return
-                self._owner.on_link_messages(self, batch)
+            await asyncio.wait({reader, pinger}, return_when=asyncio.FIRST_COMPLETED)
+            done = reader if reader.done() else pinger
+            done.result()  # the reader's end, or the pinger's LinkSilent
         finally:
             queue.close()
-            writer.cancel()
-            pinger.cancel()
+            for task in (writer, reader, pinger):
+                task.cancel()
             call.cancel()
 
     async def _write(
@@ -212,6 +213,11 @@ class ReplicaLink:
             call.cancel()
 
     async def _ping(self, queue: BatchQueue[GatewayMessage]) -> None:
+        """Ping every ``ping_interval``; raise :class:`LinkSilent` once nothing at all
+        has come back for ``silence_limit`` seconds."""
+        loop = asyncio.get_running_loop()
         while not queue.closed:
+            if loop.time() - self._heard_at > self._silence_limit:
+                raise LinkSilent(f"nothing from the replica for {self._silence_limit:g}s")
             queue.put(Ping(next(self._nonces)))
-            await asyncio.sleep(self._ping_interval)
+            await asyncio.sleep(min(self._ping_interval, self._silence_limit / 2))
