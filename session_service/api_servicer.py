@@ -242,3 +242,16 @@ class Health:
     async def enter_graceful_shutdown(self) -> None:
         """Every service NOT_SERVING from now on, whatever is set later."""
         await self._servicer.enter_graceful_shutdown()
+
+
+def probe(address: str = "127.0.0.1:50051", timeout: float = 3.0) -> int:
+    """A container health check's exit status: 0 when the replica at ``address`` says
+    SERVING, 1 otherwise (draining, unreachable, or no answer within ``timeout``)."""
+    with grpc.insecure_channel(address) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+        except grpc.RpcError:
+            return 1
+    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1
