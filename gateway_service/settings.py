@@ -116,7 +116,7 @@ class GatewaySettings(BaseSettings):
         5.0, gt=0, description="Seconds between pings on each replica link."
     )
     link_silence_limit: float = Field(
-        20.0, gt=0,
+        15.0, gt=0,
         description="A link that brings nothing back for this long (not even a pong) is "
         "taken for dead and reconnected, s.",
     )

@@ -42,6 +42,10 @@ class GatewayPeer:
     def __init__(self) -> None:
         self.gateway_id = ""
         self.queue: BatchQueue[m.SessionMessage] = BatchQueue()
+        #: Loop time of the last batch from the gateway, for the silence check.
+        self.heard_at = asyncio.get_running_loop().time()
+        #: Closed because the gateway went silent, not because its stream ended.
+        self.silent = False
 
     def send(self, message: m.SessionMessage) -> bool:
         return self.queue.put(message)
@@ -117,8 +121,10 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         presence: Presence,
         manager: SessionManager,
         gateway_grace: float,
+        silence_limit: float = 15.0,
     ) -> None:
         self.replica_id = replica_id
+        self.silence_limit = silence_limit
         self.hub = hub
         self.presence = presence
         self.manager = manager
@@ -129,16 +135,24 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         self, request_iterator: Any, context: grpc.aio.ServicerContext
     ) -> None:
         peer = GatewayPeer()
-        reader = asyncio.get_running_loop().create_task(self._read(request_iterator, peer))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read(request_iterator, peer))
+        connect = asyncio.current_task()
+        assert connect is not None
+        watchdog = loop.create_task(self._watch(peer, connect))
         try:
             while True:
                 batch = await peer.queue.next_batch()
                 if batch is None:
                     break
                 await context.write(codec.encode_session_batch(batch))
+        except asyncio.CancelledError:
+            if not peer.silent:
+                raise
         finally:
             peer.close()
             reader.cancel()
+            watchdog.cancel()
             if peer.gateway_id and self.hub.peers.get(peer.gateway_id) is peer:
                 del self.hub.peers[peer.gateway_id]
                 metrics.GATEWAYS.set(len(self.hub.peers))
@@ -148,10 +162,28 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 )
                 self._schedule_drop(peer.gateway_id)
 
+    async def _watch(self, peer: GatewayPeer, connect: asyncio.Task[Any]) -> None:
+        """End the stream of a gateway that sent nothing, not even a ping, for the
+        silence limit: after a partition no reset may ever arrive, and a write to it may
+        block for as long as TCP keeps retrying. Cancelling the stream's task is the one
+        way out of such a write."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.silence_limit / 4)
+            if loop.time() - peer.heard_at > self.silence_limit:
+                log.warning("gateway %s sent nothing for %gs: closing its link",
+                            peer.gateway_id or "?", self.silence_limit)
+                peer.silent = True
+                peer.close()
+                connect.cancel()
+                return
+
     async def _read(self, request_iterator: Any, peer: GatewayPeer) -> None:
         inbound = self._inbound(peer)
+        loop = asyncio.get_running_loop()
         try:
             async for batch in request_iterator:
+                peer.heard_at = loop.time()
                 inbound.dispatch(codec.decode_gateway_batch(batch))
         except asyncio.CancelledError:
             pass

@@ -51,7 +51,7 @@ class SessionService:
         self._skip_drain = asyncio.Event()
         link_servicer.add_to_server(
             GatewayLinkServicer(settings.replica_id, self.hub, self.presence, self.manager,
-                                settings.gateway_grace),
+                                settings.gateway_grace, settings.link_silence_limit),
             self.server,
         )
         api_servicer.add_to_server(

@@ -47,6 +47,12 @@ class SessionSettings(BaseSettings):
         description="Seconds a gateway whose link dropped may take to come back before "
         "its clients count as disconnected.",
     )
+    link_silence_limit: float = Field(
+        15.0,
+        gt=0,
+        description="A gateway link that brings nothing (gateways ping every few seconds) "
+        "for this long is closed, as after a partition, seconds.",
+    )
     record_retention: float = Field(
         3600.0, gt=0, description="Seconds an ended session's record is kept."
     )

@@ -78,7 +78,7 @@ class ReplicaLink:
         backoff_min: float = 0.2,
         backoff_max: float = 5.0,
         ping_interval: float = 5.0,
-        silence_limit: float = 20.0,
+        silence_limit: float = 15.0,
         security: LinkSecurity | None = None,
     ) -> None:
         self.address = address

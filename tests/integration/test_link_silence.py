@@ -1,5 +1,6 @@
-"""A link that goes silent without any reset (a partition) is found by the gateway's pings
-well before TCP or gRPC keepalive (10 s + 5 s) would notice, and recovers afterwards."""
+"""A link that goes silent without any reset (a partition) is found at both ends well
+before TCP or gRPC keepalive (10 s + 5 s) would notice, and recovers afterwards: the
+gateway by its pings going unanswered, the replica by the pings no longer arriving."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tests.tcp_proxy import TcpProxy
 
 class Partitioned:
     def __init__(self) -> None:
-        self.replica = SessionReplica(gateway_grace=30.0)
+        self.replica = SessionReplica(gateway_grace=30.0, link_silence_limit=1.5)
         self.proxy: TcpProxy | None = None
         self.gw: GatewayProcess | None = None
 
@@ -77,6 +78,11 @@ async def test_a_silent_link_is_dropped_and_its_sessions_reported_lost(
     assert partitioned.proxy.address in (end["error"] or ""), end
     assert "nothing from the replica" in gateway.links[0].last_error
     assert not gateway.healthy_links()
+    # The replica closed its end too, without waiting for TCP; within the grace the
+    # gateway's clients still count as connected.
+    hub = partitioned.replica.service.hub
+    await wait_for(lambda: not hub.peers, 10)
+    assert presence.get("dev1") is not None
 
     # Once the partition heals the link comes back, and the replica is told to stop the
     # session it may still be running, since its requester was told it was lost.
