@@ -137,6 +137,10 @@ class Gateway:
     def on_replica_up(self, replica: Replica) -> None:
         pass  # the pool did the bookkeeping; the replica announces itself with Welcome
 
+    def on_replica_removed(self, replica: Replica) -> None:
+        # Replica addresses come and go with DNS (pods rescheduled): forget its table.
+        self._inbound.pop(replica, None)
+
     def on_replica_messages(self, replica: Replica, batch: Sequence[m.SessionMessage]) -> None:
         inbound = self._inbound.get(replica)
         if inbound is None:

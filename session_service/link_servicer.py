@@ -12,6 +12,7 @@ command, end) and the hub turns it into :mod:`aip_link.messages` on the right qu
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -101,8 +102,6 @@ def action_results_of(frame_json: bytes) -> Any:
         frame = orjson.loads(frame_json)
     except orjson.JSONDecodeError:
         # orjson refuses integers beyond 64 bits, which the gateway's parser accepted.
-        import json
-
         try:
             frame = json.loads(frame_json)
         except ValueError:

@@ -73,6 +73,7 @@ class PoolOwner(Protocol):
     def on_replica_messages(self, replica: Replica,
                             batch: Sequence[m.SessionMessage]) -> None: ...
     def on_replica_lost(self, replica: Replica, cause: str) -> None: ...
+    def on_replica_removed(self, replica: Replica) -> None: ...
 
 
 class ReplicaPool:
@@ -130,6 +131,7 @@ class ReplicaPool:
             if was_healthy:
                 self.on_link_lost(replica.transport, "removed from the replica list",
                                   replica)
+            self._owner.on_replica_removed(replica)
 
     def _add(self, address: str) -> None:
         settings = self.settings

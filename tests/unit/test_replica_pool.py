@@ -42,6 +42,7 @@ class Owner:
     def __init__(self) -> None:
         self.up: list[Replica] = []
         self.lost: list[tuple[Replica, str]] = []
+        self.removed: list[Replica] = []
         self.batches: list[tuple[Replica, Sequence[m.SessionMessage]]] = []
 
     def hello(self) -> m.Hello:
@@ -55,6 +56,9 @@ class Owner:
 
     def on_replica_lost(self, replica: Replica, cause: str) -> None:
         self.lost.append((replica, cause))
+
+    def on_replica_removed(self, replica: Replica) -> None:
+        self.removed.append(replica)
 
 
 def pool(addresses: str = "127.0.0.1:1,127.0.0.2:1") -> tuple[ReplicaPool, Owner]:
@@ -162,4 +166,15 @@ async def test_a_replica_gone_from_the_list_is_stopped_and_reported_lost() -> No
     await replicas.refresh()
     assert replicas.replicas == [a]
     assert link(b).stopped
+    assert owner.lost == [(b, "removed from the replica list")]
+
+
+async def test_the_owner_hears_of_every_replica_removed_healthy_or_not() -> None:
+    replicas, owner = pool("127.0.0.1:1,127.0.0.2:1,127.0.0.3:1")
+    await replicas.refresh()
+    _, b, c = replicas.replicas
+    await up(replicas, b)
+    replicas._resolver.entries = replicas._resolver.entries[:1]
+    await replicas.refresh()
+    assert owner.removed == [b, c]
     assert owner.lost == [(b, "removed from the replica list")]
