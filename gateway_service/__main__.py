@@ -11,6 +11,7 @@ from typing import cast
 import uvicorn
 from pydantic_settings import CliApp
 
+from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
@@ -82,6 +83,7 @@ class GatewayServer(uvicorn.Server):
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(GatewaySettings, cli_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
+    raise_fd_limit()
     server = GatewayServer(uvicorn_config(settings), settings)
     tune_gc()
     server.run()

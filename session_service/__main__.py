@@ -10,6 +10,7 @@ import sys
 
 from pydantic_settings import CliApp
 
+from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from session_service.server import SessionService
 from session_service.settings import SessionSettings
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    raise_fd_limit()
     tune_gc()
     try:
         import uvloop

@@ -46,3 +46,17 @@ def test_the_grpc_default_is_in_place_before_grpc_loads() -> None:
 @pytest.mark.parametrize("own", ["", "-event_engine_dns"])
 def test_an_operators_grpc_experiments_win(own: str) -> None:
     assert _experiments_seen_by_a_fresh_process({**os.environ, "GRPC_EXPERIMENTS": own}) == own
+
+
+def test_raise_fd_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
+    code = ("import resource; from aip_runtime.fd_limit import raise_fd_limit; "
+            "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard)); "
+            "now = raise_fd_limit(); "
+            "hard = 1 << 20 if hard == resource.RLIM_INFINITY else hard; "
+            "print(now, resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    now, soft, hard = (int(part) for part in done.stdout.split())
+    assert now == soft
+    assert soft == hard
