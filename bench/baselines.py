@@ -36,8 +36,9 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
-from bench.common import ECHO_METHOD, HOST, raise_nofile_limit
+from bench.common import ECHO_METHOD, HOST
 
 
 def uvicorn_config_for(app: Any, port: int) -> uvicorn.Config:
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--grpc", default="", help="echo server for the chain, HOST:PORT")
     args = parser.parse_args(argv)
-    raise_nofile_limit()
+    raise_fd_limit()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     tune_gc()  # the services' process settings, as for everything else they share
     if args.kind in ("ws", "chain"):

@@ -17,20 +17,6 @@ ECHO_METHOD = "/bench.Echo/Echo"
 PLAN_COMMAND = {"tool_name": "echo", "parameters": {"text": "hello"}, "tool_type": "action"}
 
 
-def raise_nofile_limit() -> int:
-    """Raise the soft open-file limit to the hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))

@@ -1,4 +1,4 @@
-"""The six figures, each on a freshly started stack (how each is measured: :mod:`bench.run`).
+"""The seven figures, each on a freshly started stack (how each is measured: :mod:`bench.run`).
 
 Every figure records its rows, set against its same-run baseline and the issue's target,
 on the run's :class:`bench.suite.Bench`.
@@ -175,3 +175,24 @@ async def figure_6(bench: Bench) -> None:
                           "devices", r["rate"], "/s", bench.base["ws_thr100"]["rate"],
                           "WS echo, 100 clients",
                           note="a task is ~6 WebSocket round trips"))
+
+
+async def figure_7(bench: Bench) -> None:
+    opts = bench.opts
+    megabytes = opts.big_result_bytes / 1e6
+    async with bench.stack() as stack:
+        r = await bench.load("fig7_big_results", {
+            "mode": "sessions", "kind": "throughput", "url": stack.ws_url,
+            "session_addresses": stack.addresses, "devices": opts.big_devices,
+            "steps": opts.throughput_steps, "result_bytes": opts.big_result_bytes},
+            sample=stack.sample)
+    cpu = bench.details["fig7_big_results"].get("cpu") or {}
+    per_result = {name: share / max(r["rate"], 1e-9) * 1e3 for name, share in cpu.items()}
+    bench.say(f"  {megabytes:g} MB results, {opts.big_devices} devices: {r['rate']:,.1f}/s "
+              f"({r['rate'] * megabytes:,.0f} MB/s); CPU ms per result: " + ", ".join(
+                  f"{name} {ms:.1f}" for name, ms in per_result.items()))
+    echo = bench.base["ws_big"]["rate"]
+    bench.rows.append(Row(
+        "7", f"{megabytes:g} MB results/s through the full path, {opts.big_devices} devices",
+        r["rate"], "/s", echo, f"bare WS echo of {megabytes:g} MB frames",
+        note="CPU ms/result " + ", ".join(f"{n} {ms:.1f}" for n, ms in per_result.items())))

@@ -6,6 +6,7 @@ and shape as real traffic.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -38,8 +39,9 @@ def heartbeat_frame(client_id: str) -> bytes:
     })
 
 
-def results_frame(command: dict[str, Any], client_id: str) -> bytes:
-    """The ``command_results`` a device answers ``command`` with (all successes)."""
+def results_frame(command: dict[str, Any], client_id: str, result: str = "ok") -> bytes:
+    """The ``command_results`` a device answers ``command`` with (all successes, each
+    action's result ``result``: a screenshot is a base64 string of megabytes)."""
     return orjson.dumps({
         "type": "command_results",
         "status": command.get("status") or "continue",
@@ -50,7 +52,7 @@ def results_frame(command: dict[str, Any], client_id: str) -> bytes:
         "prev_response_id": command.get("response_id"),
         "timestamp": "2026-01-01T00:00:00+00:00",
         "action_results": [
-            {"status": "success", "error": None, "result": "ok", "namespace": None,
+            {"status": "success", "error": None, "result": result, "namespace": None,
              "call_id": action.get("call_id")}
             for action in command.get("actions") or ()
         ],
@@ -70,3 +72,18 @@ def plan_request(steps: int, timeout: float | None = None) -> str:
     if timeout is not None:
         plan["timeout"] = timeout
     return orjson.dumps(plan).decode()
+
+
+def screenshot(size: int) -> str:
+    """``size`` characters of base64 text, the shape of an inline screenshot."""
+    chunk = base64.b64encode(bytes(range(256)) * 3).decode()  # 1,024 characters
+    return (chunk * (size // len(chunk) + 1))[:size]
+
+
+def big_echo_payload(size: int) -> bytes:
+    """:data:`ECHO_PAYLOAD` with a ``size``-character result: what figure 7's baseline
+    echoes."""
+    return results_frame({
+        "status": "continue", "session_id": str(uuid.uuid4()), "task_name": "bench-task",
+        "response_id": str(uuid.uuid4()), "actions": [{"call_id": uuid.uuid4().hex[:12]}],
+    }, "bench-dev-0", screenshot(size))

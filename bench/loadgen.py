@@ -55,8 +55,9 @@ from typing import Any
 
 import orjson
 
+from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
-from bench.common import emit, raise_nofile_limit
+from bench.common import emit
 from bench.modes_sessions import sessions
 from bench.modes_tasks import tasks
 from bench.modes_transport import grpc_echo, ws_connect, ws_latency, ws_throughput
@@ -82,7 +83,7 @@ async def main_async(cfg: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    raise_nofile_limit()
+    raise_fd_limit()
     cfg = orjson.loads(sys.argv[1])
     tune_gc()  # thousands of client sockets: the collector would skew the client's share
     try:

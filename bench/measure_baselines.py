@@ -18,7 +18,7 @@ from bench.suite import Bench
 
 async def baselines(bench: Bench, needed: set[str]) -> None:
     opts = bench.opts
-    if needed & {"ws_latency", "ws_thr100", "ws_thr1000", "ws_connect"}:
+    if needed & {"ws_latency", "ws_thr100", "ws_thr1000", "ws_connect", "ws_big"}:
         echo = await bench.launcher.baseline("ws")
         url = f"ws://{HOST}:{echo.port}/ws"
         sample = {"echo": echo.pid}
@@ -43,6 +43,13 @@ async def baselines(bench: Bench, needed: set[str]) -> None:
             bench.base["ws_connect"] = r["stages"][0]
             bench.say(f"  WS echo, connect + 1 round trip: "
                       f"{r['stages'][0]['rate']:,.0f}/s")
+        if "ws_big" in needed:
+            r = await bench.load("baseline_ws_big", {
+                "mode": "ws_throughput", "url": url, "clients": opts.big_devices,
+                "payload_bytes": opts.big_result_bytes}, sample=sample)
+            bench.base["ws_big"] = r
+            bench.say(f"  WS echo of {opts.big_result_bytes / 1e6:g} MB frames, "
+                      f"{opts.big_devices} clients: {r['rate']:,.1f} msg/s")
         await echo.stop()
     if "grpc" in needed or "chain" in needed:
         grpc_echo = await bench.launcher.baseline("grpc")
@@ -92,6 +99,10 @@ def baseline_rows(bench: Bench) -> None:
     if "ws_connect" in b:
         bench.rows.append(Row("B3", "bare WS echo connect + 1 round trip /s",
                               b["ws_connect"]["rate"], "/s"))
+    if "ws_big" in b:
+        bench.rows.append(Row("B7", f"bare WS echo of {bench.opts.big_result_bytes / 1e6:g} "
+                              f"MB frames msg/s, {bench.opts.big_devices} clients",
+                              b["ws_big"]["rate"], "/s"))
     if "grpc" in b:
         bench.rows.append(Row("B4", "bare grpc.aio bidi echo p50, 1 stream",
                               b["grpc"]["latency"]["p50_us"], "us"))

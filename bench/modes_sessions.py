@@ -16,7 +16,7 @@ import grpc
 import orjson
 
 from bench.common import emit, latency_summary
-from bench.frames import plan_request, results_frame
+from bench.frames import plan_request, results_frame, screenshot
 from bench.harness import (
     Window,
     best_run,
@@ -47,7 +47,8 @@ class Device:
                 kind = frame.get("type")
                 if kind == "command":
                     if not bench.silent:
-                        await self.ws.send(results_frame(frame, self.client_id))
+                        await self.ws.send(results_frame(frame, self.client_id,
+                                                         bench.result))
                     bench.commands += 1
                     if bench.record:
                         bench.stamps.append(now())
@@ -74,6 +75,8 @@ class SessionBench:
         self.all_ended = asyncio.Event()
         self.stubs: list[Any] = []
         self.request = plan_request(int(cfg["steps"]), cfg.get("step_timeout"))
+        #: Every action's result: "ok", or a screenshot of ``result_bytes`` characters.
+        self.result = screenshot(int(cfg["result_bytes"])) if cfg.get("result_bytes") else "ok"
 
     def task_end(self, device: Device, frame: dict[str, Any]) -> None:
         session_id = str(frame.get("session_id"))

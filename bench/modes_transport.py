@@ -15,7 +15,7 @@ import grpc
 import orjson
 
 from bench.common import ECHO_METHOD, emit, latency_summary
-from bench.frames import ECHO_PAYLOAD, heartbeat_frame, register_frame
+from bench.frames import ECHO_PAYLOAD, big_echo_payload, heartbeat_frame, register_frame
 from bench.harness import (
     Window,
     best_run,
@@ -63,9 +63,12 @@ async def ws_throughput(cfg: dict[str, Any]) -> dict[str, Any]:
     samples: list[float] = []
     stop = False
 
+    echo = big_echo_payload(int(cfg["payload_bytes"])) if cfg.get("payload_bytes") else (
+        ECHO_PAYLOAD)
+
     async def loop(index: int) -> None:
         ws = sockets[index]
-        payload = heartbeat_frame(ids[index]) if registered else ECHO_PAYLOAD
+        payload = heartbeat_frame(ids[index]) if registered else echo
         expected = "heartbeat" if registered else "command_results"
         while not stop:
             started = now()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.procs import ROOT
 
-FIGURES = ("1", "2", "3", "4", "5", "6")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7")
 NEEDS = {  # which baselines each figure is compared with
     "1": {"ws_latency", "ws_thr100", "grpc", "chain"},
     "2": {"ws_thr1000"},
@@ -21,6 +21,7 @@ NEEDS = {  # which baselines each figure is compared with
     "4": {"ws_memory"},
     "5": set(),
     "6": {"ws_thr100"},
+    "7": {"ws_big"},
 }
 
 
@@ -37,6 +38,8 @@ class Options:
     registrations: int = 1000
     memory_devices: tuple[int, ...] = (1000, 5000, 10000)
     memory_sessions: int = 2000
+    big_result_bytes: int = 5_000_000
+    big_devices: int = 4
     profile: bool = False
     out: Path = ROOT / "bench-results" / "latest.json"
 
@@ -49,7 +52,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short windows: a smoke run under a minute")
     parser.add_argument("--only", default="",
-                        help="comma-separated figures to run (1-6), e.g. --only 1,4")
+                        help="comma-separated figures to run (1-7), e.g. --only 1,4")
     parser.add_argument("--warmup", type=float, help="seconds before each window")
     parser.add_argument("--window", type=float, help="seconds of each measured window")
     parser.add_argument("--latency-steps", type=int, help="steps of the figure-1 session")
@@ -60,6 +63,10 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--registrations", type=int, help="clients for figure 3")
     parser.add_argument("--memory-devices", help="idle device counts for figure 4")
     parser.add_argument("--memory-sessions", type=int, help="waiting sessions, figure 4")
+    parser.add_argument("--big-result-bytes", type=int,
+                        help="size of each figure-7 result (a screenshot), characters")
+    parser.add_argument("--big-devices", type=int,
+                        help="devices (and echo clients) sending figure-7 results")
     parser.add_argument("--profile", action="store_true",
                         help="also profile both services with py-spy under the figure-1 "
                         "throughput load (an extra, unrecorded run)")
@@ -76,7 +83,8 @@ def parse_args(argv: list[str] | None) -> Options:
             parser.error(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
         opts.only = wanted
     for name in ("warmup", "window", "latency_steps", "throughput_steps", "devices",
-                 "heartbeat_devices", "registrations", "memory_sessions", "out"):
+                 "heartbeat_devices", "registrations", "memory_sessions", "big_result_bytes",
+                 "big_devices", "out"):
         value = getattr(args, name)
         if value is not None:
             setattr(opts, name, value)

@@ -48,6 +48,12 @@ client (:mod:`bench.wsclient`) in separate processes (:mod:`bench.loadgen`).
 6. Tasks end to end: ``--devices`` devices and as many constellations, each looping a
    ``task`` with a 3-step plan and waiting for its ``task_end``; tasks per second, and
    every task's ``task_end`` must reach the constellation and the device.
+7. Big results: ``--big-devices`` devices as in figure 1's throughput, each answering
+   every command with a ``--big-result-bytes`` base64 result (an inline screenshot);
+   results per second through the whole path (WebSocket, gateway, link, session
+   service, and the next command back), with each service's CPU milliseconds per
+   result. Baseline: the bare echo with as many clients sending frames of that size
+   (the echo sends each one back, so it moves twice the bytes of the real path).
 
 Layout
 ------
@@ -66,8 +72,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aip_runtime.fd_limit import raise_fd_limit
 from bench import figures, report
-from bench.common import raise_nofile_limit
 from bench.measure_baselines import baselines
 from bench.options import NEEDS, parse_args
 from bench.procs import ROOT, Launcher
@@ -81,6 +87,7 @@ async def run(bench: Bench) -> None:
     runs: dict[str, Callable[[Bench], Awaitable[None]]] = {
         "1": figures.figure_1, "2": figures.figure_2, "3": figures.figure_3,
         "4": figures.figure_4, "5": figures.figure_5, "6": figures.figure_6,
+        "7": figures.figure_7,
     }
     needed: set[str] = set()
     for key in bench.opts.only:
@@ -122,7 +129,7 @@ def git_state() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
-    limit = raise_nofile_limit()
+    limit = raise_fd_limit()
     launcher = Launcher(opts.out.parent / "logs")
     bench = Bench(opts, launcher)
     started = time.monotonic()
