@@ -133,7 +133,11 @@ async def ws_connect(cfg: dict[str, Any]) -> dict[str, Any]:
     for target in stages:
         latencies.clear()
         started = now()
-        opened = await bounded(target - done, concurrency, lambda i, base=done: one(base + i))
+
+        async def nth(i: int, base: int = done) -> ClientConnection | None:
+            return await one(base + i)
+
+        opened = await bounded(target - done, concurrency, nth)
         elapsed = now() - started
         sockets.extend(ws for ws in opened if ws is not None)
         stage = {"connected": len(sockets), "new": target - done, "elapsed_s": elapsed,
