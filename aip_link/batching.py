@@ -1,27 +1,41 @@
 """Outgoing link messages, written as one stream message per batch.
 
 One gRPC stream message costs tens of microseconds of CPU whatever it holds, so each end
-of the link queues what it sends and its writer drains the queue whole: a burst of
-frames from many sockets goes out as one message. :meth:`BatchQueue.put` never blocks
-and never awaits, so any code on the event loop may send.
+of the link queues what it sends and its writer drains the queue into batches: a burst of
+frames from many sockets goes out as one message. A batch is bounded in bytes (by the
+queue's ``measure``, see :func:`aip_link.sizes.size_hint`), so that a burst of large
+frames becomes several stream messages of ordinary size rather than one the channel
+refuses. :meth:`BatchQueue.put` never blocks and never awaits, so any code on the event
+loop may send.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
+
+from aip_link.channel import LINK_BATCH_BYTES
 
 T = TypeVar("T")
 
 
 class BatchQueue(Generic[T]):
-    """Messages for one open stream; closed for good when the stream ends."""
+    """Messages for one open stream; closed for good when the stream ends.
 
-    __slots__ = ("_buffer", "_wakeup", "closed")
+    With a ``measure`` (bytes per message), each batch holds at most ``limit`` bytes, or
+    one message alone when that one is larger (the writer then fragments it). Without
+    one, a batch is everything queued.
+    """
 
-    def __init__(self, first: list[T] | None = None) -> None:
+    __slots__ = ("_buffer", "_limit", "_measure", "_wakeup", "closed")
+
+    def __init__(self, first: list[T] | None = None, *,
+                 measure: Callable[[T], int] | None = None,
+                 limit: int = LINK_BATCH_BYTES) -> None:
         self._buffer: list[T] = list(first) if first else []
+        self._measure = measure
+        self._limit = limit
         self._wakeup = asyncio.Event()
         if self._buffer:
             self._wakeup.set()
@@ -45,7 +59,8 @@ class BatchQueue(Generic[T]):
         self._wakeup.set()
 
     async def next_batch(self) -> list[T] | None:
-        """Everything queued, once there is something; ``None`` once closed."""
+        """The oldest messages queued, up to the bound, once there is something;
+        ``None`` once closed."""
         while not self._buffer:
             if self.closed:
                 return None
@@ -56,18 +71,38 @@ class BatchQueue(Generic[T]):
             await asyncio.sleep(0)
         if self.closed:
             return None
-        batch, self._buffer = self._buffer, []
-        return batch
+        buffer = self._buffer
+        cut = self._cut(buffer)
+        if cut == len(buffer):
+            self._buffer = []
+            return buffer
+        self._buffer = buffer[cut:]
+        return buffer[:cut]
+
+    def _cut(self, buffer: list[T]) -> int:
+        """How many of the oldest messages make the next batch: at least one."""
+        measure = self._measure
+        if measure is None:
+            return len(buffer)
+        limit = self._limit
+        total = 0
+        for index, message in enumerate(buffer):
+            total += measure(message)
+            if total > limit:
+                return index or 1
+        return len(buffer)
 
 
 async def pump(
     queue: BatchQueue[T],
-    encode: Callable[[list[T]], Any],
+    encode: Callable[[list[T]], Iterable[Any]],
     write: Callable[[Any], Awaitable[None]],
 ) -> None:
-    """Write the queue's batches (encoded) until it is closed; a failed write raises."""
+    """Write the queue's batches until it is closed, each encoded as the stream messages
+    it takes (one, or a large message's fragments); a failed write raises."""
     while True:
         batch = await queue.next_batch()
         if batch is None:
             return
-        await write(encode(batch))
+        for item in encode(batch):
+            await write(item)

@@ -1,10 +1,15 @@
 """The link's protobuf, read and written in one place.
 
-:func:`encode_gateway_batch` / :func:`decode_gateway_batch` carry what a gateway sends,
-:func:`encode_session_batch` / :func:`decode_session_batch` what a replica sends. Each
+:func:`encode_gateway_stream` / :func:`decode_gateway_batch` carry what a gateway sends,
+:func:`encode_session_stream` / :func:`decode_session_batch` what a replica sends. Each
 message type has one encoder and one decoder below, side by side, so a field added to
 the proto is added here once. A message of a kind this build does not know (a newer peer)
 decodes to nothing and is logged, rather than breaking the link.
+
+A batch of a :class:`~aip_link.batching.BatchQueue` is one stream message, except a
+single message larger than the batch bound: that one is serialized once and written as
+``Fragment`` stream messages (:mod:`aip_link.fragments`), which the receiver's decoder
+puts back together with its stream's :class:`~aip_link.fragments.Reassembly`.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 
 from aip_grpc import link_pb2
 from aip_link import messages as m
-from aip_wire.frames import dumps
+from aip_link.channel import LINK_BATCH_BYTES, MAX_MESSAGE_BYTES
+from aip_link.fragments import FragmentError, Reassembly, split
+from aip_link.sizes import size_hint
 from aip_wire.vocab import ClientType, RejectionCode, RequesterKind
 
 log = logging.getLogger("aip.link.codec")
@@ -74,7 +82,7 @@ def _presence_pb(client: m.ClientPresence) -> link_pb2.ClientPresence:
         client_id=client.client_id,
         kind=_CLIENT_TYPE_TO_PB[client.client_type],
         platform=client.platform,
-        device_info_json=dumps(client.device_info),
+        device_info_json=client.device_info_json(),
         gateway_id=client.gateway_id,
     )
 
@@ -119,7 +127,7 @@ def _encode_gateway(message: m.GatewayMessage) -> link_pb2.GatewayMessage:
             ))
         case m.DeviceInfoUpdate():
             return pb(device_info_update=link_pb2.DeviceInfoUpdate(
-                device_id=message.device_id, device_info_json=dumps(message.device_info),
+                device_id=message.device_id, device_info_json=message.device_info_json(),
             ))
         case m.Ping():
             return pb(ping=link_pb2.Ping(nonce=message.nonce))
@@ -127,6 +135,12 @@ def _encode_gateway(message: m.GatewayMessage) -> link_pb2.GatewayMessage:
             return pb(hello=link_pb2.Hello(
                 gateway_id=message.gateway_id,
                 clients=[_presence_pb(client) for client in message.clients],
+                more=message.more,
+            ))
+        case m.PresencePage():
+            return pb(presence_page=link_pb2.PresencePage(
+                clients=[_presence_pb(client) for client in message.clients],
+                last=message.last,
             ))
     raise TypeError(f"not a gateway -> session message: {message!r}")
 
@@ -155,16 +169,37 @@ _GATEWAY_DECODERS: dict[str, Callable[[Any], m.GatewayMessage]] = {
     "ping": lambda b: m.Ping(nonce=b.nonce),
     "hello": lambda b: m.Hello(
         gateway_id=b.gateway_id, clients=tuple(_presence(client) for client in b.clients),
+        more=b.more,
+    ),
+    "presence_page": lambda b: m.PresencePage(
+        clients=tuple(_presence(client) for client in b.clients), last=b.last,
     ),
 }
 
 
 def encode_gateway_batch(batch: Iterable[m.GatewayMessage]) -> link_pb2.GatewayBatch:
+    """One stream message holding all of ``batch``, however large."""
     return link_pb2.GatewayBatch(messages=[_encode_gateway(message) for message in batch])
 
 
-def decode_gateway_batch(batch: link_pb2.GatewayBatch) -> list[m.GatewayMessage]:
-    return _decode(batch.messages, _GATEWAY_DECODERS)
+def encode_gateway_stream(batch: list[m.GatewayMessage],
+                          limit: int = LINK_BATCH_BYTES) -> list[link_pb2.GatewayBatch]:
+    """The stream messages that carry a batch of a bounded queue: the batch itself, or
+    the fragments of its one message when that is larger than ``limit``."""
+    if len(batch) == 1 and size_hint(batch[0]) > limit:
+        return [link_pb2.GatewayBatch(messages=[link_pb2.GatewayMessage(fragment=piece)])
+                for piece in _fragments(_encode_gateway(batch[0]), limit)]
+    return [encode_gateway_batch(batch)]
+
+
+def decode_gateway_batch(batch: link_pb2.GatewayBatch,
+                         joiner: Reassembly | None = None) -> list[m.GatewayMessage]:
+    """The messages of one stream message; fragments go to ``joiner`` (the stream's),
+    and the message they make is returned with its last piece.
+
+    :raises FragmentError: the fragments broke the protocol (see :class:`Reassembly`).
+    """
+    return _decode(batch.messages, _GATEWAY_DECODERS, link_pb2.GatewayMessage, joiner)
 
 
 # ---------------------------------------------------------------- session -> gateway
@@ -241,17 +276,63 @@ _SESSION_DECODERS: dict[str, Callable[[Any], m.SessionMessage]] = {
 
 
 def encode_session_batch(batch: Iterable[m.SessionMessage]) -> link_pb2.SessionBatch:
+    """One stream message holding all of ``batch``, however large."""
     return link_pb2.SessionBatch(messages=[_encode_session(message) for message in batch])
 
 
-def decode_session_batch(batch: link_pb2.SessionBatch) -> list[m.SessionMessage]:
-    return _decode(batch.messages, _SESSION_DECODERS)
+def encode_session_stream(batch: list[m.SessionMessage],
+                          limit: int = LINK_BATCH_BYTES) -> list[link_pb2.SessionBatch]:
+    """As :func:`encode_gateway_stream`, for what a replica sends."""
+    if len(batch) == 1 and size_hint(batch[0]) > limit:
+        return [link_pb2.SessionBatch(messages=[link_pb2.SessionMessage(fragment=piece)])
+                for piece in _fragments(_encode_session(batch[0]), limit)]
+    return [encode_session_batch(batch)]
 
 
-def _decode(items: Iterable[Any], decoders: dict[str, Callable[[Any], Any]]) -> list[Any]:
+def decode_session_batch(batch: link_pb2.SessionBatch,
+                         joiner: Reassembly | None = None) -> list[m.SessionMessage]:
+    """As :func:`decode_gateway_batch`, for what a replica sends."""
+    return _decode(batch.messages, _SESSION_DECODERS, link_pb2.SessionMessage, joiner)
+
+
+# ---------------------------------------------------------------- fragments
+
+
+def _fragments(message: Any, limit: int) -> list[link_pb2.Fragment]:
+    """``message`` serialized once and cut into fragments of at most ``limit`` bytes;
+    none when it is larger than a receiver reassembles, since sending it would only make
+    the receiver close the link and fail every session on it."""
+    data = message.SerializeToString()
+    if len(data) > MAX_MESSAGE_BYTES:
+        log.error("link message %s of %d bytes exceeds the %d-byte limit: dropped",
+                  message.WhichOneof("body"), len(data), MAX_MESSAGE_BYTES)
+        return []
+    pieces = split(data, limit)
+    end = len(pieces) - 1
+    return [link_pb2.Fragment(piece=piece, last=index == end)
+            for index, piece in enumerate(pieces)]
+
+
+def _decode(items: Iterable[Any], decoders: dict[str, Callable[[Any], Any]],
+            parse: Any, joiner: Reassembly | None) -> list[Any]:
     decoded = []
     for item in items:
         which = item.WhichOneof("body")
+        if which == "fragment":
+            if joiner is None:
+                raise FragmentError("a fragment on a stream that takes none")
+            whole = joiner.add(item.fragment.piece, item.fragment.last)
+            if whole is None:
+                continue
+            try:
+                item = parse.FromString(whole)
+            except DecodeError as exc:
+                raise FragmentError(f"a reassembled link message is unreadable: {exc}") from None
+            which = item.WhichOneof("body")
+            if which == "fragment":
+                raise FragmentError("a fragment inside a fragment")
+        elif joiner is not None and joiner.incomplete:
+            joiner.expect_whole(which or "an empty message")
         decoder = decoders.get(which) if which is not None else None
         if decoder is None:
             log.warning("link message of unknown kind %r skipped", which)

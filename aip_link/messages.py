@@ -8,14 +8,18 @@ that pass through unchanged are bytes. Nothing here knows protobuf: only
 The classes are not ``frozen``: a frozen dataclass sets each field through
 ``object.__setattr__``, four times the cost of a plain one, and every command crosses the
 link as several of these. Treat them as values all the same: nobody changes a message
-once it is built.
+once it is built. The one exception is a cache: a message holding device info (a
+dict) keeps its JSON encoding once made, since both measuring the message
+(:func:`aip_link.sizes.size_hint`) and encoding it need it, and a message broadcast to
+every replica is encoded for each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from aip_wire.frames import dumps
 from aip_wire.vocab import CancelReason, ClientType, RejectionCode, RequesterKind
 
 # ---------------------------------------------------------------- gateway -> session
@@ -30,14 +34,32 @@ class ClientPresence:
     platform: str
     device_info: dict[str, Any]
     gateway_id: str
+    _info_json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def device_info_json(self) -> bytes:
+        """``device_info`` as JSON, encoded on first use only."""
+        if self._info_json is None:
+            self._info_json = dumps(self.device_info)
+        return self._info_json
 
 
 @dataclass(slots=True)
 class Hello:
-    """First message on every (re)connected link: the gateway's full presence."""
+    """First message on every (re)connected link: the gateway's full presence, or its
+    first page when ``more`` is set (:class:`PresencePage` messages follow)."""
 
     gateway_id: str
     clients: tuple[ClientPresence, ...] = ()
+    more: bool = False
+
+
+@dataclass(slots=True)
+class PresencePage:
+    """A further page of the presence snapshot a :class:`Hello` began; the snapshot is
+    whole once the page with ``last`` set has arrived."""
+
+    clients: tuple[ClientPresence, ...]
+    last: bool
 
 
 @dataclass(slots=True)
@@ -91,6 +113,13 @@ class CancelSession:
 class DeviceInfoUpdate:
     device_id: str
     device_info: dict[str, Any]
+    _info_json: bytes | None = field(default=None, init=False, repr=False, compare=False)
+
+    def device_info_json(self) -> bytes:
+        """``device_info`` as JSON, encoded on first use only."""
+        if self._info_json is None:
+            self._info_json = dumps(self.device_info)
+        return self._info_json
 
 
 @dataclass(slots=True)
@@ -170,8 +199,8 @@ class Pong:
 
 
 GatewayMessage = (
-    Hello | ClientOnline | ClientOffline | TaskSubmit | CommandResults | CancelSession
-    | DeviceInfoUpdate | Ping
+    Hello | PresencePage | ClientOnline | ClientOffline | TaskSubmit | CommandResults
+    | CancelSession | DeviceInfoUpdate | Ping
 )
 SessionMessage = (
     Welcome | TaskAccepted | TaskRejected | SessionOpened | DeviceFrame | TaskEnded | Pong

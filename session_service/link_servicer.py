@@ -2,11 +2,14 @@
 
 Each stream's reader decodes what the gateway says (:mod:`aip_link.codec`) and hands it
 through a dispatch table to the presence table and the session manager; its writer
-drains a :class:`GatewayPeer`'s queue into one batch per stream message. When a
-gateway's link ends, its clients count as disconnected after a grace period, unless the
-gateway comes back first. :class:`LinkHub` is the session manager's
-:class:`~session_service.core.ports.GatewayPort`: the manager says what it means (open,
-command, end) and the hub turns it into :mod:`aip_link.messages` on the right queue.
+drains a :class:`GatewayPeer`'s queue into batches bounded in bytes, one per stream
+message, a larger message in fragments (:mod:`aip_link.codec`). A gateway's presence
+snapshot may come in pages; it replaces what the replica knew of that gateway only once
+the last page is in. When a gateway's link ends, its clients count as disconnected
+after a grace period, unless the gateway comes back first. :class:`LinkHub` is the
+session manager's :class:`~session_service.core.ports.GatewayPort`: the manager says what
+it means (open, command, end) and the hub turns it into :mod:`aip_link.messages` on the
+right queue.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from aip_grpc import link_pb2, link_pb2_grpc
 from aip_link import codec
 from aip_link import messages as m
 from aip_link.batching import BatchQueue
+from aip_link.channel import MAX_MESSAGE_BYTES
 from aip_link.dispatch import Inbound
+from aip_link.fragments import FragmentError, Reassembly
+from aip_link.sizes import size_hint
 from aip_wire.vocab import CancelReason
 from session_service import metrics
 from session_service.core.decisions import SessionRejected
@@ -42,11 +48,15 @@ class GatewayPeer:
 
     def __init__(self) -> None:
         self.gateway_id = ""
-        self.queue: BatchQueue[m.SessionMessage] = BatchQueue()
+        self.queue: BatchQueue[m.SessionMessage] = BatchQueue(measure=size_hint)
         #: Loop time of the last batch from the gateway, for the silence check.
         self.heard_at = asyncio.get_running_loop().time()
         #: Closed because the gateway went silent, not because its stream ended.
         self.silent = False
+        #: The pages of a presence snapshot received so far, until its last page.
+        self.snapshot: list[ClientRecord] | None = None
+        #: Why the stream ended, when it broke rather than closed.
+        self.cause = ""
 
     def send(self, message: m.SessionMessage) -> bool:
         return self.queue.put(message)
@@ -139,15 +149,22 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         connect = asyncio.current_task()
         assert connect is not None
         watchdog = loop.create_task(self._watch(peer, connect))
+        writing: Any = None
         try:
             while True:
                 batch = await peer.queue.next_batch()
                 if batch is None:
                     break
-                await context.write(codec.encode_session_batch(batch))
+                for writing in codec.encode_session_stream(batch):
+                    await context.write(writing)
         except asyncio.CancelledError:
             if not peer.silent:
                 raise
+        except Exception as exc:
+            # Measured only now: ByteSize() costs a serialization.
+            size = writing.ByteSize() if writing is not None else 0
+            peer.cause = f"writing a stream message of {size} bytes failed: {exc!r}"
+            log.warning("link to gateway %s: %s", peer.gateway_id or "?", peer.cause)
         finally:
             peer.close()
             reader.cancel()
@@ -156,8 +173,9 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 del self.hub.peers[peer.gateway_id]
                 metrics.GATEWAYS.set(len(self.hub.peers))
                 log.warning(
-                    "link from gateway %s closed; its clients count as disconnected in %gs "
-                    "unless it comes back", peer.gateway_id, self.gateway_grace,
+                    "link from gateway %s closed%s; its clients count as disconnected in "
+                    "%gs unless it comes back", peer.gateway_id,
+                    f" ({peer.cause})" if peer.cause else "", self.gateway_grace,
                 )
                 self._schedule_drop(peer.gateway_id)
 
@@ -179,15 +197,21 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
 
     async def _read(self, request_iterator: Any, peer: GatewayPeer) -> None:
         inbound = self._inbound(peer)
+        joiner = Reassembly(MAX_MESSAGE_BYTES)
         loop = asyncio.get_running_loop()
         try:
             async for batch in request_iterator:
                 peer.heard_at = loop.time()
-                inbound.dispatch(codec.decode_gateway_batch(batch))
+                inbound.dispatch(codec.decode_gateway_batch(batch, joiner))
         except asyncio.CancelledError:
             pass
+        except FragmentError as exc:
+            peer.cause = f"protocol error: {exc}"
+            log.warning("gateway %s broke the link protocol, closing its link: %s",
+                        peer.gateway_id or "?", exc)
         except Exception as exc:
-            log.debug("link read from %s ended: %r", peer.gateway_id or "?", exc)
+            peer.cause = f"reading failed: {exc!r}"
+            log.warning("link read from gateway %s failed: %r", peer.gateway_id or "?", exc)
         finally:
             peer.close()
 
@@ -244,6 +268,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                                                                   body.device_info),
             m.Ping: ping,
             m.Hello: lambda body: self._hello(peer, body),
+            m.PresencePage: lambda body: self._presence_page(peer, body),
         }, name="gateway link")
 
     def _hello(self, peer: GatewayPeer, hello: m.Hello) -> None:
@@ -256,10 +281,30 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         self._cancel_drop(gateway_id)
         metrics.GATEWAYS.set(len(self.hub.peers))
         records = [ClientRecord.of(client) for client in hello.clients]
-        gone = self.presence.replace_gateway(gateway_id, records)
+        if hello.more:
+            # The gateway sends the rest of its snapshot before anything else.
+            peer.snapshot = records
+            return
+        self._replace_presence(peer, records)
+
+    def _presence_page(self, peer: GatewayPeer, page: m.PresencePage) -> None:
+        if peer.snapshot is None:
+            log.warning("gateway %s sent a presence page outside a snapshot: skipped",
+                        peer.gateway_id or "?")
+            return
+        peer.snapshot.extend(ClientRecord.of(client) for client in page.clients)
+        if page.last:
+            records, peer.snapshot = peer.snapshot, None
+            self._replace_presence(peer, records)
+
+    def _replace_presence(self, peer: GatewayPeer, records: list[ClientRecord]) -> None:
+        """Apply a gateway's whole snapshot, then answer its hello. Only the whole
+        snapshot may say which of its clients are gone: a client of a later page is not.
+        """
+        gone = self.presence.replace_gateway(peer.gateway_id, records)
         for record in gone:
             self.manager.client_offline(record.client_id, record.client_type)
-        log.info("gateway %s linked with %d client(s)", gateway_id, len(records))
+        log.info("gateway %s linked with %d client(s)", peer.gateway_id, len(records))
         peer.send(m.Welcome(self.replica_id, self.manager.active))
 
     def _submit(self, peer: GatewayPeer, body: m.TaskSubmit) -> None:

@@ -6,9 +6,15 @@ sessions) lives in :mod:`gateway_service.replicas.pool`; this module only moves 
 A :class:`ReplicaLink` keeps one bidirectional stream open to its replica, reconnecting
 with jittered exponential backoff. What it sends is queued in a
 :class:`~aip_link.batching.BatchQueue` and written one batch per stream message; what it
-receives is decoded by :mod:`aip_link.codec` and handed, in order, to the owner. It pings
+receives is decoded by :mod:`aip_link.codec` and handed, in order, to the owner. Batches
+are bounded in bytes and a larger message goes in fragments, both ways; the presence
+snapshot that opens every stream is paged likewise (:mod:`aip_link.sizes`). It pings
 the replica every ``ping_interval`` seconds and drops a stream that brings nothing back
 for ``silence_limit`` seconds, which TCP alone may take minutes to notice.
+
+A broken link is logged as a warning with its cause; so is the first failed attempt to
+bring it back, and then one attempt every :data:`OUTAGE_WARNING_INTERVAL` seconds while
+the outage lasts, rather than every retry.
 """
 
 from __future__ import annotations
@@ -19,17 +25,22 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
 from aip_grpc import link_pb2_grpc
 from aip_link import codec
 from aip_link.batching import BatchQueue, pump
-from aip_link.channel import CHANNEL_OPTIONS
+from aip_link.channel import CHANNEL_OPTIONS, LINK_BATCH_BYTES, MAX_MESSAGE_BYTES
+from aip_link.fragments import FragmentError, Reassembly
 from aip_link.messages import GatewayMessage, Hello, Ping, SessionMessage
+from aip_link.sizes import presence_pages, size_hint
 
 log = logging.getLogger("aip.gateway.link")
+
+#: Seconds between two warnings about the same outage of a link.
+OUTAGE_WARNING_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,31 @@ class LinkSilent(Exception):
     """The replica sent nothing, not even a pong, for longer than the silence limit."""
 
 
+class Outage:
+    """The failed attempts to (re)open one link since it was last up, and which of them
+    deserve a warning: the first, then one every ``every`` seconds."""
+
+    __slots__ = ("_warned_at", "every", "failures")
+
+    def __init__(self, every: float = OUTAGE_WARNING_INTERVAL) -> None:
+        self.every = every
+        self.failures = 0
+        self._warned_at: float | None = None
+
+    def failed(self, now: float) -> bool:
+        """Count one failed attempt at loop time ``now``; whether to warn about it."""
+        self.failures += 1
+        if self._warned_at is None or now - self._warned_at >= self.every:
+            self._warned_at = now
+            return True
+        return False
+
+    def end(self) -> int:
+        """The link is up (or lost anew): start over; the failures the outage counted."""
+        failures, self.failures, self._warned_at = self.failures, 0, None
+        return failures
+
+
 class ReplicaLink:
     """The channel to one replica and the link stream on it; no replica state."""
 
@@ -101,6 +137,7 @@ class ReplicaLink:
         self._queue: BatchQueue[GatewayMessage] = BatchQueue()
         self._queue.close()
         self._nonces = itertools.count(1)
+        self._outage = Outage()
         #: Loop time of the last batch from the replica, for the silence check.
         self._heard_at = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -132,6 +169,7 @@ class ReplicaLink:
 
     async def _run(self) -> None:
         attempt = 0
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 await self._stream()
@@ -143,6 +181,8 @@ class ReplicaLink:
                 cause = f"{exc.code().name}: {exc.details()}"
             except LinkSilent as exc:
                 cause = str(exc)
+            except FragmentError as exc:
+                cause = f"protocol error: {exc}"
             except Exception as exc:
                 log.exception("link to %s failed unexpectedly", self.address)
                 cause = repr(exc)
@@ -151,8 +191,12 @@ class ReplicaLink:
             self.last_error = cause
             if was_healthy:
                 attempt = 0
+                self._outage.end()
                 log.warning("link to replica %s lost: %s", self.address, cause)
                 self._owner.on_link_lost(self, cause)
+            elif self._outage.failed(loop.time()):
+                log.warning("link to replica %s not established (%d failed attempt(s) so "
+                            "far): %s", self.address, self._outage.failures, cause)
             else:
                 log.debug("link to replica %s not established: %s", self.address, cause)
             delay = min(self._backoff_max, self._backoff_min * 2**attempt)
@@ -162,18 +206,21 @@ class ReplicaLink:
     async def _read(self, call: grpc.aio.StreamStreamCall) -> None:
         """Hand every batch the replica sends to the owner until the stream ends."""
         loop = asyncio.get_running_loop()
+        joiner = Reassembly(MAX_MESSAGE_BYTES)
         first = True
         while True:
             batch = await call.read()
             if batch is grpc.aio.EOF:
                 return
             self._heard_at = loop.time()
-            messages = codec.decode_session_batch(batch)
+            messages = codec.decode_session_batch(batch, joiner)
             if first:
                 first = False
                 self.healthy = True
                 self.last_error = ""
-                log.info("link to replica %s up", self.address)
+                failures = self._outage.end()
+                log.info("link to replica %s up%s", self.address,
+                         f" after {failures} failed attempt(s)" if failures else "")
                 self._owner.on_link_up(self)
             self._owner.on_link_messages(self, messages)
 
@@ -181,8 +228,10 @@ class ReplicaLink:
         assert self._stub is not None
         call = self._stub.Connect(metadata=self.metadata)
         # Take the presence snapshot and open the queue in the same step, so that a
-        # client registering meanwhile is either in the hello or in the queue.
-        queue: BatchQueue[GatewayMessage] = BatchQueue([self._owner.hello()])
+        # client registering meanwhile is either in the snapshot or in the queue after
+        # its last page.
+        queue: BatchQueue[GatewayMessage] = BatchQueue(
+            presence_pages(self._owner.hello(), LINK_BATCH_BYTES), measure=size_hint)
         self._queue = queue
         loop = asyncio.get_running_loop()
         self._heard_at = loop.time()
@@ -204,12 +253,22 @@ class ReplicaLink:
     async def _write(
         self, queue: BatchQueue[GatewayMessage], call: grpc.aio.StreamStreamCall
     ) -> None:
+        writing: Any = None
+
+        async def write(item: Any) -> None:
+            nonlocal writing
+            writing = item
+            await call.write(item)
+
         try:
-            await pump(queue, codec.encode_gateway_batch, call.write)
+            await pump(queue, codec.encode_gateway_stream, write)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the stream broke: its reader learns from the call
-            log.debug("link write to %s failed: %r", self.address, exc)
+            # Measured only now: ByteSize() costs a serialization.
+            size = writing.ByteSize() if writing is not None else 0
+            log.warning("link write to %s failed, writing a stream message of %d bytes: %r",
+                        self.address, size, exc)
             call.cancel()
 
     async def _ping(self, queue: BatchQueue[GatewayMessage]) -> None:

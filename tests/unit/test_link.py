@@ -21,6 +21,9 @@ GATEWAY_MESSAGES: list[m.GatewayMessage] = [
     m.Hello("gw1", (PRESENCE, m.ClientPresence("c1", ClientType.CONSTELLATION, "windows",
                                                  {}, "gw1"))),
     m.Hello("gw1"),
+    m.Hello("gw1", (PRESENCE,), more=True),
+    m.PresencePage((PRESENCE,), last=False),
+    m.PresencePage((), last=True),
     m.ClientOnline(PRESENCE),
     m.ClientOffline("c1", ClientType.CONSTELLATION, "gw1"),
     m.TaskSubmit(7, "s-1", "t", '{"steps": []}', "c1", RequesterKind.CONSTELLATION, "dev1",
@@ -72,6 +75,13 @@ def test_every_message_kind_has_an_encoder_and_a_decoder() -> None:
                        for x in GATEWAY_MESSAGES}
     encoded_session = {codec.encode_session_batch([x]).messages[0].WhichOneof("body")
                        for x in SESSION_MESSAGES}
+    # Fragments carry the others, a message too large for one batch (tests/unit/
+    # test_link_bounds.py).
+    for stream in (codec.encode_gateway_stream(GATEWAY_MESSAGES[:1], limit=16),
+                   codec.encode_session_stream(SESSION_MESSAGES[:1], limit=16)):
+        assert stream[0].messages[0].WhichOneof("body") == "fragment"
+    encoded_gateway.add("fragment")
+    encoded_session.add("fragment")
     assert encoded_gateway == gateway_kinds
     assert encoded_session == session_kinds
 
@@ -157,8 +167,21 @@ async def test_pump_writes_encoded_batches_until_closed() -> None:
         else:
             queue.close()
 
-    await asyncio.wait_for(pump(queue, sum, write), 1)
+    await asyncio.wait_for(pump(queue, lambda batch: [sum(batch)], write), 1)
     assert written == [3, 3]
+
+
+async def test_pump_writes_every_stream_message_a_batch_encodes_to() -> None:
+    queue: BatchQueue[int] = BatchQueue([5])
+    written: list[Any] = []
+
+    async def write(item: Any) -> None:
+        written.append(item)
+        if len(written) == 5:
+            queue.close()
+
+    await asyncio.wait_for(pump(queue, lambda batch: range(batch[0]), write), 1)
+    assert written == [0, 1, 2, 3, 4]
 
 
 async def test_pump_raises_when_a_write_fails() -> None:
