@@ -15,19 +15,25 @@ from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
+from gateway_service.http_protocol import GatewayHttpProtocol
 from gateway_service.settings import GatewaySettings
+from gateway_service.socket_guard import GatewayConfig, SocketLimits
 from gateway_service.ws_protocol import GatewayWebSocketProtocol
 
 
-def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
-    return uvicorn.Config(
+def uvicorn_config(settings: GatewaySettings) -> GatewayConfig:
+    return GatewayConfig(
         create_app(settings),
+        socket_limits=SocketLimits.from_settings(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
         loop="auto",
+        http=GatewayHttpProtocol,
         ws=GatewayWebSocketProtocol,
+        # What a protocol class other than ours would apply to every message; ours starts
+        # unregistered sockets at --ws-max-size-unregistered.
         ws_max_size=settings.ws_max_size,
         ws_ping_interval=settings.ws_ping_interval or None,
         ws_ping_timeout=settings.ws_ping_timeout or None,

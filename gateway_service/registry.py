@@ -25,6 +25,14 @@ log = logging.getLogger("aip.gateway.registry")
 SendText = Callable[[str], Awaitable[None]]
 
 
+async def _closed_send(text: str) -> None:
+    raise ConnectionError("outbox closed")
+
+
+def _nothing() -> None:
+    pass
+
+
 class Outbox:
     """Frames waiting for one socket, written in order by at most one task at a time.
 
@@ -118,6 +126,11 @@ class Outbox:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        # Both callables refer to the connection that owns this outbox (its socket, its
+        # overflow handler): dropping them ends the cycle, and reference counting frees
+        # the closed connection at once.
+        self._send = _closed_send
+        self.on_overflow = _nothing
 
 
 _serials = itertools.count(1)
