@@ -52,7 +52,7 @@ from uvicorn.server import ServerState
 from websockets.frames import CloseCode
 
 from gateway_service import metrics
-from gateway_service.socket_guard import guard_of
+from gateway_service.socket_guard import Throttled, guard_of
 
 log = logging.getLogger("aip.gateway.ws")
 
@@ -63,6 +63,13 @@ REGISTERED_EXTENSION = "aip.registered"
 #: Seconds a connection may take to go once the application is done with it (uvicorn
 #: gives the close handshake as long).
 CLOSE_TIMEOUT = 10.0
+
+# Peers decide how often these happen: one line per 10 s at most, with a count.
+_over_budget = Throttled(log, logging.WARNING, "[WS] %s: %d bytes of partial frames would "
+                         "exceed the budget of %d for all sockets: closed it (1013)")
+_oversize = Throttled(log, logging.INFO, "[WS] %s (%s) sent a message over %d bytes: "
+                      "closed it (1009)")
+_violations = Throttled(log, logging.INFO, "[WS] %s broke the protocol (%s): closed it")
 
 
 class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -156,9 +163,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             partial = len(conn.reader.buffer) + (conn.current_size or 0)
             if partial != self._partial and not self._set_partial(partial):
                 metrics.BUDGET_CLOSES.inc()
-                log.warning("[WS] %s: %d bytes of partial frames would exceed the budget "
-                            "of %d for all sockets: closing it (1013)", _peer(self),
-                            partial, self.guard.limits.partial_frames_budget)
+                _over_budget.note(_peer(self), partial,
+                                  self.guard.limits.partial_frames_budget)
                 self.conn.fail(CloseCode.TRY_AGAIN_LATER, "partial frames budget exceeded")
                 self._fail_and_linger()
 
@@ -170,11 +176,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 metrics.OVERSIZE_REGISTERED.inc()
             else:
                 metrics.OVERSIZE_UNREGISTERED.inc()
-            log.info("[WS] %s sent a message over %s bytes (%s): closing it (1009)",
-                     _peer(self), limit, "registered" if self.registered else "unregistered")
+            _oversize.note(_peer(self), "registered" if self.registered else "unregistered",
+                           limit)
         else:
-            log.info("[WS] %s broke the protocol (%s): closing it", _peer(self),
-                     self.conn.parser_exc)
+            _violations.note(_peer(self), self.conn.parser_exc)
         self._fail_and_linger()
 
     def _fail_and_linger(self) -> None:
