@@ -53,6 +53,18 @@ def configure_logging(level: str) -> None:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
+def log_socket_limits(settings: GatewaySettings) -> None:
+    limits = SocketLimits.from_settings(settings)
+    logging.getLogger("aip.gateway").info(
+        "socket limits: request headers within %gs; at most %d sockets waiting to "
+        "register; messages up to %d bytes (%d before registration); %d bytes of partial "
+        "frames in all; %d frames or %d bytes queued per client",
+        limits.handshake_timeout, limits.max_unregistered, limits.max_size,
+        limits.max_size_unregistered, limits.partial_frames_budget,
+        settings.max_pending_sends, settings.max_pending_bytes,
+    )
+
+
 class GatewayServer(uvicorn.Server):
     """uvicorn, with a drain before it stops: on the first SIGTERM or SIGINT the gateway
     flushes what it queued for clients and closes them with 1012; a second signal stops
@@ -90,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(GatewaySettings, cli_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
     raise_fd_limit()
-    server = GatewayServer(uvicorn_config(settings), settings)
+    config = uvicorn_config(settings)
+    log_socket_limits(settings)
+    server = GatewayServer(config, settings)
     tune_gc()
     server.run()
 
