@@ -17,7 +17,7 @@ from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
 from gateway_service.http_protocol import GatewayHttpProtocol
 from gateway_service.settings import GatewaySettings
-from gateway_service.socket_guard import GatewayConfig, SocketLimits
+from gateway_service.socket_guard import GatewayConfig, SocketLimits, cap_for_fd_limit
 from gateway_service.ws_protocol import GatewayWebSocketProtocol
 
 
@@ -101,7 +101,13 @@ class GatewayServer(uvicorn.Server):
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(GatewaySettings, cli_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
-    raise_fd_limit()
+    fd_limit = raise_fd_limit()
+    cap = cap_for_fd_limit(settings.max_unregistered, fd_limit)
+    if cap != settings.max_unregistered:
+        logging.getLogger("aip.gateway").warning(
+            "--max-unregistered %d lowered to %d: half of the open-file limit (%s)",
+            settings.max_unregistered, cap, fd_limit)
+        settings = settings.model_copy(update={"max_unregistered": cap})
     config = uvicorn_config(settings)
     log_socket_limits(settings)
     server = GatewayServer(config, settings)

@@ -133,7 +133,8 @@ class GatewaySettings(BaseSettings):
     max_unregistered: int = Field(
         10_000, ge=1,
         description="Sockets accepted and not yet registered (half-open upgrades "
-        "included) beyond which new connections are refused with 503.",
+        "included) beyond which new connections are refused with 503; lowered at start "
+        "to half the open-file limit if that is less.",
     )
     ws_ping_interval: float = Field(20.0, ge=0, description="WebSocket ping interval, s.")
     ws_ping_timeout: float = Field(20.0, ge=0, description="WebSocket pong timeout, s.")

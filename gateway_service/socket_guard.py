@@ -63,6 +63,15 @@ class SocketLimits:
         )
 
 
+def cap_for_fd_limit(max_unregistered: int, fd_limit: int | None) -> int:
+    """The cap on unregistered sockets the descriptor limit leaves room for: half of it,
+    so that registered clients, the links and the process's own files always have the
+    other half. A flood of idle sockets then meets the cap before the limit."""
+    if fd_limit is None:
+        return max_unregistered
+    return max(1, min(max_unregistered, fd_limit // 2))
+
+
 class Throttled:
     """A log line for an event that may come thousands of times a second: written at
     most once per ``interval`` seconds, with the number of events it stands for."""

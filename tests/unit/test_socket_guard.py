@@ -7,7 +7,13 @@ import logging
 import pytest
 
 from gateway_service.settings import GatewaySettings
-from gateway_service.socket_guard import SocketGuard, SocketLimits, Throttled, guard_of
+from gateway_service.socket_guard import (
+    SocketGuard,
+    SocketLimits,
+    Throttled,
+    cap_for_fd_limit,
+    guard_of,
+)
 from tests.stack import HOST
 
 
@@ -72,3 +78,10 @@ def test_throttled_logs_once_per_interval_with_a_count(
         throttled.note("late")
     assert [r.getMessage() for r in caplog.records] == [
         "refused 0 (1 time(s) in 10s)", "refused late (5 time(s) in 10s)"]
+
+
+def test_the_cap_leaves_half_the_descriptors_to_everyone_else() -> None:
+    assert cap_for_fd_limit(10_000, 1 << 20) == 10_000
+    assert cap_for_fd_limit(10_000, 1024) == 512
+    assert cap_for_fd_limit(10_000, None) == 10_000  # no such limit on this platform
+    assert cap_for_fd_limit(10_000, 1) == 1
