@@ -15,19 +15,25 @@ from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
+from gateway_service.http_protocol import GatewayHttpProtocol
 from gateway_service.settings import GatewaySettings
+from gateway_service.socket_guard import GatewayConfig, SocketLimits, cap_for_fd_limit
 from gateway_service.ws_protocol import GatewayWebSocketProtocol
 
 
-def uvicorn_config(settings: GatewaySettings) -> uvicorn.Config:
-    return uvicorn.Config(
+def uvicorn_config(settings: GatewaySettings) -> GatewayConfig:
+    return GatewayConfig(
         create_app(settings),
+        socket_limits=SocketLimits.from_settings(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
         loop="auto",
+        http=GatewayHttpProtocol,
         ws=GatewayWebSocketProtocol,
+        # What a protocol class other than ours would apply to every message; ours starts
+        # unregistered sockets at --ws-max-size-unregistered.
         ws_max_size=settings.ws_max_size,
         ws_ping_interval=settings.ws_ping_interval or None,
         ws_ping_timeout=settings.ws_ping_timeout or None,
@@ -45,6 +51,18 @@ def configure_logging(level: str) -> None:
     if level.lower() != "debug":
         # uvicorn logs every socket open and close; the gateway logs registrations instead.
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+
+
+def log_socket_limits(settings: GatewaySettings) -> None:
+    limits = SocketLimits.from_settings(settings)
+    logging.getLogger("aip.gateway").info(
+        "socket limits: request headers within %gs; at most %d sockets waiting to "
+        "register; messages up to %d bytes (%d before registration); %d bytes of partial "
+        "frames in all; %d frames or %d bytes queued per client",
+        limits.handshake_timeout, limits.max_unregistered, limits.max_size,
+        limits.max_size_unregistered, limits.partial_frames_budget,
+        settings.max_pending_sends, settings.max_pending_bytes,
+    )
 
 
 class GatewayServer(uvicorn.Server):
@@ -83,8 +101,16 @@ class GatewayServer(uvicorn.Server):
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(GatewaySettings, cli_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level)
-    raise_fd_limit()
-    server = GatewayServer(uvicorn_config(settings), settings)
+    fd_limit = raise_fd_limit()
+    cap = cap_for_fd_limit(settings.max_unregistered, fd_limit)
+    if cap != settings.max_unregistered:
+        logging.getLogger("aip.gateway").warning(
+            "--max-unregistered %d lowered to %d: half of the open-file limit (%s)",
+            settings.max_unregistered, cap, fd_limit)
+        settings = settings.model_copy(update={"max_unregistered": cap})
+    config = uvicorn_config(settings)
+    log_socket_limits(settings)
+    server = GatewayServer(config, settings)
     tune_gc()
     server.run()
 

@@ -79,7 +79,8 @@ class Clients:
             self.unregister(previous)
             previous.close(CloseCode.REPLACED, "replaced by a newer connection")
 
-        outbox = Outbox(outbox_writer, limit=self.settings.max_pending_sends)
+        outbox = Outbox(outbox_writer, limit=self.settings.max_pending_sends,
+                        max_bytes=self.settings.max_pending_bytes)
         conn = Connection(
             client_id=registration.client_id,
             client_type=registration.client_type,
@@ -130,9 +131,9 @@ class Clients:
 
     def _overflowed(self, conn: Connection) -> None:
         log.warning(
-            "[WS] %s stopped reading (%d frames pending): disconnecting it",
+            "[WS] %s stopped reading (over %s pending): disconnecting it",
             conn.client_id,
-            self.settings.max_pending_sends,
+            conn.outbox.overflow,
         )
         # Unregister at once: a peer that does not read may never finish the close.
         self.unregister(conn)

@@ -18,6 +18,40 @@ DROPPED_RESULTS = Counter(
 )
 REPLICAS_UP = Gauge("aip_gateway_replicas_up", "Replicas with a healthy link")
 
+# Sockets: what the guards refused or cut off (gateway_service.socket_guard and the
+# protocol classes).
+SOCKETS_REFUSED = Counter(
+    "aip_gateway_sockets_refused_total",
+    "Connections refused at once: --max-unregistered sockets were waiting to register",
+)
+HANDSHAKE_TIMEOUTS = Counter(
+    "aip_gateway_handshake_timeouts_total",
+    "HTTP requests (WebSocket upgrades included) closed: headers not complete within "
+    "--handshake-timeout",
+)
+OVERSIZE_CLOSES = Counter(
+    "aip_gateway_oversize_closes_total",
+    "WebSocket connections closed with 1009: a message over the size limit",
+    ["phase"],
+)
+BUDGET_CLOSES = Counter(
+    "aip_gateway_partial_budget_closes_total",
+    "WebSocket connections closed with 1013: their partial frames would exceed "
+    "--partial-frames-budget",
+)
+PONGS_DROPPED = Counter(
+    "aip_gateway_pongs_dropped_total",
+    "Pongs not queued because the peer was not reading what it was already sent",
+)
+UNREGISTERED_SOCKETS = Gauge(
+    "aip_gateway_unregistered_sockets", "Sockets accepted and not registered yet"
+)
+PARTIAL_FRAME_BYTES = Gauge(
+    "aip_gateway_partial_frame_bytes", "Bytes held in partially received frames"
+)
+
 # Children used on every connection, looked up once: labels() costs a lock and a tuple.
 REGISTRATIONS_ACCEPTED = REGISTRATIONS.labels("accepted")
+OVERSIZE_UNREGISTERED = OVERSIZE_CLOSES.labels("unregistered")
+OVERSIZE_REGISTERED = OVERSIZE_CLOSES.labels("registered")
 CLIENTS_BY_TYPE = {client_type: CLIENTS.labels(client_type) for client_type in ClientType}

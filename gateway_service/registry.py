@@ -25,27 +25,44 @@ log = logging.getLogger("aip.gateway.registry")
 SendText = Callable[[str], Awaitable[None]]
 
 
+async def _closed_send(text: str) -> None:
+    raise ConnectionError("outbox closed")
+
+
+def _nothing() -> None:
+    pass
+
+
 class Outbox:
     """Frames waiting for one socket, written in order by at most one task at a time.
 
     :meth:`put` never blocks, so link readers and handlers can send without awaiting a
-    slow client. A client that lets more than ``limit`` frames pile up is cut off through
-    ``on_overflow`` rather than slowing anyone else down.
+    slow client. A client that lets more than ``limit`` frames, or frames of more than
+    ``max_bytes`` characters, pile up is cut off through ``on_overflow`` rather than
+    slowing anyone else down. Characters are what ``len`` counts at no cost; for the
+    JSON the gateway sends (ASCII unless a value is not) they are the bytes written. The
+    frame being written is no longer counted: it is in the socket's buffer, and a frame
+    queued when nothing else is always fits, however large.
     """
 
-    __slots__ = ("_flusher", "_held", "_limit", "_queue", "_send", "_writing", "closed",
-                 "on_overflow")
+    __slots__ = ("_bytes", "_flusher", "_held", "_limit", "_max_bytes", "_queue", "_send",
+                 "_writing", "closed", "on_overflow", "overflow")
 
     def __init__(
-        self, send: SendText, *, limit: int, on_overflow: Callable[[], None] = lambda: None
+        self, send: SendText, *, limit: int, max_bytes: int | None = None,
+        on_overflow: Callable[[], None] = lambda: None,
     ) -> None:
         self._send = send
         self._limit = limit
-        #: Called once when the client lets more than ``limit`` frames pile up.
+        self._max_bytes = max_bytes
+        #: Called once when the client lets too much pile up.
         self.on_overflow = on_overflow
+        #: Which limit was reached, for the log: ``"1000 frames"``, ``"5000000 bytes"``.
+        self.overflow: str | None = None
         # Made when there is something to hold and dropped when empty again: most sockets
         # are idle, and an empty deque still costs more than half a kilobyte.
         self._queue: deque[str] | None = None
+        self._bytes = 0
         self._flusher: asyncio.Task[None] | None = None
         self._writing = False
         self._held = False
@@ -53,6 +70,11 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._queue) if self._queue is not None else 0
+
+    @property
+    def pending_bytes(self) -> int:
+        """Characters of the frames queued (not of the one being written)."""
+        return self._bytes
 
     def put(self, text: str) -> bool:
         """Queue one message; ``False`` when the outbox is closed or just overflowed."""
@@ -62,14 +84,23 @@ class Outbox:
         if queue is None:
             queue = self._queue = deque()
         elif len(queue) >= self._limit:
-            self.closed = True
-            self._queue = None
-            self.on_overflow()
-            return False
+            return self._overflowed(f"{self._limit} frames")
+        elif (queue and self._max_bytes is not None
+              and self._bytes + len(text) > self._max_bytes):
+            return self._overflowed(f"{self._max_bytes} bytes")
         queue.append(text)
+        self._bytes += len(text)
         if self._flusher is None and not self._writing and not self._held:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return True
+
+    def _overflowed(self, limit: str) -> bool:
+        self.overflow = limit
+        self.closed = True
+        self._queue = None
+        self._bytes = 0
+        self.on_overflow()
+        return False
 
     def hold(self) -> None:
         """Queue without starting a writer: the caller will :meth:`release`.
@@ -89,12 +120,15 @@ class Outbox:
         self._writing = True
         try:
             while self._queue:
-                await self._send(self._queue.popleft())
+                text = self._queue.popleft()
+                self._bytes -= len(text)
+                await self._send(text)
         except Exception as exc:  # the socket is gone; nothing more can be written
             log.debug("outbox write failed: %r", exc)
             self.closed = True
         finally:
             self._queue = None
+            self._bytes = 0
             self._writing = False
 
     async def _flush(self) -> None:
@@ -115,9 +149,15 @@ class Outbox:
     def close(self) -> None:
         self.closed = True
         self._queue = None
+        self._bytes = 0
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        # Both callables refer to the connection that owns this outbox (its socket, its
+        # overflow handler): dropping them ends the cycle, and reference counting frees
+        # the closed connection at once.
+        self._send = _closed_send
+        self.on_overflow = _nothing
 
 
 _serials = itertools.count(1)

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway_service.replicas.resolver import split_host_port
 
+MiB = 1 << 20
+
 
 def _default_gateway_id() -> str:
     return f"gw-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -103,8 +105,36 @@ class GatewaySettings(BaseSettings):
     max_pending_sends: int = Field(
         1000, ge=1, description="Frames queued for one client before it is disconnected."
     )
+    max_pending_bytes: int = Field(
+        256 * MiB, ge=1024,
+        description="Characters (bytes, for ASCII JSON) of frames queued for one client "
+        "before it is disconnected; the frame being written is not counted. The default "
+        "lets two --ws-max-size results wait behind the one being written.",
+    )
     ws_max_size: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest WebSocket message accepted, bytes."
+        100 * MiB, ge=1024,
+        description="Largest WebSocket message accepted from a registered client, bytes.",
+    )
+    ws_max_size_unregistered: int = Field(
+        64 * 1024, ge=1024,
+        description="Largest WebSocket message accepted before registration, bytes (a "
+        "register frame is a few KB).",
+    )
+    partial_frames_budget: int = Field(
+        1024 * MiB, ge=1024,
+        description="Bytes of partially received frames all sockets together may hold; a "
+        "socket that would go past it is closed with 1013.",
+    )
+    handshake_timeout: float = Field(
+        10.0, gt=0,
+        description="Seconds an HTTP request (a WebSocket upgrade too) has to send its "
+        "headers before its socket is closed.",
+    )
+    max_unregistered: int = Field(
+        10_000, ge=1,
+        description="Sockets accepted and not yet registered (half-open upgrades "
+        "included) beyond which new connections are refused with 503; lowered at start "
+        "to half the open-file limit if that is less.",
     )
     ws_ping_interval: float = Field(20.0, ge=0, description="WebSocket ping interval, s.")
     ws_ping_timeout: float = Field(20.0, ge=0, description="WebSocket pong timeout, s.")

@@ -24,7 +24,7 @@ from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.registry import Connection
 from gateway_service.rules import Refusal, RefusalCode, check_registration, check_target
-from gateway_service.ws_protocol import ABORT_EXTENSION
+from gateway_service.ws_protocol import ABORT_EXTENSION, REGISTERED_EXTENSION
 
 log = logging.getLogger("aip.gateway.ws")
 
@@ -170,6 +170,11 @@ async def _register(
         await _refuse(websocket, refusal)
         return None
     metrics.REGISTRATIONS_ACCEPTED.inc()
+    # The server holds an unregistered socket to small messages and counts it against
+    # its cap until told; another server has one limit for all and nothing to tell.
+    registered = websocket.scope.get("extensions", {}).get(REGISTERED_EXTENSION)
+    if registered is not None:
+        registered()
     conn.send(frames.heartbeat_frame())
     return conn
 

@@ -81,7 +81,9 @@ class Replica(Service):
 
 
 class GatewayService(Service):
-    def __init__(self, gateway_id: str, replicas: list[Replica]) -> None:
+    def __init__(self, gateway_id: str, replicas: list[Replica],
+                 extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.gateway_id = gateway_id
         super().__init__(
@@ -89,9 +91,18 @@ class GatewayService(Service):
              "--gateway-id", gateway_id,
              "--session-service", ",".join(replica.address for replica in replicas),
              "--link-backoff-min", "0.05", "--link-backoff-max", "0.3",
-             "--log-level", "warning"],
-            {},
+             "--log-level", "warning", *(extra_args or [])],
+            env or {},
         )
+
+    def rss(self) -> int:
+        """The process's resident set size, bytes (Linux)."""
+        assert self.process is not None
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
 
     @property
     def ws_url(self) -> str:

@@ -148,7 +148,9 @@ async def test_oversized_frame_closes_with_1009(make_stack: StackFactory) -> Non
 
 
 async def test_a_client_that_stops_reading_is_cut_off(make_stack: StackFactory) -> None:
-    stack = await make_stack(gateway={"max_pending_sends": 4})
+    # The device's info is what makes each answer big: its register frame is too.
+    stack = await make_stack(gateway={"max_pending_sends": 4,
+                                      "ws_max_size_unregistered": 2_000_000})
     big = {"platform": "linux", "system_info": {"blob": "x" * 1_000_000}}
     device = await register_device(stack.ws_url, "dev1", metadata=big)
     # This constellation asks again and again and never reads the answers.

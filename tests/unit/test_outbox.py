@@ -250,3 +250,73 @@ async def test_a_failing_write_during_release_closes_quietly() -> None:
     outbox.put("x")
     await outbox.release()
     assert outbox.closed and not outbox.put("y")
+
+
+# ------------------------------------------------------------------ the bytes limit
+
+
+async def test_overflow_by_bytes_before_the_frame_count() -> None:
+    sink = Sink(delay=10)  # a client that never reads: nothing finishes writing
+    overflow = Counter()
+    outbox = Outbox(sink, limit=1000, max_bytes=250, on_overflow=overflow)
+    assert outbox.put("a" * 100) and outbox.put("b" * 100)
+    assert outbox.pending_bytes == 200
+    assert outbox.put("c" * 51) is False  # 251 characters would be pending
+    assert outbox.closed and overflow.count == 1
+    assert outbox.overflow == "250 bytes"
+    assert outbox.pending_bytes == 0 and len(outbox) == 0
+    outbox.close()
+    await settle()
+
+
+async def test_the_frame_being_written_is_not_counted() -> None:
+    sink = Sink(delay=10)
+    overflow = Counter()
+    outbox = Outbox(sink, limit=1000, max_bytes=250, on_overflow=overflow)
+    assert outbox.put("a" * 200)
+    await settle()  # the writer took it: it is in the socket's hands now
+    assert outbox.pending_bytes == 0
+    assert outbox.put("b" * 200) and outbox.pending_bytes == 200
+    assert overflow.count == 0
+    outbox.close()
+    await settle()
+
+
+async def test_a_frame_larger_than_the_limit_fits_an_empty_outbox() -> None:
+    sink = Sink()
+    outbox = Outbox(sink, limit=10, max_bytes=100, on_overflow=Counter())
+    big = "x" * 1_000
+    assert outbox.put(big)
+    await outbox.drain(1)
+    assert sink.sent == [big] and outbox.pending_bytes == 0
+    assert outbox.put(big)  # empty again: fits again
+    await outbox.drain(1)
+    assert sink.sent == [big, big]
+
+
+async def test_written_frames_free_their_bytes() -> None:
+    sink = Sink()
+    outbox = Outbox(sink, limit=1000, max_bytes=1_000, on_overflow=Counter())
+    for n in range(100):  # 30,000 characters in all, never more than 1,000 at once
+        for _ in range(3):
+            assert outbox.put("y" * 100), n
+        await outbox.drain(1)
+    assert len(sink.sent) == 300 and outbox.pending_bytes == 0 and not outbox.closed
+
+
+async def test_the_frame_count_overflow_says_so() -> None:
+    outbox = Outbox(Sink(delay=10), limit=2, max_bytes=10_000, on_overflow=Counter())
+    assert outbox.put("a") and outbox.put("b")
+    assert outbox.put("c") is False and outbox.overflow == "2 frames"
+    outbox.close()
+    await settle()
+
+
+async def test_a_closed_outbox_lets_go_of_its_owner() -> None:
+    """Its callables refer to the connection that owns it: close drops them, so that a
+    closed connection is not kept alive by a reference cycle."""
+    owner = Counter()
+    outbox = Outbox(Sink(), limit=5, on_overflow=owner)
+    outbox.close()
+    assert outbox.on_overflow is not owner
+    assert outbox.put("late") is False
