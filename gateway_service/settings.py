@@ -116,9 +116,10 @@ class GatewaySettings(BaseSettings):
         description="Largest WebSocket message accepted from a registered client, bytes.",
     )
     ws_max_size_unregistered: int = Field(
-        64 * 1024, ge=1024,
-        description="Largest WebSocket message accepted before registration, bytes (a "
-        "register frame is a few KB).",
+        1 * MiB, ge=1024,
+        description="Largest WebSocket message accepted before registration, bytes. A "
+        "register frame is a few KB, but its metadata carries the device's info, which "
+        "some fleets fill with tens of KB; far below a screenshot-sized frame.",
     )
     partial_frames_budget: int = Field(
         1024 * MiB, ge=1024,

@@ -40,7 +40,7 @@ class SocketLimits:
     #: Sockets accepted and not registered yet, beyond which new ones are refused.
     max_unregistered: int = 10_000
     #: Largest message accepted before registration, bytes.
-    max_size_unregistered: int = 64 * 1024
+    max_size_unregistered: int = 1024 * 1024
     #: Largest message accepted from a registered client, bytes.
     max_size: int = 100 * MiB
     #: Bytes of partially received frames all sockets together may hold.
