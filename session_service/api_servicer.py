@@ -109,7 +109,19 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
             )
         except SessionRejected as exc:
             await context.abort(status_code(exc.code), str(exc))
-        self.manager.start(session)
+        # Answered once the session's record is durable. The manager starts the session
+        # then even if this call was cancelled meanwhile: it has a record, so it runs.
+        answered: asyncio.Future[SessionRejected | None] = \
+            asyncio.get_running_loop().create_future()
+
+        def announce(refusal: SessionRejected | None) -> None:
+            if not answered.done():
+                answered.set_result(refusal)
+
+        self.manager.accept(session, announce)
+        refusal = await answered
+        if refusal is not None:
+            await context.abort(status_code(refusal.code), str(refusal))
         return self._info(session)
 
     def _update(self, session: Session, update: Update) -> session_api_pb2.SessionUpdate:
@@ -235,9 +247,13 @@ class Health:
             (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
 
-    async def serving(self) -> None:
+    async def serving(self, ok: bool = True) -> None:
+        """Every service SERVING, or NOT_SERVING when not ``ok`` (the store cannot write);
+        nothing changes once the graceful shutdown has begun."""
+        status = (health_pb2.HealthCheckResponse.SERVING if ok
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", *self.service_names):
-            await self._servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._servicer.set(name, status)
 
     async def enter_graceful_shutdown(self) -> None:
         """Every service NOT_SERVING from now on, whatever is set later."""

@@ -32,6 +32,7 @@ REJECTION_CODES = {
     RejectionCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     RejectionCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
     RejectionCode.DRAINING: grpc.StatusCode.UNAVAILABLE,
+    RejectionCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     RejectionCode.LIMIT: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 

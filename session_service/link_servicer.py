@@ -319,12 +319,19 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 origin_gateway=body.gateway_id or peer.gateway_id,
             )
         except SessionRejected as exc:
-            log.warning("task %s refused: %s", body.session_id, exc)
-            peer.send(m.TaskRejected(body.submit_id, body.session_id, str(exc), exc.code))
+            self._answer(peer, body, exc)
             return
-        # The acceptance is queued before the agent can queue its first command.
-        peer.send(m.TaskAccepted(body.submit_id, body.session_id, self.manager.active))
-        self.manager.start(session)
+        # Acked once the session's record is durable; the manager queues the acceptance
+        # before the agent can queue its first command.
+        self.manager.accept(session, lambda refusal: self._answer(peer, body, refusal))
+
+    def _answer(self, peer: GatewayPeer, body: m.TaskSubmit,
+                refusal: SessionRejected | None) -> None:
+        if refusal is None:
+            peer.send(m.TaskAccepted(body.submit_id, body.session_id, self.manager.active))
+            return
+        log.warning("task %s refused: %s", body.session_id, refusal)
+        peer.send(m.TaskRejected(body.submit_id, body.session_id, str(refusal), refusal.code))
 
 
 def add_to_server(servicer: GatewayLinkServicer, server: grpc.aio.Server) -> None:

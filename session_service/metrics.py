@@ -1,4 +1,4 @@
-"""Prometheus metrics of the session service."""
+"""Prometheus metrics of the session service, served at ``/metrics`` on ``--metrics-port``."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -10,4 +10,19 @@ COMMAND_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 120),
 )
 GATEWAYS = Gauge("aip_session_gateways", "Gateways with an open link")
-STORE_ERRORS = Counter("aip_session_store_errors_total", "Session-store writes that failed")
+STORE_WRITE_ERRORS = Counter(
+    "aip_session_store_write_errors_total",
+    "Session-store writes that failed and were dropped (records lost)",
+)
+STORE_HEALTHY = Gauge(
+    "aip_session_store_healthy", "1 while the session store can write, 0 while writes fail"
+)
+STORE_REFUSED = Counter(
+    "aip_session_store_refused_total",
+    "Sessions refused because their creation could not be written to the store",
+)
+ENDED_IN_MEMORY = Gauge("aip_session_ended_in_memory", "Ended sessions held in memory")
+ENDED_MEMORY_BYTES = Gauge(
+    "aip_session_ended_memory_bytes",
+    "Estimated size of the ended sessions held in memory (see --ended-memory-bytes)",
+)

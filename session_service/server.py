@@ -5,6 +5,10 @@ Stopping drains: new sessions are refused and health turns NOT_SERVING at once, 
 sessions get ``--drain-timeout`` to finish while the links stay open (so their results
 still arrive and, if cancelled, their requesters still hear ``task_end``), then the rest
 are cancelled with ``replica_shutdown``, the store is flushed, and the server stops.
+
+Health follows the store too: NOT_SERVING while its writes fail (new sessions are then
+refused, running ones go on), SERVING again once they work. ``--metrics-port`` serves
+the Prometheus metrics, the store's write errors and health among them.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import grpc
+from prometheus_client import start_http_server
 
 from aip_link.channel import SERVER_OPTIONS
 from aip_wire.vocab import CancelReason
@@ -49,6 +55,8 @@ class SessionService:
         self._pruner: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._skip_drain = asyncio.Event()
+        self._health_changes: set[asyncio.Task[None]] = set()
+        self._metrics: Any = None
         link_servicer.add_to_server(
             GatewayLinkServicer(settings.replica_id, self.hub, self.presence, self.manager,
                                 settings.gateway_grace, settings.link_silence_limit),
@@ -62,6 +70,7 @@ class SessionService:
 
     async def start(self) -> int:
         if self.store is not None:
+            self.store.watch_health(self._store_health)
             try:
                 recovered = await asyncio.to_thread(self.store.open)
             except Exception as exc:
@@ -81,10 +90,18 @@ class SessionService:
         if not self.port:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await self.server.start()
-        await self.health.serving()
+        await self.health.serving(self.store is None or self.store.writable)
+        if self.settings.metrics_port is not None:
+            self._metrics, _ = start_http_server(self.settings.metrics_port,
+                                                 self.settings.host)
         log.info("session service %s listening on %s:%d", self.settings.replica_id,
                  self.settings.host, self.port)
         return self.port
+
+    def _store_health(self, ok: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self.health.serving(ok))
+        self._health_changes.add(task)
+        task.add_done_callback(self._health_changes.discard)
 
     async def _prune_forever(self) -> None:
         """Forget records older than the retention, in memory and in the store."""
@@ -132,6 +149,9 @@ class SessionService:
             except Exception:
                 log.exception("closing the session store failed")
         await self.server.stop(grace)
+        if self._metrics is not None:
+            self._metrics.shutdown()
+            self._metrics.server_close()
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()

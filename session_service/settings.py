@@ -60,6 +60,15 @@ class SessionSettings(BaseSettings):
         10000, ge=1, description="Most ended sessions kept in memory (the store keeps "
         "every record for --record-retention)."
     )
+    ended_memory_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Budget of the ended sessions kept in memory, "
+        "bytes, as the size of their requests, command logs and results in JSON; the "
+        "oldest beyond it are read from the store.",
+    )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Serve Prometheus metrics at /metrics on this "
+        "port (same host); none by default.",
+    )
     store_path: str = Field(
         "./aip-sessions.sqlite3",
         description="SQLite file of session records and command logs, kept across "

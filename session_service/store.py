@@ -6,11 +6,23 @@ A command therefore costs the loop a queue put, however slow the disk. The write
 ``commit_interval`` after the first write of a batch so that a busy replica commits a few
 times a second rather than once per command: each wake-up of that thread takes the GIL
 from the event loop, which showed as a third of the replica's CPU in profiles of a
-single session's round trips. Reads (a session no longer in memory) are blocking and
-meant for ``asyncio.to_thread``. A failing write is logged and counted; it never reaches
-a session. The ``record_*`` methods are the manager's
-:class:`~session_service.core.ports.RecordSink`.
+single session's round trips.
 
+A write may carry a ``written`` callback, called on the event loop that queued it with
+``True`` once committed or ``False`` once failed (one loop wake-up per batch). A creation
+with a callback is urgent and cuts the commit interval short: its requester's ack waits
+on it, and should not wait 50 ms on an idle replica; under load, creations queued while
+a batch commits share the next commit (group commit). Committed means in the SQLite log
+with ``synchronous = NORMAL``: it survives the process killed, not the machine's power.
+
+Failed writes are dropped and counted, never retried: nothing waits on them, and a
+backlog kept for a disk that may not come back is memory without bound. The writes'
+health (:mod:`session_service.store_health`) is logged once per failure episode, shown
+in metrics and handed to ``on_health`` (the replica's health); while writes fail, the
+writer probes the disk every ``probe_interval`` so health returns without traffic.
+
+Reads (a session no longer in memory) are blocking and meant for ``asyncio.to_thread``.
+The ``record_*`` methods are the manager's :class:`~session_service.core.ports.RecordSink`.
 At :meth:`SessionStore.open`, sessions still ``running`` in the file whose replica is dead
 (see :mod:`session_service.store_owners`) are marked ``failed`` with the cancel reason
 ``replica_restarted``: nothing will ever end them otherwise.
@@ -18,6 +30,8 @@ At :meth:`SessionStore.open`, sessions still ``running`` in the file whose repli
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -25,12 +39,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from aip_wire.frames import dumps
 from aip_wire.vocab import CancelReason
-from session_service import metrics
+from session_service import metrics, store_sql
 from session_service.records import CommandRecord, SessionRecord
+from session_service.store_health import Report, WriteHealth
 from session_service.store_owners import OwnerLocks
 
 log = logging.getLogger("aip.session.store")
@@ -38,51 +53,20 @@ log = logging.getLogger("aip.session.store")
 MEMORY = ":memory:"
 #: Most queued operations applied in one transaction.
 MAX_BATCH = 1000
+#: Seconds between probes of a store whose writes fail.
+PROBE_INTERVAL = 1.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id     TEXT PRIMARY KEY,
-    task_name      TEXT NOT NULL,
-    request        TEXT NOT NULL,
-    device_id      TEXT NOT NULL,
-    requester_id   TEXT NOT NULL,
-    requester_kind TEXT NOT NULL,   -- device, constellation, http, backend
-    agent          TEXT NOT NULL,
-    replica_id     TEXT NOT NULL,   -- the replica that ran it
-    instance       TEXT NOT NULL,   -- the store user that ran it (liveness lock)
-    state          TEXT NOT NULL,   -- running, completed, failed, cancelled
-    result_json    TEXT,
-    error          TEXT,
-    cancel_reason  TEXT,
-    steps_done     INTEGER NOT NULL DEFAULT 0,
-    steps_total    INTEGER NOT NULL DEFAULT 0,
-    created_at     REAL NOT NULL,   -- seconds since the epoch
-    ended_at       REAL
-);
-CREATE INDEX IF NOT EXISTS sessions_by_task_name ON sessions (task_name, created_at);
-CREATE INDEX IF NOT EXISTS sessions_by_created ON sessions (created_at);
-CREATE INDEX IF NOT EXISTS sessions_by_ended ON sessions (ended_at);
-CREATE INDEX IF NOT EXISTS sessions_running ON sessions (instance) WHERE state = 'running';
-CREATE TABLE IF NOT EXISTS commands (
-    session_id   TEXT NOT NULL,
-    seq          INTEGER NOT NULL,  -- 0, 1, ... in the order sent
-    response_id  TEXT NOT NULL,
-    actions_json TEXT NOT NULL,
-    sent_at      REAL NOT NULL,
-    status       TEXT NOT NULL,     -- sent, answered, timeout, undeliverable, unanswered
-    results_json TEXT,
-    received_at  REAL,
-    PRIMARY KEY (session_id, seq)
-) WITHOUT ROWID;
-PRAGMA user_version = 1;
-"""
+Written = Callable[[bool], None]
 
 
-_COLUMNS = ("session_id, task_name, request, device_id, requester_id, requester_kind, agent, "
-            "replica_id, state, created_at, result_json, error, cancel_reason, ended_at, "
-            "steps_done, steps_total")
+@dataclass(slots=True)
+class Write:
+    """One queued operation: ``function(db, *args)``, and whom to tell of its outcome."""
 
-Op = tuple[Callable[..., None], tuple[Any, ...]]
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    written: Written | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 class SessionStore:
@@ -93,16 +77,34 @@ class SessionStore:
     read sees every batch either whole or not at all.
     """
 
-    def __init__(self, path: str, replica_id: str, commit_interval: float = 0.0) -> None:
+    def __init__(self, path: str, replica_id: str, commit_interval: float = 0.0,
+                 probe_interval: float = PROBE_INTERVAL) -> None:
         self.path = path
         self.replica_id = replica_id
         self.commit_interval = commit_interval
+        self.probe_interval = probe_interval
         self.instance = uuid.uuid4().hex
+        self.health = WriteHealth()
+        #: Called on its loop with the new health when writes start or stop failing.
+        self.on_health: Callable[[bool], None] | None = None
+        self._health_loop: asyncio.AbstractEventLoop | None = None
         self._owners = None if path == MEMORY else OwnerLocks(path, self.instance)
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
+        self._urgent = threading.Event()
         self._writer: threading.Thread | None = None
+        metrics.STORE_HEALTHY.set(1)
+
+    @property
+    def writable(self) -> bool:
+        """Whether the last batch (or probe) could write; read from any thread."""
+        return self.health.ok
+
+    def watch_health(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(ok)`` on the running loop whenever the write health changes."""
+        self._health_loop = asyncio.get_running_loop()
+        self.on_health = callback
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,7 +118,7 @@ class SessionStore:
         if self.path != MEMORY:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
-        db.executescript(SCHEMA)
+        db.executescript(store_sql.SCHEMA)
         self._db = db
         recovered = 0
         if self._owners is not None:
@@ -161,13 +163,15 @@ class SessionStore:
         if self._writer is None or not self._writer.is_alive():
             return False
         done = threading.Event()
-        self._queue.put((_after_commit, (done.set,)))
+        self._queue.put(Write(_after_commit, (done.set,)))
+        self._urgent.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, stop the writer, release the file; blocking."""
         if self._writer is not None:
             self._queue.put(None)
+            self._urgent.set()
             self._writer.join(timeout)
             if self._writer.is_alive():
                 log.error("store writer did not finish within %gs", timeout)
@@ -181,35 +185,56 @@ class SessionStore:
 
     # ------------------------------------------------------------------ writes (queued)
 
-    def record_started(self, record: SessionRecord) -> None:
-        self._queue.put((_insert_session, (record, self.instance)))
+    def _put(self, write: Write, urgent: bool = False) -> None:
+        if write.written is not None:
+            write.loop = asyncio.get_running_loop()
+        self._queue.put(write)
+        if urgent:
+            self._urgent.set()
+
+    def record_started(self, record: SessionRecord, written: Written | None = None) -> None:
+        """Queue a session's creation; ``written`` makes it urgent (an ack waits on it)."""
+        self._put(Write(store_sql.insert_session, (record, self.instance), written),
+                  urgent=written is not None)
 
     def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
                        sent_at: float) -> None:
-        self._queue.put((_insert_command, (session_id, seq, response_id, actions, sent_at)))
+        self._put(Write(store_sql.insert_command,
+                        (session_id, seq, response_id, actions, sent_at)))
 
     def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
                        status: str) -> None:
-        self._queue.put((_update_command, (session_id, seq, results, received_at, status)))
+        self._put(Write(store_sql.update_command,
+                        (session_id, seq, results, received_at, status)))
 
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
-                     steps_total: int) -> None:
-        self._queue.put((_end_session, (session_id, state, result, error, cancel_reason,
-                                        ended_at, steps_done, steps_total)))
+                     steps_total: int, written: Written | None = None) -> None:
+        """Queue a session's end; ``written`` is told once it is settled (not urgent)."""
+        self._put(Write(store_sql.end_session, (session_id, state, result, error,
+                                                cancel_reason, ended_at, steps_done,
+                                                steps_total), written))
 
     def prune(self, ended_before: float) -> None:
         """Forget sessions (and their commands) that ended before ``ended_before``."""
-        self._queue.put((_prune, (ended_before,)))
+        self._put(Write(_prune, (ended_before,)))
+
+    # ------------------------------------------------------------------ the writer
 
     def _write_loop(self) -> None:
         stopping = False
         backlog = False
         while not stopping:
-            batch: list[Op] = []
-            item = self._queue.get()
+            try:
+                item = self._queue.get(
+                    timeout=None if self.health.ok else self.probe_interval)
+            except queue.Empty:
+                self._apply([Write(store_sql.probe, (self.instance,))])
+                continue
             if item is not None and self.commit_interval > 0 and not backlog:
-                time.sleep(self.commit_interval)
+                self._urgent.wait(self.commit_interval)
+            self._urgent.clear()
+            batch: list[Write] = []
             while item is not None:
                 batch.append(item)
                 if len(batch) >= MAX_BATCH:
@@ -223,32 +248,77 @@ class SessionStore:
             if batch:
                 self._apply(batch)
 
-    def _apply(self, batch: list[Op]) -> None:
+    def _apply(self, batch: list[Write]) -> None:
         db = self._db
         assert db is not None
-        writes = [op for op in batch if op[0] is not _after_commit]
+        writes = [write for write in batch if write.function is not _after_commit]
+        failed: list[Write] = []
+        error = ""
         with self._lock:
             try:
                 db.execute("BEGIN")
-                for function, args in writes:
-                    function(db, *args)
+                for write in writes:
+                    write.function(db, *write.args)
                 db.execute("COMMIT")
-                writes = []
-            except Exception:
+                retry: list[Write] = []
+            except Exception as exc:
                 _rollback(db)
-                log.exception("store batch of %d failed; retrying one by one", len(writes))
-            for function, args in writes:
+                error = repr(exc)
+                retry = writes
+            # One by one, so that one bad write does not take the batch with it.
+            for write in retry:
                 try:
                     db.execute("BEGIN")
-                    function(db, *args)
+                    write.function(db, *write.args)
                     db.execute("COMMIT")
-                except Exception:
+                except Exception as exc:
                     _rollback(db)
-                    metrics.STORE_ERRORS.inc()
-                    log.exception("store write %s dropped", function.__name__)
-        for function, args in batch:
-            if function is _after_commit:
-                args[0]()
+                    failed.append(write)
+                    error = repr(exc)
+        if writes:
+            self._judge(len(writes) - len(failed), failed, error)
+        self._tell(batch, failed)
+
+    def _judge(self, written: int, failed: list[Write], error: str) -> None:
+        """Count, log and signal the outcome of a batch, as the health rules say."""
+        health, now = self.health, time.monotonic()
+        if failed and failed[0].function is store_sql.probe:
+            report = health.probe_failed(now)
+        else:
+            metrics.STORE_WRITE_ERRORS.inc(len(failed))
+            report = health.batch_done(written, len(failed), now, error)
+        if report is Report.NONE:
+            return
+        names = ", ".join(sorted({write.function.__name__ for write in failed}))
+        log.error("%s", health.message(report, self.path, names, error, now))
+        if report in (Report.FAILING, Report.RECOVERED):
+            metrics.STORE_HEALTHY.set(1 if health.ok else 0)
+            self._call_on_loop(self._health_loop, self._signal_health, health.ok)
+
+    def _signal_health(self, ok: bool) -> None:
+        if self.on_health is not None:
+            self.on_health(ok)
+
+    def _tell(self, batch: list[Write], failed: list[Write]) -> None:
+        """Hand every outcome to its loop: one wake-up per loop and batch."""
+        lost = {id(write) for write in failed}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Written, bool]]] = {}
+        for write in batch:
+            if write.function is _after_commit:
+                write.args[0]()
+            elif write.written is not None and write.loop is not None:
+                by_loop.setdefault(write.loop, []).append(
+                    (write.written, id(write) not in lost))
+        for loop, outcomes in by_loop.items():
+            self._call_on_loop(loop, _call_all, outcomes)
+
+    @staticmethod
+    def _call_on_loop(loop: asyncio.AbstractEventLoop | None, function: Callable[..., None],
+                      *args: Any) -> None:
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+            loop.call_soon_threadsafe(function, *args)
 
     # ------------------------------------------------------------------ reads (blocking)
 
@@ -272,7 +342,7 @@ class SessionStore:
         if replica_id is not None:
             where.append("replica_id = ?")
             args.append(replica_id)
-        sql = (f"SELECT {_COLUMNS} FROM sessions WHERE {' AND '.join(where)} "
+        sql = (f"SELECT {store_sql.COLUMNS} FROM sessions WHERE {' AND '.join(where)} "
                "ORDER BY created_at DESC LIMIT ?")
         with self._lock:
             rows = self._connection().execute(sql, (*args, limit)).fetchall()
@@ -282,7 +352,7 @@ class SessionStore:
              with_commands: bool) -> SessionRecord | None:
         with self._lock:
             db = self._connection()
-            row = db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE {where} "
+            row = db.execute(f"SELECT {store_sql.COLUMNS} FROM sessions WHERE {where} "
                              "ORDER BY created_at DESC LIMIT 1", args).fetchone()
             if row is None:
                 return None
@@ -301,17 +371,23 @@ class SessionStore:
         return self._db
 
 
-# ---------------------------------------------------------------------- write operations
-# Each runs in the writer thread, inside the batch's transaction.
-
-
-def _json(value: Any) -> str:
-    return dumps(value).decode()
-
-
 def _after_commit(callback: Callable[[], None]) -> None:
     """A marker, not a write: the writer calls ``callback`` once the batch is committed."""
     callback()
+
+
+def _call_all(outcomes: list[tuple[Written, bool]]) -> None:
+    for written, ok in outcomes:
+        try:
+            written(ok)
+        except Exception:
+            log.exception("a store write's callback failed")
+
+
+def _prune(db: sqlite3.Connection, ended_before: float) -> None:
+    pruned = store_sql.prune(db, ended_before)
+    if pruned:
+        log.info("pruned %d session record(s)", pruned)
 
 
 def _rollback(db: sqlite3.Connection) -> None:
@@ -319,57 +395,4 @@ def _rollback(db: sqlite3.Connection) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
     except sqlite3.Error:
-        log.exception("store rollback failed")
-
-
-def _insert_session(db: sqlite3.Connection, record: SessionRecord, instance: str) -> None:
-    # A session id may be reused once its session has ended: the new run replaces it.
-    db.execute("DELETE FROM commands WHERE session_id = ?", (record.session_id,))
-    db.execute(
-        "INSERT OR REPLACE INTO sessions (session_id, task_name, request, device_id, "
-        "requester_id, requester_kind, agent, replica_id, instance, state, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (record.session_id, record.task_name, record.request, record.device_id,
-         record.requester_id, record.requester_kind, record.agent, record.replica_id,
-         instance, record.state, record.created_at),
-    )
-
-
-def _insert_command(db: sqlite3.Connection, session_id: str, seq: int, response_id: str,
-                    actions: Any, sent_at: float) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO commands (session_id, seq, response_id, actions_json, "
-        "sent_at, status) VALUES (?, ?, ?, ?, ?, 'sent')",
-        (session_id, seq, response_id, _json(actions), sent_at),
-    )
-
-
-def _update_command(db: sqlite3.Connection, session_id: str, seq: int, results: Any,
-                    received_at: float, status: str) -> None:
-    db.execute(
-        "UPDATE commands SET results_json = ?, received_at = ?, status = ? "
-        "WHERE session_id = ? AND seq = ?",
-        (_json(results), received_at, status, session_id, seq),
-    )
-
-
-def _end_session(db: sqlite3.Connection, session_id: str, state: str, result: Any,
-                 error: str | None, cancel_reason: str | None, ended_at: float,
-                 steps_done: int, steps_total: int) -> None:
-    db.execute(
-        "UPDATE sessions SET state = ?, result_json = ?, error = ?, cancel_reason = ?, "
-        "ended_at = ?, steps_done = ?, steps_total = ? WHERE session_id = ?",
-        (state, _json(result), error, cancel_reason, ended_at, steps_done, steps_total,
-         session_id),
-    )
-    db.execute("UPDATE commands SET status = 'unanswered' WHERE session_id = ? AND "
-               "status = 'sent'", (session_id,))
-
-
-def _prune(db: sqlite3.Connection, ended_before: float) -> None:
-    db.execute("DELETE FROM commands WHERE session_id IN (SELECT session_id FROM sessions "
-               "WHERE ended_at IS NOT NULL AND ended_at < ?)", (ended_before,))
-    cursor = db.execute("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?",
-                        (ended_before,))
-    if cursor.rowcount:
-        log.info("pruned %d session record(s)", cursor.rowcount)
+        log.debug("store rollback failed", exc_info=True)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import httpx
@@ -27,16 +28,33 @@ def free_port() -> int:
 class Service:
     """One service process; can be killed and started again on the same port."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], capture: bool = False) -> None:
         self.args = args
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
+        #: With ``capture``, what the process wrote to stderr so far, line by line (read
+        #: from a pipe, not a file: tests may limit the size of the files it writes).
+        self.capture = capture
+        self.log: list[str] = []
 
     def start(self) -> None:
         self.process = subprocess.Popen(
             [sys.executable, *self.args], env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if self.capture else subprocess.DEVNULL,
         )
+        if self.capture:
+            threading.Thread(target=self._read_log, args=(self.process,), daemon=True).start()
+
+    def _read_log(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            self.log.append(line.decode(errors="replace").rstrip())
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -53,13 +71,16 @@ class Service:
 
 
 class Replica(Service):
-    def __init__(self, grace: float = 1.0) -> None:
+    """A replica; its records in memory unless ``store_path`` names a file."""
+
+    def __init__(self, grace: float = 1.0, store_path: str = ":memory:",
+                 extra: tuple[str, ...] = (), capture: bool = False) -> None:
         self.port = free_port()
         super().__init__(
             ["-m", "session_service", "--host", HOST, "--port", str(self.port),
              "--gateway-grace", str(grace), "--log-level", "warning",
-             "--store-path", ":memory:"],
-            {},
+             "--store-path", store_path, *extra],
+            {}, capture,
         )
 
     @property

@@ -21,6 +21,12 @@ class SessionRejected(Exception):
         self.code = code
 
 
+def unrecordable() -> SessionRejected:
+    """The refusal of a session whose creation the store cannot write."""
+    return SessionRejected("the session store of this replica cannot write records now: "
+                           "the session was not started", RejectionCode.UNAVAILABLE)
+
+
 @dataclass(frozen=True, slots=True)
 class Existing:
     """The session that already holds the requested id."""
@@ -42,6 +48,7 @@ def admit(
     agent_name: str,
     draining: bool,
     existing: Existing | None,
+    recordable: bool = True,
     device_connected: bool,
     agents: Collection[str],
     limit: int,
@@ -49,13 +56,16 @@ def admit(
 ) -> Admission:
     """Whether a session may start; checked in this order, first refusal wins.
 
-    :raises SessionRejected: the replica drains, the id belongs to another requester or
-        is running, the device is not connected, the agent is unknown, or the device
-        runs ``limit`` sessions already (``limit`` 0: no limit).
+    :raises SessionRejected: the replica drains, its store cannot write (``recordable``
+        false: the session could not get the record its ack promises), the id belongs
+        to another requester or is running, the device is not connected, the agent is
+        unknown, or the device runs ``limit`` sessions already (``limit`` 0: no limit).
     """
     if draining:
         raise SessionRejected("replica is draining: it takes no new sessions",
                               RejectionCode.DRAINING)
+    if not recordable:
+        raise unrecordable()
     if existing is not None:
         if existing.requester_id != requester_id:
             raise SessionRejected(f"Session '{session_id}' belongs to another client")

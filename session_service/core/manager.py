@@ -6,9 +6,13 @@ session's :class:`~session_service.core.lifecycle.Lifecycle`, and the outside wo
 reached through the :mod:`~session_service.core.ports` only. However a session ends, the
 end is handled in one place, :meth:`SessionManager._finish`.
 
-Ended sessions stay in memory for a while (``--record-retention``, ``--max-records``);
-every session is also written to the record sink, whose writes are queued, never
-awaited, so the store can neither slow nor break a session.
+A session is acked to its requester only once its creation is durable in the record
+sink (:meth:`SessionManager.accept`): the ack is a promise that the session has a record.
+A replica whose store cannot write refuses new sessions with ``unavailable`` rather than
+break that promise, but the sessions it runs still run and end for their requesters:
+every other write is queued, never awaited, so the store can neither slow nor break a
+running session. Ended sessions stay in memory within ``--ended-memory-bytes`` (and
+``--max-records``, ``--record-retention``); older ones are read from the store.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -42,10 +45,10 @@ from session_service.core.lifecycle import (
     DeadlinePassed,
 )
 from session_service.core.ports import GatewayPort, NullRecords, RecordSink
+from session_service.core.retention import EndedSessions, Held, estimated_bytes
 from session_service.core.session import Session, Update, UpdateKind
 from session_service.dispatcher import CommandDispatcher
 from session_service.presence import Presence
-from session_service.records import SessionRecord
 from session_service.settings import SessionSettings
 
 log = logging.getLogger("aip.session")
@@ -68,7 +71,8 @@ class SessionManager:
         self.records: RecordSink = records if records is not None else NullRecords()
         self.replica_id = replica_id or settings.replica_id
         self.sessions: dict[str, Session] = {}
-        self._ended: deque[Session] = deque()
+        self.ended = EndedSessions(settings.ended_memory_bytes, settings.max_records,
+                                   settings.record_retention)
         self.active = 0
         #: Running sessions per device, for --max-sessions-per-device.
         self._running_on: dict[str, int] = {}
@@ -105,6 +109,7 @@ class SessionManager:
             draining=self.draining,
             existing=None if existing is None
             else decisions.Existing(existing.requester_id, existing.running),
+            recordable=self.records.writable,
             device_connected=device is not None,
             agents=AGENTS,
             limit=self.settings.max_sessions_per_device,
@@ -138,23 +143,55 @@ class SessionManager:
         )
         return session
 
+    def accept(self, session: Session,
+               announce: Callable[[decisions.SessionRejected | None], None]) -> None:
+        """Record the admitted ``session``; once its record is durable, ``announce(None)``
+        (the adapter acks its requester) and start it. If the record cannot be written,
+        the session is withdrawn and ``announce`` gets the refusal instead.
+
+        A cancel that arrives meanwhile waits for the ack, so that the requester hears
+        of the session before its end.
+        """
+        session.awaiting_record = True
+        self.records.record_started(session.creation_record(self.replica_id),
+                                    lambda written: self._recorded(session, written, announce))
+
+    def _recorded(self, session: Session, written: bool,
+                  announce: Callable[[decisions.SessionRejected | None], None]) -> None:
+        session.awaiting_record = False
+        if not written:
+            self._withdraw(session)
+            metrics.STORE_REFUSED.inc()
+            log.error("session %s refused: its record could not be written",
+                      session.session_id)
+            announce(decisions.unrecordable())
+            return
+        announce(None)
+        self.start(session)
+
+    def _withdraw(self, session: Session) -> None:
+        """Undo the admission of a session that never started nor was announced."""
+        self._forget(session)
+        self._count_out(session)
+
+    def _count_out(self, session: Session) -> None:
+        self.active -= 1
+        left = self._running_on.get(session.device_id, 1) - 1
+        if left > 0:
+            self._running_on[session.device_id] = left
+        else:
+            self._running_on.pop(session.device_id, None)
+        metrics.ACTIVE.set(self.active)
+
     def start(self, session: Session) -> None:
-        """Run the session's agent; call after its acceptance has been announced."""
+        """Run the session's agent; call after its acceptance has been announced. A
+        session cancelled before that ends now, without running."""
+        if session.lifecycle.cancel_reason is not None:
+            self._finish(session, AgentStopped())
+            return
         session.lifecycle.start()
         if session.device_gateway != session.origin_gateway:
             self.gateways.open_session(session.device_gateway, session)
-        self.records.record_started(SessionRecord(
-            session_id=session.session_id,
-            task_name=session.task_name,
-            request=session.request,
-            device_id=session.device_id,
-            requester_id=session.requester_id,
-            requester_kind=session.requester_kind,
-            agent=session.agent_name,
-            replica_id=self.replica_id,
-            state=SessionState.RUNNING,
-            created_at=session.created_at,
-        ))
         task = asyncio.get_running_loop().create_task(self._run(session),
                                                       name=session.session_id)
         session.task = task
@@ -220,7 +257,7 @@ class SessionManager:
         if decision is CancelDecision.STOP_AGENT:
             assert session.task is not None
             session.task.cancel()
-        elif decision is CancelDecision.END_NOW:
+        elif decision is CancelDecision.END_NOW and not session.awaiting_record:
             self._finish(session, AgentStopped())
         return session
 
@@ -252,25 +289,26 @@ class SessionManager:
         for entry in session.commands:
             if entry.status == CommandStatus.SENT:  # as the store records it
                 entry.status = CommandStatus.UNANSWERED
-        self.active -= 1
-        left = self._running_on.get(session.device_id, 1) - 1
-        if left > 0:
-            self._running_on[session.device_id] = left
-        else:
-            self._running_on.pop(session.device_id, None)
+        self._count_out(session)
+        held = self.ended.add(session, session.ended_at,
+                              estimated_bytes(session.request, session.commands, ended.result))
         self.records.record_ended(
             session.session_id, state=ended.state, result=ended.result, error=ended.error,
             cancel_reason=ended.cancel_reason, ended_at=session.ended_at,
             steps_done=session.steps_done, steps_total=session.steps_total,
+            written=lambda _: self._settled(held),
         )
-        metrics.ACTIVE.set(self.active)
         metrics.ENDED.labels(ended.state).inc()
         log.info("session %s %s%s", session.session_id, ended.state,
                  f": {ended.error}" if ended.error else "")
         self._notify_gateways(session)
         session.publish(Update(UpdateKind.ENDED))
         session.ended.set()
-        self._ended.append(session)
+        self.prune_memory()
+
+    def _settled(self, held: Held) -> None:
+        """An end record is committed (or lost for good): its session may be evicted."""
+        held.settled = True
         self.prune_memory()
 
     def _notify_gateways(self, session: Session) -> None:
@@ -300,14 +338,12 @@ class SessionManager:
             del self.sessions[session.session_id]
 
     def prune_memory(self) -> None:
-        """Forget ended sessions beyond the retention or the count (the store keeps
-        them for the retention)."""
-        horizon = time.time() - self.settings.record_retention
-        ended = self._ended
-        while ended and (
-            len(ended) > self.settings.max_records or (ended[0].ended_at or 0) < horizon
-        ):
-            self._forget(ended.popleft())
+        """Forget the oldest ended sessions beyond the memory budget, the count or the
+        retention (the store keeps them for the retention)."""
+        for session in self.ended.evict(time.time()):
+            self._forget(session)
+        metrics.ENDED_IN_MEMORY.set(len(self.ended))
+        metrics.ENDED_MEMORY_BYTES.set(self.ended.bytes)
 
     # ------------------------------------------------------------------ queries
 

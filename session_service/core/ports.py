@@ -4,11 +4,14 @@
 :class:`~session_service.link_servicer.LinkHub`); :class:`RecordSink` takes the session
 records (implemented by :class:`~session_service.store.SessionStore`, or
 :class:`NullRecords` when no store is configured). Both are fire-and-forget: a ``False``
-from the port means the message could not even be queued.
+from the gateway port means the message could not even be queued. A record write may
+take a ``written`` callback, called later on the event loop with ``True`` once the write
+is durable or ``False`` once it failed; it is how an ack waits for its session's record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -33,8 +36,17 @@ class GatewayPort(Protocol):
         ...
 
 
+Written = Callable[[bool], None]
+
+
 class RecordSink(Protocol):
-    def record_started(self, record: SessionRecord) -> None: ...
+    @property
+    def writable(self) -> bool:
+        """``False`` while writes fail: a session started now could not be recorded."""
+        ...
+
+    def record_started(self, record: SessionRecord, written: Written | None = None) -> None:
+        ...
 
     def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
                        sent_at: float) -> None: ...
@@ -44,14 +56,18 @@ class RecordSink(Protocol):
 
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
-                     steps_total: int) -> None: ...
+                     steps_total: int, written: Written | None = None) -> None: ...
 
 
 class NullRecords:
-    """The sink of a replica without a store: sessions live in memory only."""
+    """The sink of a replica without a store: sessions live in memory only, and every
+    write counts as done at once."""
 
-    def record_started(self, record: SessionRecord) -> None:
-        pass
+    writable = True
+
+    def record_started(self, record: SessionRecord, written: Written | None = None) -> None:
+        if written is not None:
+            written(True)
 
     def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
                        sent_at: float) -> None:
@@ -63,5 +79,6 @@ class NullRecords:
 
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
-                     steps_total: int) -> None:
-        pass
+                     steps_total: int, written: Written | None = None) -> None:
+        if written is not None:
+            written(True)

@@ -16,6 +16,7 @@ from typing import Any
 from aip_wire.vocab import CommandStatus, RequesterKind, SessionState
 from session_service.core.lifecycle import AgentEnd, Lifecycle
 from session_service.dispatcher import CommandDispatcher
+from session_service.records import SessionRecord
 
 
 class UpdateKind(StrEnum):
@@ -66,6 +67,8 @@ class Session:
     created_at: float = field(default_factory=time.time)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     ended_at: float | None = None
+    #: Accepted, its creation record not yet durable: its ack and start wait for it.
+    awaiting_record: bool = False
     steps_done: int = 0
     steps_total: int = 0
     dispatcher: CommandDispatcher | None = None
@@ -97,6 +100,15 @@ class Session:
     def error(self) -> str | None:
         ended = self.lifecycle.ended
         return ended.error if ended is not None else None
+
+    def creation_record(self, replica_id: str) -> SessionRecord:
+        """The session's record as the store first writes it."""
+        return SessionRecord(
+            session_id=self.session_id, task_name=self.task_name, request=self.request,
+            device_id=self.device_id, requester_id=self.requester_id,
+            requester_kind=self.requester_kind, agent=self.agent_name,
+            replica_id=replica_id, state=SessionState.RUNNING, created_at=self.created_at,
+        )
 
     def publish(self, update: Update) -> None:
         for queue in self.watchers:

@@ -36,6 +36,9 @@ def test_admits() -> None:
 @pytest.mark.parametrize(("changes", "message", "code"), [
     ({"draining": True}, "replica is draining: it takes no new sessions",
      RejectionCode.DRAINING),
+    ({"recordable": False, "device_connected": False},
+     "the session store of this replica cannot write records now: the session was not "
+     "started", RejectionCode.UNAVAILABLE),
     ({"existing": Existing("other", running=False)},
      "Session 's1' belongs to another client", RejectionCode.EXISTS),
     ({"existing": Existing("c1", running=True)}, "Session 's1' is already running",

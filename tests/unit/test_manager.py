@@ -4,16 +4,21 @@ told, with no link, no store and no gRPC."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from aip_wire.vocab import ClientType, RequesterKind
+from aip_wire.vocab import ClientType, RejectionCode, RequesterKind
 from session_service import agents
 from session_service.agents.base import AgentContext, Outcome
+from session_service.core.decisions import SessionRejected
 from session_service.core.manager import SessionManager
+from session_service.core.ports import NullRecords
+from session_service.core.retention import estimated_bytes
 from session_service.core.session import Session
 from session_service.presence import ClientRecord, Presence
+from session_service.records import SessionRecord
 from session_service.settings import SessionSettings
 
 
@@ -129,3 +134,80 @@ async def test_completed(manager: Any) -> None:
     await session.ended.wait()
     assert session.state == "completed" and session.result == {"ok": True}
     assert session.error is None and session.cancel_reason is None
+
+
+class SlowRecords(NullRecords):
+    """A record sink whose creations are committed (or fail) when the test says so."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[bool], None]] = []
+        self.writable = True
+
+    def record_started(self, record: SessionRecord,
+                       written: Callable[[bool], None] | None = None) -> None:
+        assert written is not None
+        self.pending.append(written)
+
+
+def _admitted(mgr: SessionManager, session_id: str, agent: str = "done") -> Session:
+    return mgr.submit(
+        session_id=session_id, task_name="t", request="{}", device_id="dev1",
+        requester_id="c1", requester_kind=RequesterKind.CONSTELLATION, origin_gateway="g1",
+        agent_name=agent,
+    )
+
+
+async def test_accepted_and_started_only_once_the_record_is_written(manager: Any) -> None:
+    mgr, _ = manager
+    mgr.records = records = SlowRecords()
+    session = _admitted(mgr, "s-slow")
+    announced: list[Any] = []
+    mgr.accept(session, announced.append)
+    await asyncio.sleep(0.01)
+    assert announced == [] and session.task is None and mgr.active == 1
+    records.pending.pop()(True)
+    assert announced == [None] and session.task is not None
+    await session.ended.wait()
+    assert session.state == "completed"
+
+
+async def test_a_cancel_while_the_record_is_written_waits_for_the_ack(manager: Any) -> None:
+    mgr, gateways = manager
+    mgr.records = records = SlowRecords()
+    session = _admitted(mgr, "s-cancel")
+    events: list[str] = []
+    mgr.accept(session, lambda refusal: events.append(f"announced {refusal}"))
+    mgr.cancel("s-cancel", "device_disconnected")
+    assert events == [] and not session.ended.is_set()  # no task_end before the ack
+    records.pending.pop()(True)
+    assert events == ["announced None"] and session.ended.is_set()
+    assert session.state == "cancelled" and session.cancel_reason == "device_disconnected"
+    assert gateways.sent == [("end", "g1", {"requester": True, "device": True})]
+    assert mgr.active == 0
+
+
+async def test_a_record_that_cannot_be_written_refuses_the_session(manager: Any) -> None:
+    mgr, gateways = manager
+    mgr.records = records = SlowRecords()
+    session = _admitted(mgr, "s-lost")
+    refusals: list[Any] = []
+    mgr.accept(session, refusals.append)
+    records.pending.pop()(False)
+    assert len(refusals) == 1 and refusals[0].code == RejectionCode.UNAVAILABLE
+    assert "s-lost" not in mgr.sessions and mgr.active == 0 and mgr.active_on("dev1") == 0
+    assert session.task is None and gateways.sent == []
+    records.writable = False  # and while the store is known to fail, none is admitted
+    with pytest.raises(SessionRejected) as caught:
+        _admitted(mgr, "s-next")
+    assert caught.value.code == RejectionCode.UNAVAILABLE
+
+
+async def test_ended_sessions_are_evicted_by_bytes(manager: Any) -> None:
+    mgr, _ = manager
+    mgr.ended.budget = 3 * estimated_bytes("{}", [], {"ok": True})
+    for n in range(5):
+        session = _admitted(mgr, f"s-{n}")
+        mgr.accept(session, lambda refusal: None)
+        await session.ended.wait()
+    assert sorted(mgr.sessions) == ["s-2", "s-3", "s-4"]
+    assert len(mgr.ended) == 3 and mgr.ended.bytes <= mgr.ended.budget

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from aip_wire.vocab import CancelReason
-from session_service import metrics
+from session_service import metrics, store_sql
 from session_service.store import MEMORY, SessionRecord, SessionStore
 
 
@@ -124,14 +126,14 @@ def test_prune_forgets_old_ended_sessions_and_their_commands(store: SessionStore
 def test_a_failing_write_is_logged_and_the_rest_of_the_batch_kept(
     store: SessionStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    before = metrics.STORE_ERRORS._value.get()
+    before = metrics.STORE_WRITE_ERRORS._value.get()
     store.record_started(record("s"))
     store.record_command("s", object(), "r-bad", [], 1.0)  # type: ignore[arg-type]
     store.record_command("s", 1, "r-good", [], 2.0)
     assert store.flush()
     got = store.get("s")
     assert got is not None and [c.response_id for c in got.commands] == ["r-good"]
-    assert metrics.STORE_ERRORS._value.get() == before + 1
+    assert metrics.STORE_WRITE_ERRORS._value.get() == before + 1
     assert "dropped" in caplog.text
     store.record_command("s", 2, "r-after", [], 3.0)  # the writer lives on
     assert store.flush()
@@ -216,9 +218,14 @@ def test_a_backlog_is_written_without_pausing_between_full_batches(
         monkeypatch: pytest.MonkeyPatch) -> None:
     grouped = SessionStore(MEMORY, "r1", commit_interval=0.2)
     monkeypatch.setattr("session_service.store.MAX_BATCH", 10)
-    pauses: list[float] = []
-    real_sleep = time.sleep
-    monkeypatch.setattr(time, "sleep", lambda s: (pauses.append(s), real_sleep(s)))
+    pauses: list[float | None] = []
+
+    class Pauses(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            pauses.append(timeout)
+            return super().wait(timeout)
+
+    grouped._urgent = Pauses()
     grouped.record_started(record("s1"))
     for seq in range(45):  # queued before the writer starts: a backlog of five batches
         grouped.record_command("s1", seq, f"r-{seq}", [], 1.0)
@@ -229,3 +236,85 @@ def test_a_backlog_is_written_without_pausing_between_full_batches(
         assert len(grouped.get("s1").commands) == 45  # type: ignore[union-attr]
     finally:
         grouped.close()
+
+
+async def test_written_callbacks_run_on_the_loop_with_each_outcome(
+        store: SessionStore) -> None:
+    loop = asyncio.get_running_loop()
+    outcomes: list[tuple[str, bool, bool]] = []
+
+    def told(name: str) -> Callable[[bool], None]:
+        return lambda ok: outcomes.append((name, ok, asyncio.get_running_loop() is loop))
+
+    store.record_started(record("s"), told("created"))
+    store.record_command("s", object(), "r-bad", [], 1.0)  # type: ignore[arg-type]
+    end(store, "s")
+    store.record_ended(object(), state="completed", result=None,  # type: ignore[arg-type]
+                       error=None, cancel_reason=None, ended_at=2.0, steps_done=0,
+                       steps_total=0, written=told("bad end"))
+    store.record_ended("s", state="completed", result="ok", error=None,
+                       cancel_reason=None, ended_at=3.0, steps_done=0, steps_total=0,
+                       written=told("end"))
+    await until_true(lambda: len(outcomes) == 3)
+    assert outcomes == [("created", True, True), ("bad end", False, True), ("end", True, True)]
+
+
+async def test_an_urgent_write_cuts_the_commit_interval_short() -> None:
+    grouped = SessionStore(MEMORY, "r1", commit_interval=2.0)
+    grouped.open()
+    try:
+        grouped.record_started(record("first"))  # the writer starts its 2 s pause
+        await asyncio.sleep(0.05)
+        committed = asyncio.get_running_loop().create_future()
+        began = time.monotonic()
+        grouped.record_started(record("s"), committed.set_result)
+        assert await asyncio.wait_for(committed, 1.0) is True
+        assert time.monotonic() - began < 0.5
+        assert grouped.get("s") is not None and grouped.get("first") is not None
+    finally:
+        grouped.close()
+
+
+async def test_failing_writes_turn_health_off_once_and_a_probe_turns_it_back_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = SessionStore(str(tmp_path / "r.sqlite3"), "r1", probe_interval=0.05)
+    changes: list[bool] = []
+    failing.watch_health(changes.append)
+    failing.open()
+    broken = {"on": True}
+    real_insert = store_sql.insert_command
+
+    def insert(db: sqlite3.Connection, *args: object) -> None:
+        if broken["on"]:
+            raise sqlite3.OperationalError("disk I/O error")
+        real_insert(db, *args)  # type: ignore[arg-type]
+
+    def probe(db: sqlite3.Connection, instance: str) -> None:
+        if broken["on"]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store_sql, "insert_command", insert)
+    monkeypatch.setattr(store_sql, "probe", probe)
+    before = metrics.STORE_WRITE_ERRORS._value.get()
+    try:
+        for seq in range(3):
+            failing.record_command("s", seq, f"r-{seq}", [], 1.0)
+            assert failing.flush()
+        await until_true(lambda: changes == [False])
+        assert not failing.writable and metrics.STORE_HEALTHY._value.get() == 0
+        assert metrics.STORE_WRITE_ERRORS._value.get() == before + 3
+        assert caplog.text.count("writes fail, records are being lost") == 1
+        broken["on"] = False  # the disk is back: the next probe finds out, no traffic
+        await until_true(lambda: changes == [False, True])
+        assert failing.writable and metrics.STORE_HEALTHY._value.get() == 1
+        assert "writes work again" in caplog.text and "3 write(s) were lost" in caplog.text
+    finally:
+        failing.close()
+
+
+async def until_true(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never met"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,95 @@
+"""Which ended sessions stay in memory: the newest, within a budget of bytes.
+
+An ended session is kept so that its requester and the public API can read it without
+the store, but the store holds the history: memory keeps only the most recent ended
+sessions whose estimated sizes fit ``budget`` bytes (and at most ``max_count`` of them,
+none older than ``retention`` seconds). The oldest go first. A session is evicted only
+once its end record is *settled* (committed, or failed for good), so that a read of an
+evicted session finds its end in the store rather than a record still ``running``.
+
+:func:`estimated_bytes` is the size of a session's JSON (request, command log, result)
+plus a fixed allowance per session and per command: a stable, cheap proxy for the
+memory its objects hold, which is a small multiple of it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aip_wire.frames import dumps
+from session_service.core.session import CommandEntry
+
+#: Allowance for a session's own objects (lifecycle, dispatcher, event, fields).
+SESSION_OVERHEAD = 2048
+#: Allowance for a command entry's own objects.
+COMMAND_OVERHEAD = 256
+
+
+def json_bytes(value: Any) -> int:
+    if value is None:
+        return 0
+    try:
+        return len(dumps(value))
+    except (TypeError, ValueError):
+        return len(repr(value))
+
+
+def estimated_bytes(request: str, commands: Iterable[CommandEntry], result: Any) -> int:
+    """What an ended session is counted for against the budget."""
+    size = SESSION_OVERHEAD + len(request) + json_bytes(result)
+    for entry in commands:
+        size += COMMAND_OVERHEAD + json_bytes(entry.actions) + json_bytes(entry.results)
+    return size
+
+
+@dataclass(slots=True, eq=False)
+class Held:
+    """One ended session in memory: its key, its end time, its size, whether its end
+    record is settled."""
+
+    session: Any
+    ended_at: float
+    size: int
+    settled: bool = False
+
+
+class EndedSessions:
+    """The ended sessions held in memory, oldest first, and their total size."""
+
+    def __init__(self, budget: int, max_count: int, retention: float) -> None:
+        self.budget = budget
+        self.max_count = max_count
+        self.retention = retention
+        self.bytes = 0
+        self._held: deque[Held] = deque()
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, session: Any, ended_at: float, size: int) -> Held:
+        held = Held(session, ended_at, size)
+        self._held.append(held)
+        self.bytes += size
+        return held
+
+    def evict(self, now: float) -> list[Any]:
+        """Drop, oldest first, what is over the budget, the count or the retention.
+
+        A session whose end is not settled stops the eviction (records settle in the
+        order they ended), unless it is past the retention: then nothing can be waited
+        for any more.
+        """
+        held, evicted = self._held, []
+        horizon = now - self.retention
+        while held:
+            oldest = held[0]
+            over = self.bytes > self.budget or len(held) > self.max_count
+            if not (oldest.ended_at < horizon or (over and oldest.settled)):
+                break
+            held.popleft()
+            self.bytes -= oldest.size
+            evicted.append(oldest.session)
+        return evicted
