@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from aip_wire import frames
@@ -56,6 +56,9 @@ def test_a_fast_heartbeat_is_always_one_for_the_full_parser(data: str | bytes) -
                          st.sampled_from(["heartbeat", "Heartbeat", " heartbeat\t"]))))
 def test_well_formed_heartbeats_take_the_fast_path(data: str | bytes) -> None:
     """As the reference clients spell them; other spellings take the full parser."""
+    # Escaped non-ASCII text can take a generated frame past the size the fast path
+    # takes by design (test_a_large_heartbeat_takes_the_full_parser).
+    assume(len(data) <= frames._HEARTBEAT_SIZE_LIMIT)
     assert full_parser_says_heartbeat(data)
     assert is_plain_heartbeat(data)
 
