@@ -50,6 +50,7 @@ _REJECTION_TO_PB = {
     RejectionCode.INVALID: link_pb2.REJECTION_CODE_INVALID,
     RejectionCode.LIMIT: link_pb2.REJECTION_CODE_LIMIT,
     RejectionCode.DRAINING: link_pb2.REJECTION_CODE_DRAINING,
+    RejectionCode.UNAVAILABLE: link_pb2.REJECTION_CODE_UNAVAILABLE,
 }
 _REJECTION_OF_PB: dict[int, RejectionCode] = {value: key for key, value in _REJECTION_TO_PB.items()}
 

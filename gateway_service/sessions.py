@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,7 +46,7 @@ NO_REPLICA = "No session service replica is reachable; try again later"
 class Replicas(Protocol):
     """What the table needs of the replica side: placement and a way to send."""
 
-    def pick(self) -> Replica | None: ...
+    def pick(self, skip: Collection[Replica] = ()) -> Replica | None: ...
     def healthy(self) -> list[Replica]: ...
     def send(self, replica: Replica, message: m.GatewayMessage) -> bool: ...
 
@@ -109,26 +110,34 @@ class SessionTable:
 
         A WebSocket requester gets its ack frame from the link reader, before any
         command of the session can reach the same socket. A replica that turns out to be
-        draining is skipped and the next one tried.
+        draining, or unable to record the session (its store fails), is skipped and the
+        next one tried.
 
         :raises Refusal: no replica, a rejection, or no answer in time.
         """
+        # Replicas that refused this task as unable to record it now, with their words.
+        unavailable: dict[Replica, Refusal] = {}
         while True:
-            session_id = await self._submit_once(plan, requester)
+            session_id = await self._submit_once(plan, requester, unavailable)
             if session_id is not None:
                 return session_id
-            log.info("replica draining; submitting session %s elsewhere", plan.session_id)
+            log.info("replica %s refused session %s for now; trying another",
+                     "unavailable" if unavailable else "draining", plan.session_id)
 
-    async def _submit_once(self, plan: TaskPlan, requester: Requester) -> str | None:
-        """The accepted session's id, or ``None`` when the replica said it drains."""
+    async def _submit_once(self, plan: TaskPlan, requester: Requester,
+                           unavailable: dict[Replica, Refusal]) -> str | None:
+        """The accepted session's id, or ``None`` when the replica said it drains or
+        cannot record sessions now (then it is added to ``unavailable``)."""
         route = self.routes.get(plan.session_id)
         if route is not None:
             if route.requester.client_id != requester.client_id:
                 raise Refusal(RejectionCode.EXISTS,
                               f"Session '{plan.session_id}' belongs to another client")
             raise Refusal(RejectionCode.EXISTS, f"Session '{plan.session_id}' is already running")
-        replica = self._replicas.pick()
+        replica = self._replicas.pick(unavailable)
         if replica is None:
+            if unavailable:  # the last one's own words
+                raise list(unavailable.values())[-1]
             if self._replicas.healthy():
                 raise Refusal(
                     RejectionCode.DRAINING,
@@ -165,6 +174,9 @@ class SessionTable:
             ) from None
         except _Rejected as rejected:
             if rejected.refusal.code == RejectionCode.DRAINING:
+                return None
+            if rejected.answered and rejected.refusal.code == RejectionCode.UNAVAILABLE:
+                unavailable[replica] = rejected.refusal
                 return None
             raise rejected.refusal from None
         finally:
@@ -206,7 +218,8 @@ class SessionTable:
             replica.draining = True
         if pending is not None and not pending.future.done():
             # The replica's own code, straight through.
-            pending.future.set_exception(_Rejected(Refusal(body.code, body.error)))
+            pending.future.set_exception(_Rejected(Refusal(body.code, body.error),
+                                                   answered=True))
 
     # ------------------------------------------------------------------ running
 
@@ -361,9 +374,11 @@ class SessionTable:
 
 
 class _Rejected(Exception):
-    """Carries a replica's refusal through the submit's future, so that the submit can
-    tell it from refusals of its own (only a replica's "draining" is retried)."""
+    """Carries a refusal through the submit's future, so that the submit can tell it
+    from refusals of its own. Only what a replica answered itself may be retried
+    elsewhere ("draining", "unavailable"): a submit lost with its link may be running."""
 
-    def __init__(self, refusal: Refusal) -> None:
+    def __init__(self, refusal: Refusal, answered: bool = False) -> None:
         super().__init__(refusal.reason)
         self.refusal = refusal
+        self.answered = answered

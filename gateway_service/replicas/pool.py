@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Protocol
 
 from aip_link import messages as m
@@ -100,9 +100,11 @@ class ReplicaPool:
     def healthy(self) -> list[Replica]:
         return [replica for replica in self._replicas.values() if replica.healthy]
 
-    def pick(self) -> Replica | None:
-        """The healthy, non-draining replica with the fewest active sessions."""
-        usable = [replica for replica in self.healthy() if not replica.draining]
+    def pick(self, skip: Collection[Replica] = ()) -> Replica | None:
+        """The healthy, non-draining replica with the fewest active sessions, other than
+        those in ``skip``."""
+        usable = [replica for replica in self.healthy()
+                  if not replica.draining and replica not in skip]
         if not usable:
             return None
         return min(usable, key=lambda replica: replica.active_sessions)

@@ -213,3 +213,42 @@ async def test_a_store_that_cannot_write_is_unhealthy_but_ends_its_sessions(
             await recorder.close()
         gateway.stop()
         replica.stop()
+
+
+async def test_a_task_refused_by_a_replica_that_cannot_record_runs_on_another(
+    tmp_path: Path,
+) -> None:
+    failing = Replica(grace=0.5, store_path=str(tmp_path / "a.sqlite3"))
+    working_path = str(tmp_path / "b.sqlite3")
+    working = Replica(grace=0.5, store_path=working_path)
+    gateway = GatewayService("g-two", [failing, working])
+    for process in (failing, working, gateway):
+        process.start()
+    recorders: list[Recorder] = []
+    try:
+        await gateway.wait_replicas(2)
+        device = Recorder(await register_device(gateway.ws_url, "d2"), "d2")
+        requester = Recorder(await register_constellation(gateway.ws_url, "c2", "d2"), "c2")
+        recorders += [device, requester]
+        await wait_known([failing, working], "d2")
+        limit_file_size(failing.pid, 0)
+        # The gateway places each task on the replica with the fewest sessions, which is
+        # the failing one every time: each refusal sends the task on to the other.
+        tasks = [f"c2@t{n}" for n in range(4)]
+        for session_id in tasks:
+            await requester.send(task_frame("c2", plan([cmd()]), client_type="constellation",
+                                            target_id="d2", session_id=session_id,
+                                            task_name=session_id[3:]))
+            await requester.ack(session_id)
+            await device.send(results_for(await device.command(session_id), "d2"))
+        ends = await ended_once(requester, tasks)
+        assert {end["status"] for end in ends.values()} == {"completed"}
+        assert not requester.of_type("error")
+        assert set(tasks) <= stored_ids(working_path)
+        await wait_health(failing.address, health_pb2.HealthCheckResponse.NOT_SERVING)
+    finally:
+        for recorder in recorders:
+            await recorder.close()
+        gateway.stop()
+        for replica in (failing, working):
+            replica.stop()

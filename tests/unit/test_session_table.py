@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -25,8 +26,8 @@ class FakeReplicas:
         self.up = True
         self.submitted = asyncio.Event()
 
-    def pick(self) -> Replica | None:
-        usable = [r for r in self.replicas if not r.draining]
+    def pick(self, skip: Collection[Replica] = ()) -> Replica | None:
+        usable = [r for r in self.replicas if not r.draining and r not in skip]
         return min(usable, key=lambda r: r.active_sessions) if usable else None
 
     def healthy(self) -> list[Replica]:
@@ -157,6 +158,39 @@ async def test_a_draining_replica_is_skipped_for_the_next_one() -> None:
     assert first.draining
     assert [r for r, msg in port.sent if isinstance(msg, m.TaskSubmit)] == [first, second]
     assert sessions.routes["s1"].replica is second
+
+
+async def test_a_replica_that_cannot_record_is_skipped_for_this_task_only() -> None:
+    first, second = replica("10.0.0.1:1"), replica("10.0.0.2:1")
+    second.active_sessions = 1
+    sessions, port, _ = table(first, second)
+
+    async def answer() -> None:
+        await answer_when_submitted(port, lambda s: sessions.task_rejected(
+            first, m.TaskRejected(s.submit_id, s.session_id, "store", RejectionCode.UNAVAILABLE)))
+        s = (await port.submits(2))[-1]
+        sessions.task_accepted(second, m.TaskAccepted(s.submit_id, s.session_id, 2))
+
+    answering = asyncio.ensure_future(answer())
+    assert await sessions.submit(plan(), HTTP_REQUESTER) == "s1"
+    await answering
+    assert not first.draining  # the next task may find its store working again
+    assert [r for r, msg in port.sent if isinstance(msg, m.TaskSubmit)] == [first, second]
+    assert sessions.routes["s1"].replica is second
+
+
+async def test_every_replica_unable_to_record_is_refused_as_unavailable() -> None:
+    only = replica()
+    sessions, port, _ = table(only)
+    reject = asyncio.ensure_future(answer_when_submitted(port, lambda s: sessions.task_rejected(
+        only, m.TaskRejected(s.submit_id, s.session_id, "store", RejectionCode.UNAVAILABLE))))
+    with pytest.raises(Refusal) as info:
+        await sessions.submit(plan(), HTTP_REQUESTER)
+    await reject
+    assert info.value.code == RejectionCode.UNAVAILABLE
+    assert info.value.reason == "store"  # the replica's own words
+    assert len(port.of_type(m.TaskSubmit)) == 1
+    assert sessions.pending == {}
 
 
 async def test_no_replica_and_every_replica_draining_are_refused() -> None:
