@@ -51,8 +51,19 @@ def uvicorn_config_for(app: Any, port: int) -> uvicorn.Config:
     return config
 
 
+def _as_registered(websocket: WebSocket) -> None:
+    """Lift the gateway protocol's pre-registration size limit, as a registration does:
+    the baselines have no registration, and their clients send full-size frames."""
+    from gateway_service.ws_protocol import REGISTERED_EXTENSION
+
+    mark = (websocket.scope.get("extensions") or {}).get(REGISTERED_EXTENSION)
+    if mark is not None:
+        mark()
+
+
 async def _echo_socket(websocket: WebSocket) -> None:
     await websocket.accept()
+    _as_registered(websocket)
     try:
         while True:
             message = await websocket.receive()
@@ -119,6 +130,7 @@ def chain_app(grpc_address: str) -> FastAPI:
 
     async def forward(websocket: WebSocket) -> None:
         await websocket.accept()
+        _as_registered(websocket)
         loop = asyncio.get_running_loop()
         try:
             while True:

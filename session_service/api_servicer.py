@@ -24,6 +24,7 @@ from aip_wire.vocab import CancelReason, RequesterKind
 from session_service.api_views import (
     detailed_info,
     device_of,
+    restore_results,
     session_info,
     snapshot,
     status_code,
@@ -161,7 +162,14 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         if request.session_id:
             session = self.manager.sessions.get(request.session_id)
             if session is not None:
-                return self._detailed(session)
+                info = self._detailed(session)
+                if session.released and self.store is not None:
+                    # Results it gave back to its memory budget are in the store.
+                    record = await self._read(
+                        context, lambda store: store.get(request.session_id, True))
+                    if record is not None:
+                        restore_results(info, record.commands, session.released)
+                return info
             return stored_info(await self._stored(request.session_id, context, True), True)
         if request.task_name:
             task_name = request.task_name

@@ -96,6 +96,16 @@ def stored_commands(records: list[CommandRecord]) -> list[pb.CommandRecord]:
     ) for record in records]
 
 
+def restore_results(info: pb.SessionInfo, records: list[CommandRecord], released: int) -> None:
+    """Fill in the results of ``info``'s first ``released`` commands, which the session
+    no longer holds in memory, from their stored ``records``."""
+    stored = {record.seq: record for record in records if record.seq < released}
+    for seq in range(min(released, len(info.commands))):
+        record = stored.get(seq)
+        if record is not None and record.results_json:
+            info.commands[seq].results_json = record.results_json
+
+
 def stored_info(record: SessionRecord, detailed: bool = False) -> pb.SessionInfo:
     """A stored session; ``detailed`` adds the request and the command log."""
     info = pb.SessionInfo(

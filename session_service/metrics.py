@@ -26,3 +26,8 @@ ENDED_MEMORY_BYTES = Gauge(
     "aip_session_ended_memory_bytes",
     "Estimated size of the ended sessions held in memory (see --ended-memory-bytes)",
 )
+RESULTS_RELEASED = Counter(
+    "aip_session_results_released_total",
+    "Command results a running session gave back from memory to stay within "
+    "--session-log-bytes (the store keeps them)",
+)

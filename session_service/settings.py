@@ -65,6 +65,11 @@ class SessionSettings(BaseSettings):
         "bytes, as the size of their requests, command logs and results in JSON; the "
         "oldest beyond it are read from the store.",
     )
+    session_log_bytes: int = Field(
+        32 * 1024 * 1024, ge=0, description="Bytes of command results a running session "
+        "keeps in memory (screenshots are megabytes each); the results of its older "
+        "commands are read from the store.",
+    )
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="Serve Prometheus metrics at /metrics on this "
         "port (same host); none by default.",

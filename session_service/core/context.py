@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aip_wire import frames
 from session_service import metrics
 from session_service.agents.base import Step
+from session_service.core.log_budget import approx_bytes, keep_within
 from session_service.core.session import CommandEntry, Session, Update, UpdateKind
 
 if TYPE_CHECKING:
@@ -16,10 +17,12 @@ if TYPE_CHECKING:
 
 
 class AgentSessionContext:
-    def __init__(self, session: Session, records: RecordSink, command_timeout: float) -> None:
+    def __init__(self, session: Session, records: RecordSink, command_timeout: float,
+                 log_bytes: int) -> None:
         self._session = session
         self._records = records
         self._command_timeout = command_timeout
+        self._log_bytes = log_bytes
         self.session_id = session.session_id
         self.task_name = session.task_name
         self.request = session.request
@@ -57,5 +60,9 @@ class AgentSessionContext:
         self._records.record_results(session.session_id, entry.seq, results,
                                      entry.received_at, entry.status)
         session.steps_done += 1
+        entry.size = approx_bytes(results)
+        session.log_bytes += entry.size
+        if session.log_bytes > self._log_bytes:
+            metrics.RESULTS_RELEASED.inc(keep_within(session, self._log_bytes))
         session.publish(Update(UpdateKind.RESULTS_RECEIVED, frame["response_id"], results))
         return results

@@ -202,7 +202,8 @@ class SessionManager:
         """The agent under the session's deadline. Whether the deadline passed is asked
         of the timeout itself: a TimeoutError the agent raises on its own is a crash."""
         agent = AGENTS[session.agent_name]()
-        context = AgentSessionContext(session, self.records, self.settings.command_timeout)
+        context = AgentSessionContext(session, self.records, self.settings.command_timeout,
+                                      self.settings.session_log_bytes)
         seconds = self.settings.session_timeout
         deadline = asyncio.timeout(seconds)
         try:

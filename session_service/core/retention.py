@@ -41,7 +41,9 @@ def estimated_bytes(request: str, commands: Iterable[CommandEntry], result: Any)
     """What an ended session is counted for against the budget."""
     size = SESSION_OVERHEAD + len(request) + json_bytes(result)
     for entry in commands:
-        size += COMMAND_OVERHEAD + json_bytes(entry.actions) + json_bytes(entry.results)
+        # The size measured when the results came (encoding megabytes again is costly).
+        results = entry.size if entry.size else json_bytes(entry.results)
+        size += COMMAND_OVERHEAD + json_bytes(entry.actions) + results
     return size
 
 

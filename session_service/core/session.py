@@ -49,6 +49,11 @@ class CommandEntry:
     status: CommandStatus = CommandStatus.SENT
     results: Any = None
     received_at: float | None = None
+    #: About how many bytes ``results`` holds (see ``core.log_budget.approx_bytes``).
+    size: int = 0
+    #: The results were given back to keep the session's log within its budget: the
+    #: store has them.
+    released: bool = False
 
 
 @dataclass(eq=False)
@@ -76,6 +81,10 @@ class Session:
     watchers: set[asyncio.Queue[Update]] = field(default_factory=set)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     commands: list[CommandEntry] = field(default_factory=list)
+    #: Bytes of results the command log holds, and how many of its oldest entries gave
+    #: theirs back (:mod:`session_service.core.log_budget`).
+    log_bytes: int = 0
+    released: int = 0
 
     @property
     def state(self) -> SessionState:

@@ -1,0 +1,46 @@
+"""A running session answered with big results keeps only the newest in memory, and its
+record still shows every command's results (the store has them)."""
+
+from __future__ import annotations
+
+import json
+
+from aip_grpc import session_api_pb2
+from tests.conftest import StackFactory
+from tests.stack import api_call, cmd, plan, register_device, results_for, wait_for
+
+pb = session_api_pb2
+RESULT = 100_000
+BUDGET = 300_000
+STEPS = 8
+
+
+async def test_old_results_leave_memory_and_come_back_from_the_store(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(session={"session_log_bytes": BUDGET})
+    device = await register_device(stack.ws_url, "dev1")
+    address = stack.replica.address
+    await wait_for(lambda: stack.replica.service.presence.get("dev1") is not None)
+    await api_call(address, "StartSession", pb.StartSessionRequest(
+        device_id="dev1", session_id="big-log", request=plan(*[[cmd()]] * STEPS)))
+    for step in range(STEPS - 1):
+        command = await device.recv_type("command")
+        await device.send(results_for(command, "dev1", result=f"{step:03}" + "x" * RESULT))
+    await device.recv_type("command")  # the last step waits: the session still runs
+    session = stack.replica.service.manager.sessions["big-log"]
+    assert session.running
+    held = [entry for entry in session.commands if not entry.released]
+    assert session.released >= STEPS - 1 - BUDGET // RESULT
+    assert sum(entry.size for entry in held) == session.log_bytes
+    assert session.log_bytes - session.commands[-2].size <= BUDGET
+    assert session.commands[0].results is None
+
+    store = stack.replica.service.store
+    assert store is not None and store.flush(10)
+    info = await api_call(address, "GetSession", pb.GetSessionRequest(session_id="big-log"))
+    answered = list(info.commands)[: STEPS - 1]
+    for step, command in enumerate(answered):
+        (result,) = json.loads(command.results_json)
+        assert result["result"].startswith(f"{step:03}"), step
+        assert len(result["result"]) == RESULT + 3

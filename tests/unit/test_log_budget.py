@@ -1,0 +1,51 @@
+"""A running session's command log within its byte budget."""
+
+from __future__ import annotations
+
+import json
+
+from aip_wire.vocab import RequesterKind
+from session_service.core.log_budget import approx_bytes, keep_within
+from session_service.core.session import CommandEntry, Session
+
+
+def session_with(sizes: list[int]) -> Session:
+    session = Session("s1", "t", "{}", "dev1", "linux", {}, "c1", RequesterKind.BACKEND,
+                      "gw", "gw")
+    for seq, size in enumerate(sizes):
+        results = [{"status": "success", "result": "x" * size, "call_id": "a"}]
+        entry = CommandEntry(seq, f"r{seq}", [], 0.0, results=results,
+                             size=approx_bytes(results))
+        session.commands.append(entry)
+        session.log_bytes += entry.size
+    return session
+
+
+def test_approx_bytes_is_close_to_the_json_size_for_big_strings() -> None:
+    value = [{"status": "success", "result": "A" * 100_000, "call_id": "c1", "n": 3}]
+    real = len(json.dumps(value))
+    assert real - 64 <= approx_bytes(value) <= real + 64
+
+
+def test_the_oldest_results_are_released_first_and_the_newest_kept() -> None:
+    session = session_with([1000, 1000, 1000, 1000])
+    assert keep_within(session, 2500) == 2
+    assert [entry.released for entry in session.commands] == [True, True, False, False]
+    assert session.commands[0].results is None and session.commands[2].results is not None
+    assert session.released == 2
+    assert session.log_bytes == sum(entry.size for entry in session.commands[2:])
+    assert session.log_bytes <= 2500
+
+
+def test_the_newest_results_stay_even_over_the_budget() -> None:
+    session = session_with([10, 5000])
+    keep_within(session, 100)
+    assert [entry.released for entry in session.commands] == [True, False]
+    assert session.commands[1].results is not None
+    assert keep_within(session, 100) == 0  # nothing older left to give back
+
+
+def test_within_the_budget_nothing_is_released() -> None:
+    session = session_with([100, 100])
+    assert keep_within(session, 10_000) == 0
+    assert session.released == 0
