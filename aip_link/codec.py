@@ -124,7 +124,7 @@ def _encode_gateway(message: m.GatewayMessage) -> link_pb2.GatewayMessage:
         case m.CancelSession():
             return pb(cancel_session=link_pb2.CancelSession(
                 session_id=message.session_id, reason=message.reason,
-                requester_id=message.requester_id,
+                requester_id=message.requester_id, submit_id=message.submit_id,
             ))
         case m.DeviceInfoUpdate():
             return pb(device_info_update=link_pb2.DeviceInfoUpdate(
@@ -163,6 +163,7 @@ _GATEWAY_DECODERS: dict[str, Callable[[Any], m.GatewayMessage]] = {
     ),
     "cancel_session": lambda b: m.CancelSession(
         session_id=b.session_id, reason=b.reason, requester_id=b.requester_id,
+        submit_id=b.submit_id,
     ),
     "device_info_update": lambda b: m.DeviceInfoUpdate(
         device_id=b.device_id, device_info=json_object(b.device_info_json),

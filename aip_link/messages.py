@@ -107,6 +107,8 @@ class CancelSession:
     session_id: str
     reason: str = CancelReason.REQUESTED
     requester_id: str = ""
+    #: The gateway's submit whose session this is, 0 for none (see link.proto).
+    submit_id: int = 0
 
 
 @dataclass(slots=True)

@@ -43,6 +43,7 @@ def link_security(settings: GatewaySettings) -> LinkSecurity:
         key=read(settings.session_tls_key),
         server_name=settings.session_tls_server_name,
         token=settings.session_token,
+        link_token=settings.link_token,
     )
 
 

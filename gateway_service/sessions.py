@@ -165,8 +165,11 @@ class SessionTable:
             return await asyncio.wait_for(asyncio.shield(pending.future), self.submit_timeout)
         except TimeoutError:
             self.pending.pop(submit_id, None)
+            # Only the session this submit created, if the replica created one: the
+            # id may belong to another client's session.
             self._replicas.send(replica, m.CancelSession(
-                plan.session_id, CancelReason.SUBMIT_TIMEOUT, requester.client_id))
+                plan.session_id, CancelReason.SUBMIT_TIMEOUT, requester.client_id,
+                submit_id=submit_id))
             raise Refusal(
                 RejectionCode.TIMEOUT,
                 f"The session service did not accept the task within "
@@ -189,8 +192,8 @@ class SessionTable:
         pending = self.pending.pop(body.submit_id, None)
         if pending is None or pending.future.done():
             # Nobody waits any more (the submit timed out): the session must not run.
-            self._replicas.send(replica, m.CancelSession(body.session_id,
-                                                         CancelReason.SUBMIT_TIMEOUT))
+            self._replicas.send(replica, m.CancelSession(
+                body.session_id, CancelReason.SUBMIT_TIMEOUT, submit_id=body.submit_id))
             return
         plan = pending.plan
         device = self.registry.device(plan.device_id)

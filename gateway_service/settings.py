@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aip_link.credentials import read_token
 from gateway_service.replicas.resolver import split_host_port
 
 MiB = 1 << 20
@@ -76,7 +77,15 @@ class GatewaySettings(BaseSettings):
         "reached by address (compose, Kubernetes pod IPs).",
     )
     session_token: str | None = Field(
-        None, description="Shared token sent to the replicas as a bearer token."
+        None, description="API token sent to the replicas as a bearer token on their "
+        "SessionApi (device lookups); the replicas' --auth-token."
+    )
+    link_token: str | None = Field(
+        None, description="Token that opens the gateway link on the replicas (their "
+        "--link-token), sent as a bearer token on GatewayLink/Connect only."
+    )
+    link_token_file: Path | None = Field(
+        None, description="Read --link-token from this file (first line)."
     )
     api_key: str | None = Field(
         None, description="When set, the HTTP API requires this value in X-API-Key."
@@ -169,6 +178,12 @@ class GatewaySettings(BaseSettings):
             raise ValueError("--session-tls-cert and --session-tls-key go together")
         if self.session_tls_cert is not None and self.session_tls_ca is None:
             raise ValueError("mutual TLS (--session-tls-cert) needs --session-tls-ca")
+        return self
+
+    @model_validator(mode="after")
+    def _link_credential(self) -> GatewaySettings:
+        self.link_token = read_token(self.link_token, self.link_token_file, "link-token")
+        self.link_token_file = None
         return self
 
     def session_addresses(self) -> list[str]:

@@ -1,9 +1,12 @@
 """Drive the compose deployment from outside: tasks through the gateway's published port,
-one session replica killed mid-task, failover checked.
+one session replica killed mid-task, failover checked; then a backend's calls through the
+balancer's published gRPC address, reaching several replicas, and the credentials'
+separation checked there.
 
-Usage: python scripts/compose_check.py --url ws://127.0.0.1:8000/ws --kill CMD --restart CMD
-where the commands (shell words in one argument) kill one session replica, run when
-three tasks are in flight, one per replica, and start it again.
+Usage: python scripts/compose_check.py --url ws://127.0.0.1:8000/ws --api 127.0.0.1:50050
+--api-token-file ENV_FILE --kill CMD --restart CMD where the commands (shell words in one
+argument) kill one session replica, run when three tasks are in flight, one per replica,
+and start it again; ENV_FILE holds AIP_API_TOKEN= and AIP_LINK_TOKEN= lines.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ import json
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import grpc
 import websockets
+
+# The generated gRPC modules live at the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from aip_grpc import link_pb2, link_pb2_grpc, session_api_pb2_grpc
+from aip_grpc import session_api_pb2 as pb
 
 
 def log(message: str) -> None:
@@ -74,6 +84,9 @@ async def main() -> int:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--kill", required=True, help="command killing one replica")
     parser.add_argument("--restart", required=True, help="command restarting it")
+    parser.add_argument("--api", required=True, help="published address of the gRPC API")
+    parser.add_argument("--api-token-file", type=Path, required=True,
+                        help="env file with AIP_API_TOKEN= and AIP_LINK_TOKEN=")
     args = parser.parse_args()
     http = args.url.replace("ws://", "http://").rsplit("/ws", 1)[0]
     await wait_replicas(http, args.replicas)
@@ -157,9 +170,70 @@ async def main() -> int:
         assert frame["status"] == "completed", frame
         ended += 1
     log("the restarted replica takes sessions again")
+    await backend(args, device)
     await device.close()
     await constellation.close()
     return 0
+
+
+def tokens(path: Path) -> dict[str, str]:
+    pairs = (line.partition("=") for line in path.read_text().splitlines())
+    return {key: value for key, _, value in pairs if value}
+
+
+async def refused(call: Any) -> None:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, exc
+        return
+    raise AssertionError("the call went through")
+
+
+async def backend(args: argparse.Namespace, device: Any) -> None:
+    """A backend on the host: every call on a fresh channel (a fresh connection to the
+    balancer, so to the next replica)."""
+    secrets = tokens(args.api_token_file)
+    api_auth = (("authorization", f"Bearer {secrets['AIP_API_TOKEN']}"),)
+    link_auth = (("authorization", f"Bearer {secrets['AIP_LINK_TOKEN']}"),)
+    request = json.dumps([{"tool_name": "wait", "parameters": {}, "tool_type": "action"}])
+    ran: dict[str, str] = {}
+    for n in range(2 * args.replicas):
+        async with grpc.aio.insecure_channel(args.api) as channel:
+            api = session_api_pb2_grpc.SessionApiStub(channel)
+            devices = await api.ListDevices(pb.ListDevicesRequest(), timeout=10,
+                                            metadata=api_auth)
+            assert "compose-dev" in [d.device_id for d in devices.devices], devices
+            info = await api.StartSession(pb.StartSessionRequest(
+                device_id="compose-dev", request=request, session_id=f"backend-{n}"),
+                timeout=10, metadata=api_auth)
+            ran[info.session_id] = info.replica_id
+        await device.send(json.dumps(results(await recv_type(device, "command"))))
+    replicas = set(ran.values())
+    log(f"backend sessions through {args.api} ran on {len(replicas)} replicas: {ran}")
+    assert len(replicas) >= 2, ran
+    for session_id in ran:
+        for _ in range(50):
+            async with grpc.aio.insecure_channel(args.api) as channel:
+                info = await session_api_pb2_grpc.SessionApiStub(channel).GetSession(
+                    pb.GetSessionRequest(session_id=session_id), timeout=10,
+                    metadata=api_auth)
+            if info.state == pb.SESSION_STATE_COMPLETED:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"backend session {session_id} did not complete: {info}")
+    log("backend sessions completed, read back through any replica")
+    async with grpc.aio.insecure_channel(args.api) as channel:
+        api = session_api_pb2_grpc.SessionApiStub(channel)
+        await refused(api.ListDevices(pb.ListDevicesRequest(), timeout=10))
+        await refused(api.ListDevices(pb.ListDevicesRequest(), timeout=10,
+                                      metadata=link_auth))
+        call = link_pb2_grpc.GatewayLinkStub(channel).Connect(metadata=api_auth)
+        await call.write(link_pb2.GatewayBatch(messages=[link_pb2.GatewayMessage(
+            hello=link_pb2.Hello(gateway_id="compose-stranger"))]))
+        await refused(call.read())
+    log("the API refuses no token and the link token; the link refuses the API token")
 
 
 async def run(command: str) -> None:

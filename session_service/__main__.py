@@ -12,6 +12,7 @@ from pydantic_settings import CliApp
 
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
+from session_service.security import link_exposure
 from session_service.server import SessionService
 from session_service.settings import SessionSettings
 
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    problem = link_exposure(settings.host, settings.link_token, settings.insecure_link)
+    if problem:
+        sys.exit(f"aip-session: {problem}")
+    if settings.link_token is None and settings.insecure_link:
+        log.warning("INSECURE: --insecure-link: the gateway link on %s:%d takes anyone "
+                    "who reaches it for a gateway", settings.host, settings.port)
     raise_fd_limit()
     tune_gc()
     try:

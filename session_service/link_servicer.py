@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from typing import Any
 
 import grpc
@@ -41,6 +42,29 @@ log = logging.getLogger("aip.session.link")
 
 #: The full name of the service, for health checks and reflection.
 SERVICE_NAME: str = link_pb2.DESCRIPTOR.services_by_name["GatewayLink"].full_name
+
+
+#: Submits remembered per gateway beyond which those of ended sessions are forgotten.
+SUBMITS_KEPT = 4096
+
+
+def cancel_refusal(body: m.CancelSession, session: Session, gateway_id: str,
+                   created: Session | None) -> str | None:
+    """Why a gateway's cancel must not touch ``session`` (``None``: it may).
+
+    ``created`` is the session the cancel's submit created on this replica, if any: a
+    cancel scoped to a submit ends that session only, never another with the same id
+    (another client's, or one the submit was refused for). A cancel naming a requester
+    ends only that requester's session, and a gateway cancels only sessions it submitted
+    or whose device it serves.
+    """
+    if body.submit_id and created is not session:
+        return f"submit {body.submit_id} of gateway {gateway_id} did not create it"
+    if body.requester_id and body.requester_id != session.requester_id:
+        return f"it belongs to {session.requester_id}, not {body.requester_id}"
+    if gateway_id not in (session.origin_gateway, session.device_gateway):
+        return f"gateway {gateway_id} neither submitted it nor serves its device"
+    return None
 
 
 class GatewayPeer:
@@ -139,6 +163,10 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         self.manager = manager
         self.gateway_grace = gateway_grace
         self._drops: dict[str, asyncio.TimerHandle] = {}
+        #: The session each (gateway id, submit id) created, for cancels scoped to a
+        #: submit; weak, so that forgotten sessions leave.
+        self._submitted: weakref.WeakValueDictionary[tuple[str, int], Session] = \
+            weakref.WeakValueDictionary()
 
     async def Connect(
         self, request_iterator: Any, context: grpc.aio.ServicerContext
@@ -262,8 +290,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
             m.TaskSubmit: lambda body: self._submit(peer, body),
             m.ClientOnline: lambda body: presence.online(ClientRecord.of(body.client)),
             m.ClientOffline: client_offline,
-            m.CancelSession: lambda body: manager.cancel(body.session_id,
-                                                         body.reason or CancelReason.REQUESTED),
+            m.CancelSession: lambda body: self._cancel(peer, body),
             m.DeviceInfoUpdate: lambda body: presence.update_info(body.device_id,
                                                                   body.device_info),
             m.Ping: ping,
@@ -307,6 +334,27 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         log.info("gateway %s linked with %d client(s)", peer.gateway_id, len(records))
         peer.send(m.Welcome(self.replica_id, self.manager.active))
 
+    def _cancel(self, peer: GatewayPeer, body: m.CancelSession) -> None:
+        created = self._submitted.pop((peer.gateway_id, body.submit_id), None) \
+            if body.submit_id else None
+        session = self.manager.sessions.get(body.session_id)
+        if session is None:
+            return
+        refusal = cancel_refusal(body, session, peer.gateway_id, created)
+        if refusal is not None:
+            log.warning("cancel of session %s (%s) from gateway %s ignored: %s",
+                        body.session_id, body.reason, peer.gateway_id, refusal)
+            return
+        self.manager.cancel(body.session_id, body.reason or CancelReason.REQUESTED)
+
+    def _remember_submit(self, gateway_id: str, submit_id: int, session: Session) -> None:
+        submitted = self._submitted
+        if len(submitted) >= SUBMITS_KEPT:
+            for key, old in list(submitted.items()):
+                if not old.running:
+                    del submitted[key]
+        submitted[(gateway_id, submit_id)] = session
+
     def _submit(self, peer: GatewayPeer, body: m.TaskSubmit) -> None:
         try:
             session = self.manager.submit(
@@ -319,8 +367,10 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 origin_gateway=body.gateway_id or peer.gateway_id,
             )
         except SessionRejected as exc:
+            self._submitted.pop((peer.gateway_id, body.submit_id), None)
             self._answer(peer, body, exc)
             return
+        self._remember_submit(peer.gateway_id, body.submit_id, session)
         # Acked once the session's record is durable; the manager queues the acceptance
         # before the agent can queue its first command.
         self.manager.accept(session, lambda refusal: self._answer(peer, body, refusal))

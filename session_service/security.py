@@ -1,13 +1,25 @@
-"""Who may call a replica: optional TLS (mutual, with a client CA) and a shared token.
+"""Who may call a replica: optional TLS (mutual, with a client CA) and two credentials.
 
-The token is checked by a server interceptor on every call except the standard health
-service, which load balancers and orchestrators probe without credentials. Gateways and
-backends send it as ``authorization: Bearer <token>`` call metadata.
+* The **link token** (``--link-token`` / ``--link-token-file``) guards the gateway link,
+  ``aip.v1.GatewayLink``: whoever opens it may announce devices and receives their
+  commands, so only gateways hold it.
+* The **API token** (``--auth-token``) guards everything else a replica serves (the
+  public ``aip.v1.SessionApi`` and reflection): backends, and gateways for their
+  device lookups, hold it.
+
+Neither opens the other's service, and a replica refuses to start with the two set to
+the same value. The standard health service stays open: load balancers and
+orchestrators probe it without credentials. Both tokens travel as
+``authorization: Bearer <token>`` call metadata and are compared in constant time.
+
+A replica that listens beyond loopback without a link token refuses to start unless
+``--insecure-link`` says it is meant (it then warns at start).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,10 +28,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 
+from aip_grpc import link_pb2
+
 log = logging.getLogger("aip.session.security")
 
-#: Calls allowed without the token.
+#: Calls allowed without any token.
 OPEN_PREFIXES = (f"/{health.SERVICE_NAME}/",)
+#: Calls that need the link token (and never accept the API token).
+LINK_PREFIX = f"/{link_pb2.DESCRIPTOR.services_by_name['GatewayLink'].full_name}/"
 
 
 def server_credentials(
@@ -34,6 +50,26 @@ def server_credentials(
     )
 
 
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` keeps the port on this machine."""
+    host = host.strip().strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name, or "" (every interface): assume reachable
+
+
+def link_exposure(host: str, link_token: str | None, insecure_link: bool) -> str | None:
+    """Why a replica must not start this way (one line), ``None`` if it may."""
+    if link_token is None and not insecure_link and not is_loopback(host):
+        return (f"refusing to listen on {host!r} with the gateway link open to anyone: "
+                "set --link-token (or --link-token-file, AIP_SESSION_LINK_TOKEN), or "
+                "pass --insecure-link to accept that")
+    return None
+
+
 def _bearer(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key == "authorization" and isinstance(value, str):
@@ -43,19 +79,32 @@ def _bearer(metadata: Any) -> str | None:
     return None
 
 
-async def _deny_unary(request: Any, context: grpc.aio.ServicerContext) -> None:
+def _matches(presented: str | None, expected: bytes) -> bool:
+    return presented is not None and hmac.compare_digest(presented.encode(), expected)
+
+
+async def _deny(request: Any, context: grpc.aio.ServicerContext) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
 
 
+def _refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    # The refusal must have the same shape (streaming or not) as the method.
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(_deny)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(_deny)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(_deny)
+    return grpc.unary_unary_rpc_method_handler(_deny)
+
+
 class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Refuses calls that do not carry the shared token."""
+    """Refuses link calls without the link token and other calls without the API token;
+    a service whose token is not configured is open."""
 
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
-
-    def _valid(self, metadata: Any) -> bool:
-        presented = _bearer(metadata)
-        return presented is not None and hmac.compare_digest(presented.encode(), self._token)
+    def __init__(self, token: str | None, link_token: str | None = None) -> None:
+        self._token = token.encode() if token else None
+        self._link_token = link_token.encode() if link_token else None
 
     async def intercept_service(
         self,
@@ -66,14 +115,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method or ""
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        if self._valid(handler_call_details.invocation_metadata):
+        expected = self._link_token if method.startswith(LINK_PREFIX) else self._token
+        if expected is None or _matches(_bearer(handler_call_details.invocation_metadata),
+                                        expected):
             return handler
-        log.warning("refused %s: missing or wrong bearer token", method)
-        # The refusal must have the same shape (streaming or not) as the method.
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(_deny_unary)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(_deny_unary)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_deny_unary)
-        return grpc.unary_unary_rpc_method_handler(_deny_unary)
+        log.warning("refused %s: missing or wrong %s token", method,
+                    "link" if expected is self._link_token else "API")
+        return _refusal(handler)

@@ -49,7 +49,8 @@ class SessionService:
                                   settings.store_commit_interval) \
             if settings.store_path else None
         self.manager = SessionManager(settings, self.presence, self.hub, self.store)
-        interceptors = [TokenInterceptor(settings.auth_token)] if settings.auth_token else []
+        interceptors = [TokenInterceptor(settings.auth_token, settings.link_token)] \
+            if settings.auth_token or settings.link_token else []
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         self.port = 0
         self._pruner: asyncio.Task[None] | None = None

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aip_link.credentials import read_token
+
 
 def _default_replica_id() -> str:
     return f"session-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -101,8 +103,21 @@ class SessionSettings(BaseSettings):
     )
     auth_token: str | None = Field(
         None,
-        description="Shared token every caller (gateways, backends) must send as "
-        "'authorization: Bearer <token>' metadata; the health service stays open.",
+        description="API token backends (and gateways, for device lookups) must send as "
+        "'authorization: Bearer <token>' metadata to call the SessionApi; it does not "
+        "open the gateway link; the health service stays open.",
+    )
+    # The gateway link's credential: see session_service/security.py.
+    link_token: str | None = Field(
+        None, description="Token gateways must send ('authorization: Bearer <token>') to "
+        "open the gateway link; --auth-token does not open it, nor this the API.",
+    )
+    link_token_file: Path | None = Field(
+        None, description="Read --link-token from this file (first line)."
+    )
+    insecure_link: bool = Field(
+        False, description="Start without a link token although --host is not loopback: "
+        "anyone reaching the port can then pose as a gateway.",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
@@ -112,4 +127,12 @@ class SessionSettings(BaseSettings):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return self
+
+    @model_validator(mode="after")
+    def _link_credential(self) -> SessionSettings:
+        self.link_token = read_token(self.link_token, self.link_token_file, "link-token")
+        self.link_token_file = None
+        if self.link_token is not None and self.link_token == self.auth_token:
+            raise ValueError("--link-token must differ from --auth-token")
         return self

@@ -45,17 +45,23 @@ OUTAGE_WARNING_INTERVAL = 30.0
 
 @dataclass(frozen=True, slots=True)
 class LinkSecurity:
-    """How to reach the replicas: TLS material and the shared token, all optional."""
+    """How to reach the replicas: TLS material, the API token (``token``, for the
+    replicas' SessionApi) and the link token (for GatewayLink/Connect), all optional."""
 
     ca: bytes | None = None
     cert: bytes | None = None
     key: bytes | None = None
     server_name: str | None = None
     token: str | None = None
+    link_token: str | None = None
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    @property
+    def link_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.link_token}"),) if self.link_token else ()
 
     def channel(self, address: str) -> grpc.aio.Channel:
         if self.ca is None:
@@ -119,7 +125,7 @@ class ReplicaLink:
     ) -> None:
         self.address = address
         self.security = security or LinkSecurity()
-        #: Call metadata every request to the replica carries (its bearer token).
+        #: Call metadata of API requests to the replica (the API token).
         self.metadata = self.security.metadata
         self._owner = owner
         self._backoff_min = backoff_min
@@ -226,7 +232,7 @@ class ReplicaLink:
 
     async def _stream(self) -> None:
         assert self._stub is not None
-        call = self._stub.Connect(metadata=self.metadata)
+        call = self._stub.Connect(metadata=self.security.link_metadata)
         # Take the presence snapshot and open the queue in the same step, so that a
         # client registering meanwhile is either in the snapshot or in the queue after
         # its last page.

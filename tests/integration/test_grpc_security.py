@@ -1,4 +1,5 @@
-"""TLS, mutual TLS and the shared token between gateways, backends and replicas."""
+"""TLS, mutual TLS and the tokens between gateways, backends and replicas (the link
+token's own tests are in test_link_auth.py)."""
 
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ async def _run_a_task(url: str) -> None:
 
 
 async def test_token_is_required_except_for_health(make_stack: StackFactory) -> None:
-    stack = await make_stack(session={"auth_token": "s3cret"},
-                             gateway={"session_token": "s3cret"})
+    stack = await make_stack(session={"auth_token": "s3cret", "link_token": "l1nk"},
+                             gateway={"session_token": "s3cret", "link_token": "l1nk"})
     await _run_a_task(stack.ws_url)
     async with grpc.aio.insecure_channel(stack.replica.address) as channel:
         api = session_api_pb2_grpc.SessionApiStub(channel)
@@ -80,7 +81,7 @@ async def test_token_is_required_except_for_health(make_stack: StackFactory) -> 
 
 
 async def test_a_gateway_without_the_token_cannot_link() -> None:
-    replica = SessionReplica(auth_token="s3cret")
+    replica = SessionReplica(link_token="s3cret")
     await replica.start()
     gateway = GatewayProcess([replica.address])
     await gateway.start()

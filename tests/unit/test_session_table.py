@@ -224,11 +224,14 @@ async def test_timeout_cancels_the_session_and_a_late_accept_cancels_it_again() 
         await sessions.submit(plan(), Requester.of(requester))
     assert info.value.code == RejectionCode.TIMEOUT
     assert info.value.reason == "The session service did not accept the task within 0.01s"
-    assert port.of_type(m.CancelSession) == [
-        m.CancelSession("s1", CancelReason.SUBMIT_TIMEOUT, "c1")]
     (submit,) = port.of_type(m.TaskSubmit)
+    # Both cancels are scoped to the submit: the replica cancels only the session it
+    # created, not another with the same id.
+    assert port.of_type(m.CancelSession) == [
+        m.CancelSession("s1", CancelReason.SUBMIT_TIMEOUT, "c1", submit.submit_id)]
     sessions.task_accepted(r, m.TaskAccepted(submit.submit_id, "s1", 1))
-    assert port.of_type(m.CancelSession)[-1] == m.CancelSession("s1", CancelReason.SUBMIT_TIMEOUT)
+    assert port.of_type(m.CancelSession)[-1] == m.CancelSession(
+        "s1", CancelReason.SUBMIT_TIMEOUT, submit_id=submit.submit_id)
     assert sessions.routes == {}
 
 
