@@ -72,7 +72,22 @@ class SessionSettings(BaseSettings):
     store_path: str = Field(
         "./aip-sessions.sqlite3",
         description="SQLite file of session records and command logs, kept across "
-        "restarts; ':memory:' keeps them in this process only, '' disables the store.",
+        "restarts; ':memory:' keeps them in this process only, '' disables the store. "
+        "A shorthand for --store-url sqlite:///PATH; --store-url wins when given.",
+    )
+    store_url: str = Field(
+        "", description="The store every replica shares, which decides who owns a "
+        "session id: sqlite:///PATH (replicas on one host share the file; "
+        "sqlite:///:memory: for tests). Default: from --store-path.",
+    )
+    advertise_address: str = Field(
+        "", description="host:port where other replicas reach this one, written in its "
+        "lease in the store (default: --host:--port)."
+    )
+    lease_ttl: float = Field(
+        6.0, gt=0, le=300, description="Seconds a replica's lease in the store lasts; it "
+        "is renewed every min(2, ttl/3) s. Once it lapses, another replica marks the "
+        "sessions it ran failed (replica_lost) within about ttl + min(2, ttl/3) s.",
     )
     store_commit_interval: float = Field(
         0.05, ge=0, le=5, description="Seconds the store gathers writes before one commit: "
@@ -101,6 +116,16 @@ class SessionSettings(BaseSettings):
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
+    @property
+    def store_file(self) -> str:
+        """The SQLite path the store settings name ('' without a store)."""
+        return store_file(self.store_url, self.store_path)
+
+    @model_validator(mode="after")
+    def _store(self) -> SessionSettings:
+        store_file(self.store_url, self.store_path)  # raises on an unknown scheme
+        return self
+
     @model_validator(mode="after")
     def _tls_pair(self) -> SessionSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -108,3 +133,14 @@ class SessionSettings(BaseSettings):
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
         return self
+
+
+def store_file(url: str, path: str) -> str:
+    """The SQLite file of ``--store-url`` (``sqlite:///PATH``, three slashes then the
+    path, so ``sqlite:////abs/path`` is absolute), or ``path`` without a URL."""
+    if not url:
+        return path
+    scheme, sep, rest = url.partition("://")
+    if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
+        raise ValueError(f"--store-url {url!r}: expected sqlite:///PATH")
+    return rest[1:]

@@ -1,0 +1,108 @@
+"""The store's schema as numbered migrations, applied at start by whichever replica
+comes first.
+
+Plain versioned SQL rather than a migration framework: the schema is a few tables that
+every replica creates itself at start, there is no operator step to run, and a
+framework's runtime would be one more dependency in every replica for a dozen
+statements. ``schema_version`` holds the versions applied; :func:`migrate` applies the
+missing ones in one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock
+first, so that replicas starting together on one file apply each migration exactly
+once and none of them sees a half-migrated schema.
+
+Files written before ``schema_version`` existed hold version 1's tables already; its
+statements are idempotent (``IF NOT EXISTS``), so they are recorded as applied as well.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+#: Migration ``n`` (1-based) is ``MIGRATIONS[n - 1]``; append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: sessions and their command logs.
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        session_id     TEXT PRIMARY KEY,  -- unique: the store decides who owns an id
+        task_name      TEXT NOT NULL,
+        request        TEXT NOT NULL,
+        device_id      TEXT NOT NULL,
+        requester_id   TEXT NOT NULL,
+        requester_kind TEXT NOT NULL,     -- device, constellation, http, backend
+        agent          TEXT NOT NULL,
+        replica_id     TEXT NOT NULL,     -- the replica that ran it
+        instance       TEXT NOT NULL,     -- the store user that ran it (its lease)
+        state          TEXT NOT NULL,     -- running, completed, failed, cancelled
+        result_json    TEXT,
+        error          TEXT,
+        cancel_reason  TEXT,
+        steps_done     INTEGER NOT NULL DEFAULT 0,
+        steps_total    INTEGER NOT NULL DEFAULT 0,
+        created_at     REAL NOT NULL,     -- seconds since the epoch
+        ended_at       REAL
+    );
+    CREATE INDEX IF NOT EXISTS sessions_by_task_name ON sessions (task_name, created_at);
+    CREATE INDEX IF NOT EXISTS sessions_by_created ON sessions (created_at);
+    CREATE INDEX IF NOT EXISTS sessions_by_ended ON sessions (ended_at);
+    CREATE INDEX IF NOT EXISTS sessions_running ON sessions (instance)
+        WHERE state = 'running';
+    CREATE TABLE IF NOT EXISTS commands (
+        session_id   TEXT NOT NULL,
+        seq          INTEGER NOT NULL,  -- 0, 1, ... in the order sent
+        response_id  TEXT NOT NULL,
+        actions_json TEXT NOT NULL,
+        sent_at      REAL NOT NULL,
+        status       TEXT NOT NULL,     -- sent, answered, timeout, undeliverable, unanswered
+        results_json TEXT,
+        received_at  REAL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    -- One row per store user, rewritten while writes fail, to learn when they work again.
+    CREATE TABLE IF NOT EXISTS probes (
+        instance  TEXT PRIMARY KEY,
+        probed_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 2: the replicas' leases: who is alive, and where to reach it.
+    """
+    CREATE TABLE replicas (
+        instance      TEXT PRIMARY KEY,   -- one process's use of the store
+        replica_id    TEXT NOT NULL,
+        address       TEXT NOT NULL,      -- --advertise-address: where to forward calls
+        lease_expires REAL NOT NULL       -- seconds since the epoch
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+def version(db: sqlite3.Connection) -> int:
+    """The highest migration applied (0 for a new file)."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+               "applied_at REAL NOT NULL)")
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply the missing migrations under the write lock; returns how many.
+
+    ``db`` is in autocommit mode (``isolation_level=None``) and waits on a busy file
+    (its ``timeout``) while another replica migrates.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        applied = version(db)
+        for number in range(applied + 1, len(MIGRATIONS) + 1):
+            for statement in _statements(MIGRATIONS[number - 1]):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (version, applied_at) "
+                       "VALUES (?, strftime('%s', 'now'))", (number,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return len(MIGRATIONS) - applied
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration (they contain no ``;`` but their separators)."""
+    return [part.strip() for part in script.split(";") if part.strip()]
