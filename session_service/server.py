@@ -32,6 +32,7 @@ from session_service.presence import Presence
 from session_service.security import TokenInterceptor, server_credentials
 from session_service.settings import SessionSettings
 from session_service.store import SessionStore
+from session_service.store_db import shown
 
 log = logging.getLogger("aip.session.server")
 
@@ -46,9 +47,9 @@ class SessionService:
         self.presence = Presence()
         self.hub = LinkHub()
         self.store = SessionStore(
-            settings.store_file, settings.replica_id, settings.store_commit_interval,
+            settings.store_location, settings.replica_id, settings.store_commit_interval,
             address=settings.advertise_address or f"{settings.host}:{settings.port}",
-            lease_ttl=settings.lease_ttl) if settings.store_file else None
+            lease_ttl=settings.lease_ttl) if settings.store_location else None
         self.manager = SessionManager(settings, self.presence, self.hub, self.store,
                                       reader=self.store)
         interceptors = [TokenInterceptor(settings.auth_token)] if settings.auth_token else []
@@ -78,10 +79,10 @@ class SessionService:
                 recovered = await asyncio.to_thread(self.store.open)
             except Exception as exc:
                 raise RuntimeError(f"cannot open the session store "
-                                   f"{self.settings.store_file!r}: {exc}") from exc
+                                   f"{shown(self.settings.store_location)!r}: {exc}") from exc
             if recovered:
                 log.warning("%d session(s) of a dead replica marked failed in %s",
-                            recovered, self.settings.store_file)
+                            recovered, shown(self.settings.store_location))
             loop = asyncio.get_running_loop()
             self._pruner = loop.create_task(self._prune_forever())
             self._leaser = loop.create_task(self._renew_forever())

@@ -78,7 +78,8 @@ class SessionSettings(BaseSettings):
     store_url: str = Field(
         "", description="The store every replica shares, which decides who owns a "
         "session id: sqlite:///PATH (replicas on one host share the file; "
-        "sqlite:///:memory: for tests). Default: from --store-path.",
+        "sqlite:///:memory: for tests) or postgresql://USER:PASSWORD@HOST:PORT/DB "
+        "(replicas on several hosts). Default: from --store-path.",
     )
     advertise_address: str = Field(
         "", description="host:port where other replicas reach this one, written in its "
@@ -117,13 +118,14 @@ class SessionSettings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @property
-    def store_file(self) -> str:
-        """The SQLite path the store settings name ('' without a store)."""
-        return store_file(self.store_url, self.store_path)
+    def store_location(self) -> str:
+        """The store the settings name: an SQLite path or a PostgreSQL URL ('' for
+        none)."""
+        return store_location(self.store_url, self.store_path)
 
     @model_validator(mode="after")
     def _store(self) -> SessionSettings:
-        store_file(self.store_url, self.store_path)  # raises on an unknown scheme
+        store_location(self.store_url, self.store_path)  # raises on an unknown scheme
         return self
 
     @model_validator(mode="after")
@@ -135,12 +137,16 @@ class SessionSettings(BaseSettings):
         return self
 
 
-def store_file(url: str, path: str) -> str:
+def store_location(url: str, path: str) -> str:
     """The SQLite file of ``--store-url`` (``sqlite:///PATH``, three slashes then the
-    path, so ``sqlite:////abs/path`` is absolute), or ``path`` without a URL."""
+    path, so ``sqlite:////abs/path`` is absolute), a PostgreSQL URL as given, or
+    ``path`` without a URL."""
     if not url:
         return path
     scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        return url
     if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
-        raise ValueError(f"--store-url {url!r}: expected sqlite:///PATH")
+        raise ValueError(f"--store-url {scheme}://...: expected sqlite:///PATH or "
+                         "postgresql://...")
     return rest[1:]

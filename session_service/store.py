@@ -42,7 +42,6 @@ import builtins
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 import time
 import uuid
@@ -51,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aip_wire.vocab import CancelReason
-from session_service import leases, metrics, store_reads, store_schema, store_sql
+from session_service import leases, metrics, store_db, store_reads, store_schema, store_sql
 from session_service.records import Claim, SessionRecord
 from session_service.store_health import Report, WriteHealth
 from session_service.store_owners import OwnerLocks
@@ -99,8 +98,10 @@ class SessionStore:
         #: Called on its loop with the new health when writes start or stop failing.
         self.on_health: Callable[[bool], None] | None = None
         self._health_loop: asyncio.AbstractEventLoop | None = None
-        self._owners = None if path == MEMORY else OwnerLocks(path, self.instance)
-        self._db: sqlite3.Connection | None = None
+        # Liveness by flock for replicas sharing a file on one host; leases do it for all.
+        self._owners = None if path == MEMORY or store_db.is_postgres(path) \
+            else OwnerLocks(path, self.instance)
+        self._db: Any = None
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._urgent = threading.Event()
@@ -124,12 +125,7 @@ class SessionStore:
 
         :returns: how many orphaned sessions were marked ended.
         """
-        # ``timeout`` is SQLite's busy timeout: another replica's commit is waited for.
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                             timeout=10.0)
-        if self.path != MEMORY:
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
+        db = store_db.connect(self.path)
         store_schema.migrate(db)
         self._db = db
         recovered = 0
@@ -302,7 +298,7 @@ class SessionStore:
         if report is Report.NONE:
             return
         names = ", ".join(sorted({write.function.__name__ for write in failed}))
-        log.error("%s", health.message(report, self.path, names, error, now))
+        log.error("%s", health.message(report, store_db.shown(self.path), names, error, now))
         if report in (Report.FAILING, Report.RECOVERED):
             metrics.STORE_HEALTHY.set(1 if health.ok else 0)
             self._call_on_loop(self._health_loop, self._signal_health, health.ok)
@@ -367,7 +363,7 @@ class SessionStore:
         with self._lock:
             return store_reads.lease_rows(self._connection())
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Any:
         if self._db is None:
             raise RuntimeError("the session store is not open")
         return self._db
@@ -386,15 +382,15 @@ def _call_all(outcomes: list[tuple[Written, bool]]) -> None:
             log.exception("a store write's callback failed")
 
 
-def _prune(db: sqlite3.Connection, ended_before: float) -> None:
+def _prune(db: store_db.Db, ended_before: float) -> None:
     pruned = store_sql.prune(db, ended_before)
     if pruned:
         log.info("pruned %d session record(s)", pruned)
 
 
-def _rollback(db: sqlite3.Connection) -> None:
+def _rollback(db: Any) -> None:
     try:
         if db.in_transaction:
             db.execute("ROLLBACK")
-    except sqlite3.Error:
+    except Exception:
         log.debug("store rollback failed", exc_info=True)

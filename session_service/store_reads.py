@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from session_service.records import CommandRecord, SessionRecord
+from session_service.store_db import Db
 from session_service.store_sql import COLUMNS
 
 #: The largest page :func:`page` returns, whatever is asked.
@@ -53,12 +53,12 @@ class Lease:
     lease_expires: float
 
 
-def lease_rows(db: sqlite3.Connection) -> list[Lease]:
+def lease_rows(db: Db) -> list[Lease]:
     return [Lease(*row) for row in db.execute(
         "SELECT replica_id, address, lease_expires FROM replicas ORDER BY replica_id")]
 
 
-def one(db: sqlite3.Connection, where: str, args: tuple[Any, ...],
+def one(db: Db, where: str, args: tuple[Any, ...],
         with_commands: bool) -> SessionRecord | None:
     """The newest session matching ``where``, with its command log if asked."""
     row = db.execute(f"SELECT {COLUMNS} FROM sessions WHERE {where} "
@@ -75,10 +75,10 @@ def one(db: sqlite3.Connection, where: str, args: tuple[Any, ...],
     return record
 
 
-def newest(db: sqlite3.Connection, device_id: str, running_only: bool, limit: int,
+def newest(db: Db, device_id: str, running_only: bool, limit: int,
            replica_id: str | None) -> list[SessionRecord]:
     """Newest first, without commands; ``replica_id`` keeps one replica's sessions."""
-    where, args = ["1"], []
+    where, args = ["TRUE"], []
     if device_id:
         where.append("device_id = ?")
         args.append(device_id)
@@ -92,7 +92,7 @@ def newest(db: sqlite3.Connection, device_id: str, running_only: bool, limit: in
     return [SessionRecord(*row) for row in db.execute(sql, (*args, limit)).fetchall()]
 
 
-def page(db: sqlite3.Connection, filters: Filters, page_size: int,
+def page(db: Db, filters: Filters, page_size: int,
          page_token: str = "") -> Page:
     """Sessions newest first, ``page_size`` at most, after ``page_token``.
 
@@ -103,7 +103,7 @@ def page(db: sqlite3.Connection, filters: Filters, page_size: int,
     :raises BadPageToken: ``page_token`` was not made by this function.
     """
     size = max(1, min(page_size or 100, MAX_PAGE))
-    where, args = ["1"], []
+    where, args = ["TRUE"], []
     for column in ("device_id", "state", "requester_id", "task_name"):
         value = getattr(filters, column)
         if value:

@@ -5,9 +5,11 @@ Plain versioned SQL rather than a migration framework: the schema is a few table
 every replica creates itself at start, there is no operator step to run, and a
 framework's runtime would be one more dependency in every replica for a dozen
 statements. ``schema_version`` holds the versions applied; :func:`migrate` applies the
-missing ones in one ``BEGIN IMMEDIATE`` transaction, which takes SQLite's write lock
-first, so that replicas starting together on one file apply each migration exactly
-once and none of them sees a half-migrated schema.
+missing ones in one transaction under a lock (SQLite: ``BEGIN IMMEDIATE`` takes the
+write lock first; PostgreSQL: a transaction-scoped advisory lock), so that replicas
+starting together apply each migration exactly once and none sees a half-migrated
+schema. The SQL is written for SQLite; :func:`for_dialect` adapts its two differences
+for PostgreSQL (``REAL`` is a 4-byte float there; ``WITHOUT ROWID`` does not exist).
 
 Files written before ``schema_version`` existed hold version 1's tables already; its
 statements are idempotent (``IF NOT EXISTS``), so they are recorded as applied as well.
@@ -15,7 +17,10 @@ statements are idempotent (``IF NOT EXISTS``), so they are recorded as applied a
 
 from __future__ import annotations
 
-import sqlite3
+import re
+import time
+
+from session_service.store_db import Db, dialect
 
 #: Migration ``n`` (1-based) is ``MIGRATIONS[n - 1]``; append, never edit.
 MIGRATIONS: tuple[str, ...] = (
@@ -74,28 +79,42 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def version(db: sqlite3.Connection) -> int:
+#: The advisory lock key of migrations in PostgreSQL (any constant, the same for all).
+MIGRATION_LOCK = 0x41495053  # "AIPS"
+
+
+def for_dialect(script: str, name: str) -> str:
+    if name != "postgresql":
+        return script
+    script = re.sub(r"\bREAL\b", "DOUBLE PRECISION", script)
+    return script.replace("WITHOUT ROWID", "")
+
+
+def version(db: Db) -> int:
     """The highest migration applied (0 for a new file)."""
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-               "applied_at REAL NOT NULL)")
+               "applied_at DOUBLE PRECISION NOT NULL)")
     row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return int(row[0] or 0)
 
 
-def migrate(db: sqlite3.Connection) -> int:
-    """Apply the missing migrations under the write lock; returns how many.
+def migrate(db: Db) -> int:
+    """Apply the missing migrations under the lock; returns how many.
 
-    ``db`` is in autocommit mode (``isolation_level=None``) and waits on a busy file
-    (its ``timeout``) while another replica migrates.
+    ``db`` is in autocommit mode and waits (SQLite: its busy timeout) while another
+    replica migrates.
     """
+    name = dialect(db)
     db.execute("BEGIN IMMEDIATE")
     try:
+        if name == "postgresql":
+            db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
         applied = version(db)
         for number in range(applied + 1, len(MIGRATIONS) + 1):
-            for statement in _statements(MIGRATIONS[number - 1]):
+            for statement in _statements(for_dialect(MIGRATIONS[number - 1], name)):
                 db.execute(statement)
-            db.execute("INSERT INTO schema_version (version, applied_at) "
-                       "VALUES (?, strftime('%s', 'now'))", (number,))
+            db.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                       (number, time.time()))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -105,4 +124,5 @@ def migrate(db: sqlite3.Connection) -> int:
 
 def _statements(script: str) -> list[str]:
     """The statements of a migration (they contain no ``;`` but their separators)."""
-    return [part.strip() for part in script.split(";") if part.strip()]
+    parts = (re.sub(r"--[^\n]*", "", part).strip() for part in script.split(";"))
+    return [part for part in parts if part]

@@ -8,13 +8,13 @@ serializes its JSON there, so the event loop never pays for it.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from typing import Any
 
 from aip_wire.frames import dumps
 from aip_wire.vocab import CancelReason
 from session_service.records import Claim, SessionRecord
+from session_service.store_db import Db
 
 log = logging.getLogger("aip.session.store")
 
@@ -27,7 +27,7 @@ def _json(value: Any) -> str:
     return dumps(value).decode()
 
 
-def claim_session(db: sqlite3.Connection, record: SessionRecord, instance: str,
+def claim_session(db: Db, record: SessionRecord, instance: str,
                   claim: Claim) -> None:
     """Create the session unless its id is taken; the unique key decides, whichever
     replica asks. A taken id is never overwritten while its record is retained: the
@@ -48,16 +48,18 @@ def claim_session(db: sqlite3.Connection, record: SessionRecord, instance: str,
     claim.winner = SessionRecord(*row)
 
 
-def insert_command(db: sqlite3.Connection, session_id: str, seq: int, response_id: str,
+def insert_command(db: Db, session_id: str, seq: int, response_id: str,
                    actions: Any, sent_at: float) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO commands (session_id, seq, response_id, actions_json, "
-        "sent_at, status) VALUES (?, ?, ?, ?, ?, 'sent')",
+        "INSERT INTO commands (session_id, seq, response_id, actions_json, sent_at, status) "
+        "VALUES (?, ?, ?, ?, ?, 'sent') ON CONFLICT (session_id, seq) DO UPDATE SET "
+        "response_id = excluded.response_id, actions_json = excluded.actions_json, "
+        "sent_at = excluded.sent_at, status = 'sent'",
         (session_id, seq, response_id, _json(actions), sent_at),
     )
 
 
-def update_command(db: sqlite3.Connection, session_id: str, seq: int, results: Any,
+def update_command(db: Db, session_id: str, seq: int, results: Any,
                    received_at: float, status: str) -> None:
     db.execute(
         "UPDATE commands SET results_json = ?, received_at = ?, status = ? "
@@ -69,7 +71,7 @@ def update_command(db: sqlite3.Connection, session_id: str, seq: int, results: A
                (seq + 1, session_id, seq + 1))
 
 
-def end_session(db: sqlite3.Connection, session_id: str, state: str, result: Any,
+def end_session(db: Db, session_id: str, state: str, result: Any,
                 error: str | None, cancel_reason: str | None, ended_at: float,
                 steps_done: int, steps_total: int) -> None:
     db.execute(
@@ -83,7 +85,7 @@ def end_session(db: sqlite3.Connection, session_id: str, state: str, result: Any
                "status = 'sent'", (session_id,))
 
 
-def prune(db: sqlite3.Connection, ended_before: float) -> int:
+def prune(db: Db, ended_before: float) -> int:
     """Forget sessions (and their commands) that ended before ``ended_before``."""
     db.execute("DELETE FROM commands WHERE session_id IN (SELECT session_id FROM sessions "
                "WHERE ended_at IS NOT NULL AND ended_at < ?)", (ended_before,))
@@ -92,13 +94,14 @@ def prune(db: sqlite3.Connection, ended_before: float) -> int:
     return cursor.rowcount
 
 
-def probe(db: sqlite3.Connection, instance: str) -> None:
+def probe(db: Db, instance: str) -> None:
     """A write of a few bytes that still needs the disk: it appends a page to the log."""
-    db.execute("INSERT OR REPLACE INTO probes (instance, probed_at) VALUES (?, ?)",
+    db.execute("INSERT INTO probes (instance, probed_at) VALUES (?, ?) ON CONFLICT "
+               "(instance) DO UPDATE SET probed_at = excluded.probed_at",
                (instance, time.time()))
 
 
-def renew_lease(db: sqlite3.Connection, instance: str, replica_id: str, address: str,
+def renew_lease(db: Db, instance: str, replica_id: str, address: str,
                 expires: float, now: float) -> None:
     """Renew this replica's lease, then fail the running sessions of every replica whose
     lease lapsed (or was reaped); a conditional update, so each is failed once."""
@@ -116,7 +119,7 @@ def renew_lease(db: sqlite3.Connection, instance: str, replica_id: str, address:
                     lost, CancelReason.REPLICA_LOST)
 
 
-def fail_orphans(db: sqlite3.Connection, now: float, reason: str, why: str,
+def fail_orphans(db: Db, now: float, reason: str, why: str,
                  instances: list[str] | None = None) -> int:
     """Mark failed the running sessions of ``instances``, or of every instance without
     a live lease; returns how many."""

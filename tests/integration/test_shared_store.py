@@ -1,4 +1,5 @@
-"""Three replicas and two gateways as processes sharing one SQLite store file: every
+"""Three replicas and two gateways as processes sharing one store (an SQLite file, then a
+PostgreSQL database on a real server): every
 replica answers for every session, an id is its first requester's everywhere and across
 restarts, a retry never runs a plan twice, and a replica killed mid-session has its
 sessions failed by the others within 10 s while its requester hears exactly one end.
@@ -75,11 +76,15 @@ async def answer_forever(device: Recorder, held: set[str]) -> None:
             await device.send(results_for(command, DEVICE))
 
 
-@pytest.fixture
-async def shared(tmp_path: Path) -> AsyncIterator[Shared]:
-    path = str(tmp_path / "shared.sqlite3")
-    replicas = [Replica(grace=0.5, store_path=path, capture=True, extra=(
-        "--replica-id", f"r{n}", "--max-sessions-per-device", "0")) for n in range(3)]
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Shared]:
+    if request.param == "postgresql":
+        store = ("--store-url", request.getfixturevalue("postgres_url"))
+    else:
+        store = ("--store-path", str(tmp_path / "shared.sqlite3"))
+    replicas = [Replica(grace=0.5, capture=True, extra=(
+        *store, "--replica-id", f"r{n}", "--max-sessions-per-device", "0"))
+        for n in range(3)]
     gateways = [GatewayService(f"g{n}", replicas) for n in range(2)]
     for service in [*replicas, *gateways]:
         service.start()

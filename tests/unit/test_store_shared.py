@@ -1,6 +1,6 @@
-"""Several replicas' stores on one SQLite file: the unique key decides who owns an id,
-leases fail a dead replica's sessions exactly once, every replica reads every session,
-pages are keyset pages, and migrations run once."""
+"""Several replicas' stores on one SQLite file, then on one PostgreSQL database: the
+unique key decides who owns an id, leases fail a dead replica's sessions exactly once,
+every replica reads every session, pages are keyset pages, and migrations run once."""
 
 from __future__ import annotations
 
@@ -30,8 +30,12 @@ def record(session_id: str, *, requester_id: str = "c1", replica_id: str = "r1",
     )
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the replicas' shared store lives: a file, or a PostgreSQL database."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return str(tmp_path / "shared.sqlite3")
 
 
@@ -158,3 +162,30 @@ def test_migrations_run_once_and_upgrade_an_old_file(tmp_path: Path) -> None:
     assert store_schema.migrate(db) == 0
     assert store_schema.version(db) == len(store_schema.MIGRATIONS)
     db.close()
+
+
+def test_migrations_run_once_among_replicas_starting_together(path: str) -> None:
+    stores = [SessionStore(path, f"m{n}") for n in range(4)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def start(store: SessionStore) -> None:
+        barrier.wait()
+        try:
+            store.open()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        versions = stores[0]._connection().execute(
+            "SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert [row[0] for row in versions] == list(range(1, len(store_schema.MIGRATIONS) + 1))
+    finally:
+        for store in stores:
+            store.close()
