@@ -122,6 +122,7 @@ class CancelReason(StrEnum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     REPLICA_SHUTDOWN = "replica_shutdown"
     REPLICA_RESTARTED = "replica_restarted"
+    REPLICA_LOST = "replica_lost"  # its replica's lease in the shared store lapsed
     SUBMIT_TIMEOUT = "submit_timeout"
     LINK_LOST = "link_lost"
 

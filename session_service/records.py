@@ -42,3 +42,12 @@ class SessionRecord:
     steps_done: int = 0
     steps_total: int = 0
     commands: list[CommandRecord] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Claim:
+    """The outcome of a session's creation in the store, filled in by its writer before
+    the creation's callback runs: ``winner`` is the record that already held the id
+    (``None``: this creation won it)."""
+
+    winner: SessionRecord | None = None

@@ -24,7 +24,7 @@ from prometheus_client import start_http_server
 
 from aip_link.channel import SERVER_OPTIONS
 from aip_wire.vocab import CancelReason
-from session_service import api_servicer, link_servicer
+from session_service import api_servicer, leases, link_servicer
 from session_service.api_servicer import Health, SessionApiServicer
 from session_service.core.manager import SessionManager
 from session_service.link_servicer import GatewayLinkServicer, LinkHub
@@ -32,6 +32,7 @@ from session_service.presence import Presence
 from session_service.security import TokenInterceptor, server_credentials
 from session_service.settings import SessionSettings
 from session_service.store import SessionStore
+from session_service.store_db import shown
 
 log = logging.getLogger("aip.session.server")
 
@@ -45,15 +46,18 @@ class SessionService:
         self.settings = settings
         self.presence = Presence()
         self.hub = LinkHub()
-        self.store = SessionStore(settings.store_path, settings.replica_id,
-                                  settings.store_commit_interval) \
-            if settings.store_path else None
-        self.manager = SessionManager(settings, self.presence, self.hub, self.store)
+        self.store = SessionStore(
+            settings.store_location, settings.replica_id, settings.store_commit_interval,
+            address=settings.advertise_address or f"{settings.host}:{settings.port}",
+            lease_ttl=settings.lease_ttl) if settings.store_location else None
+        self.manager = SessionManager(settings, self.presence, self.hub, self.store,
+                                      reader=self.store)
         interceptors = [TokenInterceptor(settings.auth_token, settings.link_token)] \
             if settings.auth_token or settings.link_token else []
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         self.port = 0
         self._pruner: asyncio.Task[None] | None = None
+        self._leaser: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._skip_drain = asyncio.Event()
         self._health_changes: set[asyncio.Task[None]] = set()
@@ -76,11 +80,13 @@ class SessionService:
                 recovered = await asyncio.to_thread(self.store.open)
             except Exception as exc:
                 raise RuntimeError(f"cannot open the session store "
-                                   f"{self.settings.store_path!r}: {exc}") from exc
+                                   f"{shown(self.settings.store_location)!r}: {exc}") from exc
             if recovered:
                 log.warning("%d session(s) of a dead replica marked failed in %s",
-                            recovered, self.settings.store_path)
-            self._pruner = asyncio.get_running_loop().create_task(self._prune_forever())
+                            recovered, shown(self.settings.store_location))
+            loop = asyncio.get_running_loop()
+            self._pruner = loop.create_task(self._prune_forever())
+            self._leaser = loop.create_task(self._renew_forever())
         address = f"{self.settings.host}:{self.settings.port}"
         if self.settings.tls_cert is not None and self.settings.tls_key is not None:
             self.port = self.server.add_secure_port(address, server_credentials(
@@ -114,6 +120,15 @@ class SessionService:
             self.manager.prune_memory()
             await asyncio.sleep(interval)
 
+    async def _renew_forever(self) -> None:
+        """Renew this replica's lease in the store; each renewal also fails the running
+        sessions of replicas whose lease lapsed (see :mod:`session_service.leases`)."""
+        interval = leases.renew_interval(self.settings.lease_ttl)
+        while True:
+            await asyncio.sleep(interval)
+            assert self.store is not None
+            self.store.renew_lease()
+
     def skip_drain(self) -> None:
         """Cut a drain short: running sessions are cancelled at once."""
         self._skip_drain.set()
@@ -140,10 +155,11 @@ class SessionService:
         await self.manager.shutdown(CancelReason.REPLICA_SHUTDOWN)
         for peer in self.hub.peers.values():
             peer.close()
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+        for task in (self._pruner, self._leaser):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.store is not None:
             try:
                 await asyncio.to_thread(self.store.close)

@@ -79,7 +79,23 @@ class SessionSettings(BaseSettings):
     store_path: str = Field(
         "./aip-sessions.sqlite3",
         description="SQLite file of session records and command logs, kept across "
-        "restarts; ':memory:' keeps them in this process only, '' disables the store.",
+        "restarts; ':memory:' keeps them in this process only, '' disables the store. "
+        "A shorthand for --store-url sqlite:///PATH; --store-url wins when given.",
+    )
+    store_url: str = Field(
+        "", description="The store every replica shares, which decides who owns a "
+        "session id: sqlite:///PATH (replicas on one host share the file; "
+        "sqlite:///:memory: for tests) or postgresql://USER:PASSWORD@HOST:PORT/DB "
+        "(replicas on several hosts). Default: from --store-path.",
+    )
+    advertise_address: str = Field(
+        "", description="host:port where other replicas reach this one, written in its "
+        "lease in the store (default: --host:--port)."
+    )
+    lease_ttl: float = Field(
+        6.0, gt=0, le=300, description="Seconds a replica's lease in the store lasts; it "
+        "is renewed every min(2, ttl/3) s. Once it lapses, another replica marks the "
+        "sessions it ran failed (replica_lost) within about ttl + min(2, ttl/3) s.",
     )
     store_commit_interval: float = Field(
         0.05, ge=0, le=5, description="Seconds the store gathers writes before one commit: "
@@ -121,6 +137,17 @@ class SessionSettings(BaseSettings):
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
+    @property
+    def store_location(self) -> str:
+        """The store the settings name: an SQLite path or a PostgreSQL URL ('' for
+        none)."""
+        return store_location(self.store_url, self.store_path)
+
+    @model_validator(mode="after")
+    def _store(self) -> SessionSettings:
+        store_location(self.store_url, self.store_path)  # raises on an unknown scheme
+        return self
+
     @model_validator(mode="after")
     def _tls_pair(self) -> SessionSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -136,3 +163,18 @@ class SessionSettings(BaseSettings):
         if self.link_token is not None and self.link_token == self.auth_token:
             raise ValueError("--link-token must differ from --auth-token")
         return self
+
+
+def store_location(url: str, path: str) -> str:
+    """The SQLite file of ``--store-url`` (``sqlite:///PATH``, three slashes then the
+    path, so ``sqlite:////abs/path`` is absolute), a PostgreSQL URL as given, or
+    ``path`` without a URL."""
+    if not url:
+        return path
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep:
+        return url
+    if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
+        raise ValueError(f"--store-url {scheme}://...: expected sqlite:///PATH or "
+                         "postgresql://...")
+    return rest[1:]

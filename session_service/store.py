@@ -21,20 +21,27 @@ health (:mod:`session_service.store_health`) is logged once per failure episode,
 in metrics and handed to ``on_health`` (the replica's health); while writes fail, the
 writer probes the disk every ``probe_interval`` so health returns without traffic.
 
-Reads (a session no longer in memory) are blocking and meant for ``asyncio.to_thread``.
-The ``record_*`` methods are the manager's :class:`~session_service.core.ports.RecordSink`.
-At :meth:`SessionStore.open`, sessions still ``running`` in the file whose replica is dead
-(see :mod:`session_service.store_owners`) are marked ``failed`` with the cancel reason
-``replica_restarted``: nothing will ever end them otherwise.
+Every replica may share one store: replicas on one host share one file (WAL, a busy
+timeout, transactions that take the write lock at ``BEGIN IMMEDIATE``). The store is the
+arbiter of session ids: a creation is an insert that does nothing when the id is taken,
+and its callback learns the holder through a :class:`~session_service.records.Claim`.
+Each replica holds a lease in the store (:mod:`session_service.leases`), renewed through
+the writer; as it renews, it fails the running sessions of replicas whose lease lapsed.
+
+Reads are blocking and meant for ``asyncio.to_thread`` (:mod:`session_service.
+store_reads`). The ``record_*`` methods are the manager's :class:`~session_service.core.
+ports.RecordSink`. At :meth:`SessionStore.open`, sessions still ``running`` in the file
+whose replica is dead (see :mod:`session_service.store_owners`) are marked ``failed``
+with the cancel reason ``replica_restarted`` at once, without waiting for their lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 import time
 import uuid
@@ -43,8 +50,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aip_wire.vocab import CancelReason
-from session_service import metrics, store_sql
-from session_service.records import CommandRecord, SessionRecord
+from session_service import leases, metrics, store_db, store_reads, store_schema, store_sql
+from session_service.records import Claim, SessionRecord
 from session_service.store_health import Report, WriteHealth
 from session_service.store_owners import OwnerLocks
 
@@ -70,17 +77,20 @@ class Write:
 
 
 class SessionStore:
-    """The records of one replica in one SQLite file (or ``:memory:``).
-
-    Thread model: the writer thread owns the writes; readers run in worker threads. Both
-    use one connection under one lock, so ``:memory:`` works the same as a file and a
-    read sees every batch either whole or not at all.
+    """The records of every replica sharing one SQLite file (or ``:memory:``). The writer
+    thread owns the writes; readers run in worker threads. Both use one connection under
+    one lock, so ``:memory:`` works the same as a file and a read sees every batch of
+    this process either whole or not at all.
     """
 
     def __init__(self, path: str, replica_id: str, commit_interval: float = 0.0,
-                 probe_interval: float = PROBE_INTERVAL) -> None:
+                 probe_interval: float = PROBE_INTERVAL, address: str = "",
+                 lease_ttl: float = leases.TTL) -> None:
         self.path = path
         self.replica_id = replica_id
+        #: Where other replicas reach this one (its lease row says so).
+        self.address = address
+        self.lease_ttl = lease_ttl
         self.commit_interval = commit_interval
         self.probe_interval = probe_interval
         self.instance = uuid.uuid4().hex
@@ -88,8 +98,10 @@ class SessionStore:
         #: Called on its loop with the new health when writes start or stop failing.
         self.on_health: Callable[[bool], None] | None = None
         self._health_loop: asyncio.AbstractEventLoop | None = None
-        self._owners = None if path == MEMORY else OwnerLocks(path, self.instance)
-        self._db: sqlite3.Connection | None = None
+        # Liveness by flock for replicas sharing a file on one host; leases do it for all.
+        self._owners = None if path == MEMORY or store_db.is_postgres(path) \
+            else OwnerLocks(path, self.instance)
+        self._db: Any = None
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._urgent = threading.Event()
@@ -113,18 +125,20 @@ class SessionStore:
 
         :returns: how many orphaned sessions were marked ended.
         """
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                             timeout=10.0)
-        if self.path != MEMORY:
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-        db.executescript(store_sql.SCHEMA)
+        db = store_db.connect(self.path)
+        store_schema.migrate(db)
         self._db = db
         recovered = 0
-        if self._owners is not None:
+        if self._owners is not None:  # first: a dead neighbour's reason is precise
             self._owners.acquire()
             recovered = self._recover(self._owners)
             self._owners.sweep()
+        now = time.time()
+        with self._lock:
+            db.execute("BEGIN IMMEDIATE")
+            store_sql.renew_lease(db, self.instance, self.replica_id, self.address,
+                                  leases.expiry(now, self.lease_ttl), now)
+            db.execute("COMMIT")
         self._writer = threading.Thread(target=self._write_loop, name="aip-session-store",
                                         daemon=True)
         self._writer.start()
@@ -136,27 +150,11 @@ class SessionStore:
             instances = [row[0] for row in self._db.execute(
                 "SELECT DISTINCT instance FROM sessions WHERE state = 'running'")]
         dead = [instance for instance in instances if owners.is_dead(instance)]
-        recovered = 0
-        now = time.time()
+        if not dead:
+            return 0
         with self._lock:
-            for instance in dead:
-                cursor = self._db.execute(
-                    "UPDATE sessions SET state = 'failed', cancel_reason = ?, error = ?, "
-                    "ended_at = ? WHERE instance = ? AND state = 'running'",
-                    (CancelReason.REPLICA_RESTARTED,
-                     f"Session cancelled: {CancelReason.REPLICA_RESTARTED} (the replica running it "
-                     "stopped before it ended)", now, instance),
-                )
-                self._db.execute(
-                    "UPDATE commands SET status = 'unanswered' WHERE status = 'sent' AND "
-                    "session_id IN (SELECT session_id FROM sessions WHERE instance = ?)",
-                    (instance,),
-                )
-                recovered += cursor.rowcount
-        if recovered:
-            log.warning("%d session(s) left running by a dead replica marked failed (%s)",
-                        recovered, CancelReason.REPLICA_RESTARTED)
-        return recovered
+            return store_sql.fail_orphans(self._db, time.time(), CancelReason.REPLICA_RESTARTED,
+                                          "the replica running it stopped", dead)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed; blocking."""
@@ -192,10 +190,20 @@ class SessionStore:
         if urgent:
             self._urgent.set()
 
-    def record_started(self, record: SessionRecord, written: Written | None = None) -> None:
-        """Queue a session's creation; ``written`` makes it urgent (an ack waits on it)."""
-        self._put(Write(store_sql.insert_session, (record, self.instance), written),
-                  urgent=written is not None)
+    def record_started(self, record: SessionRecord, written: Written | None = None,
+                       claim: Claim | None = None) -> None:
+        """Queue a session's creation; ``written`` makes it urgent (an ack waits on it).
+        ``claim`` learns, before ``written`` runs, whether the id was taken already."""
+        self._put(Write(store_sql.claim_session,
+                        (record, self.instance, claim if claim is not None else Claim()),
+                        written), urgent=written is not None)
+
+    def renew_lease(self) -> None:
+        """Queue this replica's lease renewal (and the reaping of lapsed ones)."""
+        now = time.time()
+        self._put(Write(store_sql.renew_lease, (self.instance, self.replica_id, self.address,
+                                                leases.expiry(now, self.lease_ttl), now)),
+                  urgent=True)
 
     def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
                        sent_at: float) -> None:
@@ -256,7 +264,7 @@ class SessionStore:
         error = ""
         with self._lock:
             try:
-                db.execute("BEGIN")
+                db.execute("BEGIN IMMEDIATE")  # the write lock now, not at the first write
                 for write in writes:
                     write.function(db, *write.args)
                 db.execute("COMMIT")
@@ -268,7 +276,7 @@ class SessionStore:
             # One by one, so that one bad write does not take the batch with it.
             for write in retry:
                 try:
-                    db.execute("BEGIN")
+                    db.execute("BEGIN IMMEDIATE")
                     write.function(db, *write.args)
                     db.execute("COMMIT")
                 except Exception as exc:
@@ -290,7 +298,7 @@ class SessionStore:
         if report is Report.NONE:
             return
         names = ", ".join(sorted({write.function.__name__ for write in failed}))
-        log.error("%s", health.message(report, self.path, names, error, now))
+        log.error("%s", health.message(report, store_db.shown(self.path), names, error, now))
         if report in (Report.FAILING, Report.RECOVERED):
             metrics.STORE_HEALTHY.set(1 if health.ok else 0)
             self._call_on_loop(self._health_loop, self._signal_health, health.ok)
@@ -323,49 +331,39 @@ class SessionStore:
     # ------------------------------------------------------------------ reads (blocking)
 
     def get(self, session_id: str, with_commands: bool = True) -> SessionRecord | None:
-        return self._one("session_id = ?", (session_id,), with_commands)
+        """The session's record, whichever replica ran it (or runs it: its progress so
+        far)."""
+        with self._lock:
+            return store_reads.one(self._connection(), "session_id = ?", (session_id,),
+                                   with_commands)
 
     def find_by_task_name(self, task_name: str,
                           with_commands: bool = True) -> SessionRecord | None:
         """The latest session with that task name."""
-        return self._one("task_name = ?", (task_name,), with_commands)
+        with self._lock:
+            return store_reads.one(self._connection(), "task_name = ?", (task_name,),
+                                   with_commands)
 
     def list(self, device_id: str = "", running_only: bool = False, limit: int = 100,
              replica_id: str | None = None) -> list[SessionRecord]:
         """Newest first, without commands; ``replica_id`` keeps one replica's sessions."""
-        where, args = ["1"], []
-        if device_id:
-            where.append("device_id = ?")
-            args.append(device_id)
-        if running_only:
-            where.append("state = 'running'")
-        if replica_id is not None:
-            where.append("replica_id = ?")
-            args.append(replica_id)
-        sql = (f"SELECT {store_sql.COLUMNS} FROM sessions WHERE {' AND '.join(where)} "
-               "ORDER BY created_at DESC LIMIT ?")
         with self._lock:
-            rows = self._connection().execute(sql, (*args, limit)).fetchall()
-        return [SessionRecord(*row) for row in rows]
+            return store_reads.newest(self._connection(), device_id, running_only, limit,
+                                      replica_id)
 
-    def _one(self, where: str, args: tuple[Any, ...],
-             with_commands: bool) -> SessionRecord | None:
+    def page(self, filters: store_reads.Filters, page_size: int = 100,
+             page_token: str = "") -> store_reads.Page:
+        """A page of every replica's sessions (see :func:`~session_service.store_reads.
+        page`); raises :class:`~session_service.store_reads.BadPageToken`."""
         with self._lock:
-            db = self._connection()
-            row = db.execute(f"SELECT {store_sql.COLUMNS} FROM sessions WHERE {where} "
-                             "ORDER BY created_at DESC LIMIT 1", args).fetchone()
-            if row is None:
-                return None
-            record = SessionRecord(*row)
-            if with_commands:
-                record.commands = [CommandRecord(*command) for command in db.execute(
-                    "SELECT seq, response_id, actions_json, sent_at, status, results_json, "
-                    "received_at FROM commands WHERE session_id = ? ORDER BY seq",
-                    (record.session_id,),
-                )]
-        return record
+            return store_reads.page(self._connection(), filters, page_size, page_token)
 
-    def _connection(self) -> sqlite3.Connection:
+    def replicas(self) -> builtins.list[store_reads.Lease]:
+        """Every replica with a lease: where to reach it, and until when."""
+        with self._lock:
+            return store_reads.lease_rows(self._connection())
+
+    def _connection(self) -> Any:
         if self._db is None:
             raise RuntimeError("the session store is not open")
         return self._db
@@ -384,15 +382,15 @@ def _call_all(outcomes: list[tuple[Written, bool]]) -> None:
             log.exception("a store write's callback failed")
 
 
-def _prune(db: sqlite3.Connection, ended_before: float) -> None:
+def _prune(db: store_db.Db, ended_before: float) -> None:
     pruned = store_sql.prune(db, ended_before)
     if pruned:
         log.info("pruned %d session record(s)", pruned)
 
 
-def _rollback(db: sqlite3.Connection) -> None:
+def _rollback(db: Any) -> None:
     try:
         if db.in_transaction:
             db.execute("ROLLBACK")
-    except sqlite3.Error:
+    except Exception:
         log.debug("store rollback failed", exc_info=True)

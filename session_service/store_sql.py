@@ -1,4 +1,5 @@
-"""The SQL of the session store: its schema and each write, as plain functions.
+"""The SQL of the session store: each write, as plain functions (the schema is
+:mod:`session_service.store_schema`).
 
 Every write runs in the store's writer thread, inside the transaction of its batch, and
 serializes its JSON there, so the event loop never pays for it.
@@ -6,55 +7,16 @@ serializes its JSON there, so the event loop never pays for it.
 
 from __future__ import annotations
 
-import sqlite3
+import logging
 import time
 from typing import Any
 
 from aip_wire.frames import dumps
-from session_service.records import SessionRecord
+from aip_wire.vocab import CancelReason
+from session_service.records import Claim, SessionRecord
+from session_service.store_db import Db
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id     TEXT PRIMARY KEY,
-    task_name      TEXT NOT NULL,
-    request        TEXT NOT NULL,
-    device_id      TEXT NOT NULL,
-    requester_id   TEXT NOT NULL,
-    requester_kind TEXT NOT NULL,   -- device, constellation, http, backend
-    agent          TEXT NOT NULL,
-    replica_id     TEXT NOT NULL,   -- the replica that ran it
-    instance       TEXT NOT NULL,   -- the store user that ran it (liveness lock)
-    state          TEXT NOT NULL,   -- running, completed, failed, cancelled
-    result_json    TEXT,
-    error          TEXT,
-    cancel_reason  TEXT,
-    steps_done     INTEGER NOT NULL DEFAULT 0,
-    steps_total    INTEGER NOT NULL DEFAULT 0,
-    created_at     REAL NOT NULL,   -- seconds since the epoch
-    ended_at       REAL
-);
-CREATE INDEX IF NOT EXISTS sessions_by_task_name ON sessions (task_name, created_at);
-CREATE INDEX IF NOT EXISTS sessions_by_created ON sessions (created_at);
-CREATE INDEX IF NOT EXISTS sessions_by_ended ON sessions (ended_at);
-CREATE INDEX IF NOT EXISTS sessions_running ON sessions (instance) WHERE state = 'running';
-CREATE TABLE IF NOT EXISTS commands (
-    session_id   TEXT NOT NULL,
-    seq          INTEGER NOT NULL,  -- 0, 1, ... in the order sent
-    response_id  TEXT NOT NULL,
-    actions_json TEXT NOT NULL,
-    sent_at      REAL NOT NULL,
-    status       TEXT NOT NULL,     -- sent, answered, timeout, undeliverable, unanswered
-    results_json TEXT,
-    received_at  REAL,
-    PRIMARY KEY (session_id, seq)
-) WITHOUT ROWID;
--- One row per store user, rewritten while writes fail, to learn when they work again.
-CREATE TABLE IF NOT EXISTS probes (
-    instance  TEXT PRIMARY KEY,
-    probed_at REAL NOT NULL
-) WITHOUT ROWID;
-PRAGMA user_version = 1;
-"""
+log = logging.getLogger("aip.session.store")
 
 COLUMNS = ("session_id, task_name, request, device_id, requester_id, requester_kind, agent, "
            "replica_id, state, created_at, result_json, error, cancel_reason, ended_at, "
@@ -65,43 +27,57 @@ def _json(value: Any) -> str:
     return dumps(value).decode()
 
 
-def insert_session(db: sqlite3.Connection, record: SessionRecord, instance: str) -> None:
-    # A session id may be reused once its session has ended: the new run replaces it.
-    db.execute("DELETE FROM commands WHERE session_id = ?", (record.session_id,))
-    db.execute(
-        "INSERT OR REPLACE INTO sessions (session_id, task_name, request, device_id, "
-        "requester_id, requester_kind, agent, replica_id, instance, state, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+def claim_session(db: Db, record: SessionRecord, instance: str,
+                  claim: Claim) -> None:
+    """Create the session unless its id is taken; the unique key decides, whichever
+    replica asks. A taken id is never overwritten while its record is retained: the
+    holder is read back into ``claim`` for the ownership rule."""
+    cursor = db.execute(
+        "INSERT INTO sessions (session_id, task_name, request, device_id, requester_id, "
+        "requester_kind, agent, replica_id, instance, state, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
         (record.session_id, record.task_name, record.request, record.device_id,
          record.requester_id, record.requester_kind, record.agent, record.replica_id,
          instance, record.state, record.created_at),
     )
+    if cursor.rowcount == 1:
+        claim.winner = None
+        return
+    row = db.execute(f"SELECT {COLUMNS} FROM sessions WHERE session_id = ?",
+                     (record.session_id,)).fetchone()
+    claim.winner = SessionRecord(*row)
 
 
-def insert_command(db: sqlite3.Connection, session_id: str, seq: int, response_id: str,
+def insert_command(db: Db, session_id: str, seq: int, response_id: str,
                    actions: Any, sent_at: float) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO commands (session_id, seq, response_id, actions_json, "
-        "sent_at, status) VALUES (?, ?, ?, ?, ?, 'sent')",
+        "INSERT INTO commands (session_id, seq, response_id, actions_json, sent_at, status) "
+        "VALUES (?, ?, ?, ?, ?, 'sent') ON CONFLICT (session_id, seq) DO UPDATE SET "
+        "response_id = excluded.response_id, actions_json = excluded.actions_json, "
+        "sent_at = excluded.sent_at, status = 'sent'",
         (session_id, seq, response_id, _json(actions), sent_at),
     )
 
 
-def update_command(db: sqlite3.Connection, session_id: str, seq: int, results: Any,
+def update_command(db: Db, session_id: str, seq: int, results: Any,
                    received_at: float, status: str) -> None:
     db.execute(
         "UPDATE commands SET results_json = ?, received_at = ?, status = ? "
         "WHERE session_id = ? AND seq = ?",
         (_json(results), received_at, status, session_id, seq),
     )
+    # The session's progress, in the same batch as its command: other replicas read it.
+    db.execute("UPDATE sessions SET steps_done = ? WHERE session_id = ? AND steps_done < ?",
+               (seq + 1, session_id, seq + 1))
 
 
-def end_session(db: sqlite3.Connection, session_id: str, state: str, result: Any,
+def end_session(db: Db, session_id: str, state: str, result: Any,
                 error: str | None, cancel_reason: str | None, ended_at: float,
                 steps_done: int, steps_total: int) -> None:
     db.execute(
         "UPDATE sessions SET state = ?, result_json = ?, error = ?, cancel_reason = ?, "
-        "ended_at = ?, steps_done = ?, steps_total = ? WHERE session_id = ?",
+        "ended_at = ?, steps_done = ?, steps_total = ? WHERE session_id = ? AND "
+        "state = 'running'",
         (state, _json(result), error, cancel_reason, ended_at, steps_done, steps_total,
          session_id),
     )
@@ -109,7 +85,7 @@ def end_session(db: sqlite3.Connection, session_id: str, state: str, result: Any
                "status = 'sent'", (session_id,))
 
 
-def prune(db: sqlite3.Connection, ended_before: float) -> int:
+def prune(db: Db, ended_before: float) -> int:
     """Forget sessions (and their commands) that ended before ``ended_before``."""
     db.execute("DELETE FROM commands WHERE session_id IN (SELECT session_id FROM sessions "
                "WHERE ended_at IS NOT NULL AND ended_at < ?)", (ended_before,))
@@ -118,7 +94,47 @@ def prune(db: sqlite3.Connection, ended_before: float) -> int:
     return cursor.rowcount
 
 
-def probe(db: sqlite3.Connection, instance: str) -> None:
+def probe(db: Db, instance: str) -> None:
     """A write of a few bytes that still needs the disk: it appends a page to the log."""
-    db.execute("INSERT OR REPLACE INTO probes (instance, probed_at) VALUES (?, ?)",
+    db.execute("INSERT INTO probes (instance, probed_at) VALUES (?, ?) ON CONFLICT "
+               "(instance) DO UPDATE SET probed_at = excluded.probed_at",
                (instance, time.time()))
+
+
+def renew_lease(db: Db, instance: str, replica_id: str, address: str,
+                expires: float, now: float) -> None:
+    """Renew this replica's lease, then fail the running sessions of every replica whose
+    lease lapsed (or was reaped); a conditional update, so each is failed once."""
+    db.execute(
+        "INSERT INTO replicas (instance, replica_id, address, lease_expires) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (instance) DO UPDATE SET "
+        "lease_expires = excluded.lease_expires, address = excluded.address",
+        (instance, replica_id, address, expires),
+    )
+    lost = fail_orphans(db, now, CancelReason.REPLICA_LOST,
+                        "the replica running it stopped renewing its lease")
+    db.execute("DELETE FROM replicas WHERE lease_expires < ?", (now,))
+    if lost:
+        log.warning("%d session(s) of a replica whose lease lapsed marked failed (%s)",
+                    lost, CancelReason.REPLICA_LOST)
+
+
+def fail_orphans(db: Db, now: float, reason: str, why: str,
+                 instances: list[str] | None = None) -> int:
+    """Mark failed the running sessions of ``instances``, or of every instance without
+    a live lease; returns how many."""
+    scope: tuple[str, tuple[Any, ...]]
+    if instances is None:
+        scope = ("instance NOT IN (SELECT instance FROM replicas WHERE lease_expires >= ?)",
+                 (now,))
+    else:
+        scope = (f"instance IN ({', '.join('?' * len(instances))})", tuple(instances))
+    where = f"state = 'running' AND {scope[0]}"
+    db.execute("UPDATE commands SET status = 'unanswered' WHERE status = 'sent' AND "
+               f"session_id IN (SELECT session_id FROM sessions WHERE {where})", scope[1])
+    cursor = db.execute(
+        "UPDATE sessions SET state = 'failed', cancel_reason = ?, error = ?, ended_at = ? "
+        f"WHERE {where}",
+        (reason, f"Session cancelled: {reason} ({why} before it ended)", now, *scope[1]),
+    )
+    return cursor.rowcount

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -35,3 +35,25 @@ async def make_stack() -> AsyncIterator[StackFactory]:
     finally:
         for running in started:
             await running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for the session (see :mod:`tests.postgres`)."""
+    from tests import postgres
+
+    if postgres.binaries() is None:
+        reason = "PostgreSQL binaries (initdb, pg_ctl) not found"
+        if postgres.required():
+            pytest.fail(f"{reason}, and AIP_REQUIRE_POSTGRES=1")
+        pytest.skip(reason)
+    with postgres.server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh database on the test session's PostgreSQL server."""
+    from tests import postgres
+
+    return postgres.new_database(postgres_server)

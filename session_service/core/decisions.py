@@ -1,7 +1,8 @@
-"""The session rules that need no state of their own: admission, and who hears an end.
+"""The session rules that need no state of their own: admission, who owns an id, and
+who hears an end.
 
-Both are pure functions of plain facts, so they are tested without a manager, a link or
-an event loop.
+All are pure functions of plain facts, so they are tested without a manager, a store, a
+link or an event loop.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum, auto
+from typing import Any
 
 from aip_wire.vocab import RejectionCode, RequesterKind, end_audience
 
@@ -27,6 +29,20 @@ def unrecordable() -> SessionRejected:
                            "the session was not started", RejectionCode.UNAVAILABLE)
 
 
+class AlreadyYours(SessionRejected):
+    """The requester asked again for an id that is already its own: nothing new starts.
+
+    ``existing`` is the first session: a live :class:`~session_service.core.session.
+    Session` of this replica, or its :class:`~session_service.records.SessionRecord`
+    (ended, or running on another replica). An adapter that can return a session (the
+    public API) answers with it; the code stays ``EXISTS`` for those that cannot.
+    """
+
+    def __init__(self, message: str, existing: Any) -> None:
+        super().__init__(message, RejectionCode.EXISTS)
+        self.existing = existing
+
+
 @dataclass(frozen=True, slots=True)
 class Existing:
     """The session that already holds the requested id."""
@@ -37,7 +53,32 @@ class Existing:
 
 class Admission(Enum):
     ADMIT = auto()
-    REPLACE = auto()  # admit, forgetting the ended session that held the id
+    #: The requester's own ended session holds the id: answer with it, start nothing.
+    DUPLICATE = auto()
+
+
+class Reuse(Enum):
+    """What a request for an id gets, once the store says who holds it."""
+
+    NEW = auto()  # the id was free: this request created its session
+    FOREIGN = auto()  # another requester holds it: refused with EXISTS
+    RUNNING = auto()  # the requester's own session, still running: that session
+    ENDED = auto()  # the requester's own session, ended: its record (and task_end again)
+
+
+def reuse(requester_id: str, holder: Existing | None) -> Reuse:
+    """The ownership rule: an id belongs to the requester that first used it for as long
+    as its record is retained; a retry by that requester is answered with the first
+    session and never runs anything again.
+
+    ``holder`` is the session that won the id (``None``: this request won it). The store
+    decides who won, by its unique key, so the rule holds across replicas and restarts.
+    """
+    if holder is None:
+        return Reuse.NEW
+    if holder.requester_id != requester_id:
+        return Reuse.FOREIGN
+    return Reuse.RUNNING if holder.running else Reuse.ENDED
 
 
 def admit(
@@ -60,17 +101,22 @@ def admit(
         false: the session could not get the record its ack promises), the id belongs
         to another requester or is running, the device is not connected, the agent is
         unknown, or the device runs ``limit`` sessions already (``limit`` 0: no limit).
+        ``existing`` is the session this replica holds in memory under the id, a fast
+        path only: the store's claim decides (:func:`reuse`).
     """
     if draining:
         raise SessionRejected("replica is draining: it takes no new sessions",
                               RejectionCode.DRAINING)
     if not recordable:
         raise unrecordable()
-    if existing is not None:
-        if existing.requester_id != requester_id:
-            raise SessionRejected(f"Session '{session_id}' belongs to another client")
-        if existing.running:
-            raise SessionRejected(f"Session '{session_id}' is already running")
+    verdict = reuse(requester_id, existing)
+    if verdict is Reuse.FOREIGN:
+        raise foreign(session_id)
+    if verdict is Reuse.RUNNING:
+        # The manager puts the live session in ``existing``.
+        raise AlreadyYours(f"Session '{session_id}' is already running", None)
+    if verdict is Reuse.ENDED:
+        return Admission.DUPLICATE  # answered with the first session, whatever the device
     if not device_connected:
         raise SessionRejected(f"Device '{device_id}' is not connected", RejectionCode.NOT_FOUND)
     if agent_name not in agents:
@@ -80,7 +126,12 @@ def admit(
             f"Device '{device_id}' already runs {running_on_device} session(s): the limit "
             f"is {limit} per device (max_sessions_per_device)", RejectionCode.LIMIT,
         )
-    return Admission.ADMIT if existing is None else Admission.REPLACE
+    return Admission.ADMIT
+
+
+def foreign(session_id: str) -> SessionRejected:
+    """The refusal of an id that another requester holds."""
+    return SessionRejected(f"Session '{session_id}' belongs to another client")
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,17 +44,20 @@ from session_service.core.lifecycle import (
     CancelDecision,
     DeadlinePassed,
 )
-from session_service.core.ports import GatewayPort, NullRecords, RecordSink
+from session_service.core.ports import GatewayPort, NullRecords, RecordReader, RecordSink
+from session_service.core.queries import SessionQueries
 from session_service.core.retention import EndedSessions, Held, estimated_bytes
+from session_service.core.reuse import answer_reuse
 from session_service.core.session import Session, Update, UpdateKind
 from session_service.dispatcher import CommandDispatcher
 from session_service.presence import Presence
+from session_service.records import Claim
 from session_service.settings import SessionSettings
 
 log = logging.getLogger("aip.session")
 
 
-class SessionManager:
+class SessionManager(SessionQueries):
     """Every session of this replica, running or recently ended."""
 
     def __init__(
@@ -64,11 +67,14 @@ class SessionManager:
         gateways: GatewayPort,
         records: RecordSink | None = None,
         replica_id: str = "",
+        reader: RecordReader | None = None,
     ) -> None:
         self.settings = settings
         self.presence = presence
         self.gateways = gateways
         self.records: RecordSink = records if records is not None else NullRecords()
+        #: The shared store's reads (every replica's sessions); none without a store.
+        self.reader = reader
         self.replica_id = replica_id or settings.replica_id
         self.sessions: dict[str, Session] = {}
         self.ended = EndedSessions(settings.ended_memory_bytes, settings.max_records,
@@ -101,36 +107,30 @@ class SessionManager:
         existing = self.sessions.get(session_id)
         device = self.presence.device(device_id)
         running = self._running_on.get(device_id, 0)
-        admission = decisions.admit(
-            session_id=session_id,
-            requester_id=requester_id,
-            device_id=device_id,
-            agent_name=agent_name,
-            draining=self.draining,
-            existing=None if existing is None
-            else decisions.Existing(existing.requester_id, existing.running),
-            recordable=self.records.writable,
-            device_connected=device is not None,
-            agents=AGENTS,
-            limit=self.settings.max_sessions_per_device,
-            running_on_device=running,
-        )
-        assert device is not None
-        if admission is decisions.Admission.REPLACE and existing is not None:
-            self._forget(existing)
+        try:
+            admission = decisions.admit(
+                session_id=session_id, requester_id=requester_id, device_id=device_id,
+                agent_name=agent_name, draining=self.draining,
+                existing=None if existing is None
+                else decisions.Existing(existing.requester_id, existing.running),
+                recordable=self.records.writable, device_connected=device is not None,
+                agents=AGENTS, limit=self.settings.max_sessions_per_device,
+                running_on_device=running,
+            )
+        except decisions.AlreadyYours as exc:
+            exc.existing = existing
+            raise
         session = Session(
-            session_id=session_id,
-            task_name=task_name,
-            request=request,
-            device_id=device_id,
-            platform=device.platform,
-            device_info=device.device_info,
-            requester_id=requester_id,
-            requester_kind=requester_kind,
-            origin_gateway=origin_gateway,
-            device_gateway=device.gateway_id,
-            agent_name=agent_name,
+            session_id=session_id, task_name=task_name, request=request,
+            device_id=device_id, platform=device.platform if device is not None else "",
+            device_info=device.device_info if device is not None else {},
+            requester_id=requester_id, requester_kind=requester_kind,
+            origin_gateway=origin_gateway, agent_name=agent_name,
+            device_gateway=device.gateway_id if device is not None else "",
         )
+        if admission is decisions.Admission.DUPLICATE:
+            session.duplicate_of = existing  # answered by :meth:`accept`, never run
+            return session
         session.dispatcher = CommandDispatcher(session_id,
                                                lambda frame: self._deliver(session, frame))
         self.sessions[session_id] = session
@@ -149,14 +149,26 @@ class SessionManager:
         (the adapter acks its requester) and start it. If the record cannot be written,
         the session is withdrawn and ``announce`` gets the refusal instead.
 
+        The creation claims the id in the store, which every replica shares: if the id
+        is held already, nothing starts and the holder answers (:mod:`~session_service.
+        core.reuse`): another requester's id gets ``EXISTS``; the requester's own first
+        session gets :class:`~session_service.core.decisions.AlreadyYours` (the public
+        API returns its ``existing`` session) or, for a link requester whose session
+        ended, an ack and that session's ``task_end`` again.
+
         A cancel that arrives meanwhile waits for the ack, so that the requester hears
         of the session before its end.
         """
+        if session.duplicate_of is not None:
+            answer_reuse(session, session.duplicate_of, announce, self.gateways, self.active)
+            return
         session.awaiting_record = True
-        self.records.record_started(session.creation_record(self.replica_id),
-                                    lambda written: self._recorded(session, written, announce))
+        claim = Claim()
+        self.records.record_started(
+            session.creation_record(self.replica_id),
+            lambda written: self._recorded(session, written, claim, announce), claim)
 
-    def _recorded(self, session: Session, written: bool,
+    def _recorded(self, session: Session, written: bool, claim: Claim,
                   announce: Callable[[decisions.SessionRejected | None], None]) -> None:
         session.awaiting_record = False
         if not written:
@@ -165,6 +177,13 @@ class SessionManager:
             log.error("session %s refused: its record could not be written",
                       session.session_id)
             announce(decisions.unrecordable())
+            return
+        if claim.winner is not None:
+            self._withdraw(session)
+            verdict = answer_reuse(session, claim.winner, announce, self.gateways,
+                                   self.active)
+            log.info("session %s not started: its id is held (%s)", session.session_id,
+                     verdict.name.lower())
             return
         announce(None)
         self.start(session)
@@ -345,24 +364,6 @@ class SessionManager:
             self._forget(session)
         metrics.ENDED_IN_MEMORY.set(len(self.ended))
         metrics.ENDED_MEMORY_BYTES.set(self.ended.bytes)
-
-    # ------------------------------------------------------------------ queries
-
-    def find_by_task_name(self, task_name: str) -> Session | None:
-        matches = [s for s in self.sessions.values() if s.task_name == task_name]
-        return max(matches, key=lambda s: s.created_at) if matches else None
-
-    def list(self, device_id: str = "", running_only: bool = False,
-             limit: int = 100) -> list[Session]:
-        selected = [
-            s for s in self.sessions.values()
-            if (not device_id or s.device_id == device_id) and (not running_only or s.running)
-        ]
-        selected.sort(key=lambda s: s.created_at, reverse=True)
-        return selected[:limit]
-
-    def active_on(self, device_id: str) -> int:
-        return self._running_on.get(device_id, 0)
 
     # ------------------------------------------------------------------ stopping
 

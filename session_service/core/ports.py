@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from session_service.core.session import Session
-    from session_service.records import SessionRecord
+    from session_service.records import Claim, SessionRecord
+    from session_service.store_reads import Filters, Page
 
 
 class GatewayPort(Protocol):
@@ -45,7 +46,10 @@ class RecordSink(Protocol):
         """``False`` while writes fail: a session started now could not be recorded."""
         ...
 
-    def record_started(self, record: SessionRecord, written: Written | None = None) -> None:
+    def record_started(self, record: SessionRecord, written: Written | None = None,
+                       claim: Claim | None = None) -> None:
+        """Create the session's record unless its id is held; ``claim.winner`` is the
+        holder (set before ``written`` runs), ``None`` when this creation won."""
         ...
 
     def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
@@ -59,13 +63,22 @@ class RecordSink(Protocol):
                      steps_total: int, written: Written | None = None) -> None: ...
 
 
+class RecordReader(Protocol):
+    """The shared store's reads (blocking: called in worker threads)."""
+
+    def get(self, session_id: str, with_commands: bool = True) -> SessionRecord | None: ...
+
+    def page(self, filters: Filters, page_size: int = 100, page_token: str = "") -> Page: ...
+
+
 class NullRecords:
-    """The sink of a replica without a store: sessions live in memory only, and every
-    write counts as done at once."""
+    """The sink of a replica without a store: sessions live in memory only, every write
+    counts as done at once, and every id is free (memory alone knows its holders)."""
 
     writable = True
 
-    def record_started(self, record: SessionRecord, written: Written | None = None) -> None:
+    def record_started(self, record: SessionRecord, written: Written | None = None,
+                       claim: Claim | None = None) -> None:
         if written is not None:
             written(True)
 

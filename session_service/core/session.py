@@ -74,6 +74,9 @@ class Session:
     ended_at: float | None = None
     #: Accepted, its creation record not yet durable: its ack and start wait for it.
     awaiting_record: bool = False
+    #: The requester's own ended session that holds this id in memory: a request
+    #: answered with that session, never registered nor started.
+    duplicate_of: Session | None = None
     steps_done: int = 0
     steps_total: int = 0
     dispatcher: CommandDispatcher | None = None

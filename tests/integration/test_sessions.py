@@ -262,21 +262,25 @@ async def test_session_deadline_fails_the_session(make_stack: StackFactory) -> N
 # ---------------------------------------------------------------- session ids and records
 
 
-async def test_same_client_may_reuse_session_id_after_end(stack: Stack) -> None:
+async def test_same_clients_retry_of_an_ended_session_id_gets_its_end_again(
+    stack: Stack,
+) -> None:
+    """An id is its requester's for as long as its record is kept: a retry runs
+    nothing and gets the first session's task_end again."""
     device = await register_device(stack.ws_url, "dev1")
     await self_task(device, "dev1", plan([cmd("first")]), session_id="reuse", task_name="one")
     await answer_commands(device, "dev1", 1)
     end = await device.recv_type("task_end")
     assert end["status"] == "completed"
-    await self_task(device, "dev1", plan([cmd("second")]), session_id="reuse",
-                    task_name="two")
-    [command] = await answer_commands(device, "dev1", 1)
-    assert command["actions"][0]["tool_name"] == "second"
-    assert command["session_id"] == "reuse"
-    end = await device.recv_type("task_end")
-    assert end["status"] == "completed" and end["task_name"] == "two"
+    await device.send(task_frame("dev1", plan([cmd("second")]), session_id="reuse",
+                                 task_name="two"))
+    again = await device.recv_type("task_end")
+    fresh = ("timestamp", "response_id")  # the frame's own, not the session's
+    assert {k: v for k, v in again.items() if k not in fresh} == \
+        {k: v for k, v in end.items() if k not in fresh}
+    await device.expect_silence()  # no command: the plan did not run again
     info = await get_session(stack.replica.address, "reuse")
-    assert info.task_name == "two"
+    assert info.task_name == "one" and len(info.commands) == 1
     await device.close()
     await assert_clean(stack)
 

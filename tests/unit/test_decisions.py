@@ -9,11 +9,14 @@ import pytest
 from aip_wire.vocab import RejectionCode, RequesterKind
 from session_service.core.decisions import (
     Admission,
+    AlreadyYours,
     EndNotice,
     Existing,
+    Reuse,
     SessionRejected,
     admit,
     end_notices,
+    reuse,
 )
 
 
@@ -30,7 +33,7 @@ def _admit(**changes: Any) -> Admission:
 def test_admits() -> None:
     assert _admit() is Admission.ADMIT
     assert _admit(limit=2, running_on_device=1) is Admission.ADMIT
-    assert _admit(existing=Existing("c1", running=False)) is Admission.REPLACE
+    assert _admit(existing=Existing("c1", running=False)) is Admission.DUPLICATE
 
 
 @pytest.mark.parametrize(("changes", "message", "code"), [
@@ -99,3 +102,27 @@ def test_constellation_left_tells_nobody_but_drops_routes() -> None:
     assert _notices(RequesterKind.CONSTELLATION, "constellation_disconnected",
                     accepted="g2", now="g2") == [
         EndNotice("g1", False, False), EndNotice("g2", False, False)]
+
+
+@pytest.mark.parametrize(("holder", "verdict"), [
+    (None, Reuse.NEW),
+    (Existing("other", running=True), Reuse.FOREIGN),
+    (Existing("other", running=False), Reuse.FOREIGN),
+    (Existing("c1", running=True), Reuse.RUNNING),
+    (Existing("c1", running=False), Reuse.ENDED),
+])
+def test_an_id_belongs_to_its_first_requester(holder: Existing | None,
+                                              verdict: Reuse) -> None:
+    assert reuse("c1", holder) is verdict
+
+
+def test_a_retry_of_an_ended_session_is_a_duplicate_whatever_the_device() -> None:
+    """Answered with the first session: no device check, since nothing runs."""
+    assert _admit(existing=Existing("c1", running=False), device_connected=False,
+                  agent_name="nope") is Admission.DUPLICATE
+
+
+def test_a_retry_of_a_running_session_carries_it() -> None:
+    with pytest.raises(AlreadyYours) as caught:
+        _admit(existing=Existing("c1", running=True))
+    assert caught.value.code is RejectionCode.EXISTS

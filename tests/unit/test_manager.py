@@ -144,7 +144,8 @@ class SlowRecords(NullRecords):
         self.writable = True
 
     def record_started(self, record: SessionRecord,
-                       written: Callable[[bool], None] | None = None) -> None:
+                       written: Callable[[bool], None] | None = None,
+                       claim: object = None) -> None:
         assert written is not None
         self.pending.append(written)
 

@@ -14,6 +14,7 @@ import pytest
 
 from aip_wire.vocab import CancelReason
 from session_service import metrics, store_sql
+from session_service.records import Claim
 from session_service.store import MEMORY, SessionRecord, SessionStore
 
 
@@ -95,15 +96,21 @@ def test_list_filters_and_orders_newest_first(store: SessionStore) -> None:
     assert [r.session_id for r in store.list(limit=1)] == ["c"]
 
 
-def test_reusing_a_session_id_replaces_the_record(store: SessionStore) -> None:
-    store.record_started(record("s", task_name="first"))
+def test_a_reused_session_id_keeps_its_first_record(store: SessionStore) -> None:
+    """The store is the arbiter of ids: a second creation changes nothing and learns
+    the holder through its claim."""
+    first, second = Claim(), Claim()
+    store.record_started(record("s", task_name="first"), claim=first)
     store.record_command("s", 0, "r-1", [], 1.0)
     end(store, "s")
-    store.record_started(record("s", task_name="second"))
+    store.record_started(record("s", task_name="second"), claim=second)
     store.flush()
+    assert first.winner is None
+    assert second.winner is not None and second.winner.task_name == "first"
+    assert second.winner.state == "completed"
     got = store.get("s")
-    assert got is not None and got.task_name == "second" and got.state == "running"
-    assert got.commands == []
+    assert got is not None and got.task_name == "first" and got.state == "completed"
+    assert [c.response_id for c in got.commands] == ["r-1"]
 
 
 def test_prune_forgets_old_ended_sessions_and_their_commands(store: SessionStore) -> None:

@@ -1,0 +1,85 @@
+"""The two databases a store can live in, behind the one interface its SQL needs.
+
+The store's SQL is written once, in the common subset of SQLite and PostgreSQL (``?``
+parameters, ``INSERT ... ON CONFLICT``, partial indexes); :class:`PgConnection` makes a
+psycopg connection look like the ``sqlite3`` one the store was written against, so the
+writer thread, its group commit and the reads are the same code for both. PostgreSQL is
+reached with psycopg 3 in autocommit mode: the store issues ``BEGIN``/``COMMIT`` itself,
+one transaction per batch, exactly as with SQLite. Reads stay blocking calls made in
+worker threads (``asyncio.to_thread``) rather than psycopg's async API: the writer
+thread needs a blocking connection anyway, and one design for both databases keeps the
+event loop free of database calls either way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+
+class Db(Protocol):
+    """What the store's SQL functions use of a connection."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def shown(location: str) -> str:
+    """``location`` fit for logs: a URL's password is left out."""
+    if not is_postgres(location):
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PgConnection:
+    """A psycopg connection with the ``sqlite3`` calls the store makes."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        import psycopg  # only replicas configured for PostgreSQL need it
+
+        self._errors = psycopg.Error
+        self._conn = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        sql = sql.replace("BEGIN IMMEDIATE", "BEGIN").replace("?", "%s")
+        return self._conn.execute(sql, parameters)
+
+    @property
+    def in_transaction(self) -> bool:
+        import psycopg.pq
+
+        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def connect(location: str) -> Any:
+    """A connection to ``location``: a PostgreSQL URL, else an SQLite path.
+
+    SQLite: WAL (readers never wait for the writer, and several processes may write),
+    ``synchronous = NORMAL`` and a busy timeout of 10 s, so that a replica waits for
+    another's commit instead of failing.
+    """
+    if is_postgres(location):
+        return PgConnection(location)
+    db = sqlite3.connect(location, check_same_thread=False, isolation_level=None,
+                         timeout=10.0)
+    if location != ":memory:":
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+def dialect(db: Any) -> str:
+    return getattr(db, "dialect", "sqlite")

@@ -1,0 +1,263 @@
+"""Three replicas and two gateways as processes sharing one store (an SQLite file, then a
+PostgreSQL database on a real server): every
+replica answers for every session, an id is its first requester's everywhere and across
+restarts, a retry never runs a plan twice, and a replica killed mid-session has its
+sessions failed by the others within 10 s while its requester hears exactly one end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aip_grpc import session_api_pb2
+from tests.integration.faults_support import Recorder, ended_once, until
+from tests.processes import GatewayService, Replica, wait_known
+from tests.stack import (
+    cmd,
+    plan,
+    register_constellation,
+    register_device,
+    results_for,
+    task_frame,
+)
+
+pb = session_api_pb2
+DEVICE = "dev-shared"
+
+
+@dataclass
+class Shared:
+    replicas: list[Replica]
+    gateways: list[GatewayService]
+    device: Recorder
+    recorders: list[Recorder]
+    #: Sessions whose commands the device leaves unanswered.
+    held: set[str] = field(default_factory=set)
+
+    def any(self) -> Replica:
+        return random.choice([r for r in self.replicas if r.process is not None
+                              and r.process.poll() is None])
+
+    async def connect(self, gateway: int, client_id: str) -> Recorder:
+        client = await register_constellation(self.gateways[gateway].ws_url, client_id,
+                                              DEVICE)
+        recorder = Recorder(client, client_id)
+        self.recorders.append(recorder)
+        return recorder
+
+    async def restart_all(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+        for replica in self.replicas:
+            replica.start()
+        for gateway in self.gateways:
+            await gateway.wait_replicas(len(self.replicas))
+        await wait_known(self.replicas, DEVICE, timeout=20)
+
+
+async def answer_forever(device: Recorder, held: set[str]) -> None:
+    """Answer every command the device gets, except those of sessions in ``held``."""
+    while True:
+        try:
+            command = await device.command(timeout=0.5)
+        except AssertionError:
+            continue
+        if command["session_id"] not in held:
+            await device.send(results_for(command, DEVICE))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Shared]:
+    if request.param == "postgresql":
+        store = ("--store-url", request.getfixturevalue("postgres_url"))
+    else:
+        store = ("--store-path", str(tmp_path / "shared.sqlite3"))
+    replicas = [Replica(grace=0.5, capture=True, extra=(
+        *store, "--replica-id", f"r{n}", "--max-sessions-per-device", "0"))
+        for n in range(3)]
+    gateways = [GatewayService(f"g{n}", replicas) for n in range(2)]
+    for service in [*replicas, *gateways]:
+        service.start()
+    recorders: list[Recorder] = []
+    answering: asyncio.Task[None] | None = None
+    try:
+        for gateway in gateways:
+            await gateway.wait_replicas(3)
+        device = Recorder(await register_device(gateways[0].ws_url, DEVICE), DEVICE)
+        recorders.append(device)
+        await wait_known(replicas, DEVICE)
+        cluster = Shared(replicas, gateways, device, recorders)
+        answering = asyncio.get_running_loop().create_task(
+            answer_forever(device, cluster.held))
+        yield cluster
+    finally:
+        if answering is not None:
+            answering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answering
+        for recorder in recorders:
+            await recorder.close()
+        for service in [*gateways, *replicas]:
+            service.stop()
+
+
+async def ended_everywhere(shared: Shared, session_id: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    for replica in shared.replicas:
+        while (await replica.call("GetSession", pb.GetSessionRequest(
+                session_id=session_id))).state == pb.SESSION_STATE_RUNNING:
+            assert asyncio.get_running_loop().time() < deadline, f"{session_id} runs"
+            await asyncio.sleep(0.05)
+
+
+async def refused(replica: Replica, session_id: str, requester: str) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await replica.call("StartSession", pb.StartSessionRequest(
+            device_id=DEVICE, request=plan([cmd("again")]), session_id=session_id,
+            requester_id=requester))
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS, caught.value
+    return caught.value.details() or ""
+
+
+async def test_a_backend_calling_random_replicas(shared: Shared) -> None:
+    """Start, Get and List on random replicas: every call succeeds and every replica
+    tells about every session; ended ids stay their first requester's on every replica
+    after a restart of all of them, and a retry by that requester runs nothing."""
+    ids = [f"api-{n}" for n in range(30)]
+    for session_id in ids:
+        info = await shared.any().call("StartSession", pb.StartSessionRequest(
+            device_id=DEVICE, request=plan([cmd("a")], [cmd("b")]), session_id=session_id,
+            requester_id="alice"))
+        assert info.session_id == session_id
+        got = await shared.any().call("GetSession", pb.GetSessionRequest(
+            session_id=session_id))
+        assert got.session_id == session_id and got.requester_id == "alice"
+    for session_id in ids:
+        await ended_everywhere(shared, session_id)
+    owners = set()
+    for session_id in ids:
+        got = await shared.any().call("GetSession", pb.GetSessionRequest(
+            session_id=session_id))
+        assert got.state == pb.SESSION_STATE_COMPLETED and got.steps_done == 2, got
+        assert len(got.commands) == 2
+        owners.add(got.replica_id)
+    assert len(owners) >= 2  # the sessions were spread: Get crossed replicas
+    for replica in shared.replicas:
+        listed = await replica.call("ListSessions", pb.ListSessionsRequest(
+            limit=100, include_other_replicas=True))
+        assert {s.session_id for s in listed.sessions} >= set(ids)
+
+    for restart in (False, True):
+        if restart:
+            await shared.restart_all()
+        for replica in shared.replicas:
+            assert "belongs to another client" in await refused(replica, "api-0", "mallory")
+            assert "already ended" in await refused(replica, "api-1", "alice")
+    for session_id in ("api-0", "api-1"):
+        got = await shared.any().call("GetSession", pb.GetSessionRequest(
+            session_id=session_id))
+        assert got.requester_id == "alice" and len(got.commands) == 2  # never ran again
+        assert got.state == pb.SESSION_STATE_COMPLETED
+
+
+async def test_link_retries_and_racing_gateways(shared: Shared) -> None:
+    """The same requester's retry through another gateway gets its first session's
+    task_end again and runs nothing; two gateways submitting one id at once make one
+    session; another client's reuse is refused."""
+    first = await shared.connect(0, "c-retry")
+    await first.send(task_frame("c-retry", plan([cmd("once")]), client_type="constellation",
+                                target_id=DEVICE, session_id="link-1", task_name="once"))
+    [end] = (await ended_once(first, ["link-1"])).values()
+    assert end["status"] == "completed"
+    await first.close()
+    again = await shared.connect(1, "c-retry")
+    await again.send(task_frame("c-retry", plan([cmd("twice")]),
+                                client_type="constellation", target_id=DEVICE,
+                                session_id="link-1", task_name="twice"))
+    [repeat] = (await ended_once(again, ["link-1"])).values()
+    assert repeat["task_name"] == "once" and repeat["result"] == end["result"]
+    got = await shared.any().call("GetSession", pb.GetSessionRequest(session_id="link-1"))
+    assert [json.loads(c.actions_json)[0]["tool_name"] for c in got.commands] == ["once"]
+    assert not any(f["session_id"] == "link-1" and f["actions"][0]["tool_name"] == "twice"
+                   for f in shared.device.of_type("command"))
+
+    racers = [await shared.connect(n, f"c-race-{n}") for n in range(2)]
+    for round_ in range(5):
+        session_id = f"race-{round_}"
+        await asyncio.gather(*(racer.send(task_frame(
+            f"c-race-{n}", plan([cmd(f"by-{n}")]), client_type="constellation",
+            target_id=DEVICE, session_id=session_id)) for n, racer in enumerate(racers)))
+        await until(partial(both_answered, racers, session_id), 10,
+                    f"both racers answered for {session_id}")
+        winners = [n for n, racer in enumerate(racers) if racer.ends(session_id)]
+        assert len(winners) == 1, [r.frames for r in racers]
+        commands = shared.device.of_type("command", session_id)
+        assert [c["actions"][0]["tool_name"] for c in commands] == [f"by-{winners[0]}"]
+    loser = await shared.connect(1, "c-other")
+    await loser.send(task_frame("c-other", plan([cmd("steal")]), client_type="constellation",
+                                target_id=DEVICE, session_id="link-1"))
+    await until(lambda: bool(loser.of_type("error")), 5, "the thief is refused")
+    assert "belongs to another client" in loser.of_type("error")[0]["error"]
+    assert not loser.ends("link-1")
+
+
+def both_answered(racers: list[Recorder], session_id: str) -> bool:
+    """Whether the racers got two answers (task_end frames, refusals) for ``session_id``."""
+    return sum(len(r.ends(session_id)) + sum(
+        session_id in f.get("error", "") for f in r.of_type("error")) for r in racers) == 2
+
+
+async def test_a_killed_owner_is_failed_everywhere_within_10s(shared: Shared) -> None:
+    held = shared.held
+    requester = await shared.connect(1, "c-doomed")
+    ids = [f"doomed-{n}" for n in range(6)]
+    held.update(ids)
+    for session_id in ids:
+        await requester.send(task_frame("c-doomed", plan([cmd("held")]),
+                                        client_type="constellation", target_id=DEVICE,
+                                        session_id=session_id))
+    for session_id in ids:
+        await requester.ack(session_id)
+    owners = {}
+    for session_id in ids:
+        got = await shared.any().call("GetSession", pb.GetSessionRequest(
+            session_id=session_id))
+        owners[session_id] = got.replica_id
+    victim_id = owners[ids[0]]
+    victim = shared.replicas[int(victim_id.removeprefix("r"))]
+    doomed = [s for s in ids if owners[s] == victim_id]
+    loop = asyncio.get_running_loop()
+    killed_at = loop.time()
+    victim.kill()
+    survivors = [r for r in shared.replicas if r is not victim]
+    for session_id in doomed:
+        for replica in survivors:
+            while True:
+                got = await replica.call("GetSession", pb.GetSessionRequest(
+                    session_id=session_id))
+                if got.state != pb.SESSION_STATE_RUNNING:
+                    break
+                assert loop.time() - killed_at < 10, f"{session_id} still running"
+                await asyncio.sleep(0.1)
+            assert got.state == pb.SESSION_STATE_FAILED and got.cancel_reason == \
+                "replica_lost", got
+    took = loop.time() - killed_at
+    ended_once_each = await ended_once(requester, doomed, quiet=1.0)
+    assert all(end["status"] == "failed" for end in ended_once_each.values())
+    victim.start()  # back: it agrees, and the ids stay taken
+    for gateway in shared.gateways:
+        await gateway.wait_replicas(3)
+    got = await victim.call("GetSession", pb.GetSessionRequest(session_id=doomed[0]))
+    assert got.state == pb.SESSION_STATE_FAILED
+    assert len(requester.ends(doomed[0])) == 1
+    print(f"sessions of the killed replica failed everywhere {took:.1f}s after the kill")
