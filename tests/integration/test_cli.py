@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -31,12 +32,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def services() -> Iterator[tuple[str, int]]:
+def services(tmp_path: Path) -> Iterator[tuple[str, int]]:
     session_port, gateway_port = _free_port(), _free_port()
     env = {**os.environ, "AIP_SESSION_LOG_LEVEL": "warning"}
     session = subprocess.Popen(
         [os.path.join(BIN, "aip-session"), "--host", "127.0.0.1", "--port", str(session_port)],
         env=env,
+        # Its default store file is relative: a fresh one each run, as ids are kept in it.
+        cwd=tmp_path,
     )
     # The gateway reads one flag from the environment to prove that path too.
     gateway = subprocess.Popen(
