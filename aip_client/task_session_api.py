@@ -54,14 +54,14 @@ async def watch_session(channel: Any, session_id: str, progress: Progress,
         ):
             info = update.session
             detail = json.loads(update.detail_json) if update.detail_json else None
-            if update.kind == "watching":
+            if update.kind == session_api_pb2.UPDATE_KIND_WATCHING:
                 progress.watching(info.steps_done, info.steps_total)
-            elif update.kind == "command_sent":
+            elif update.kind == session_api_pb2.UPDATE_KIND_COMMAND_SENT:
                 progress.command_sent(update.response_id, detail or [], info.steps_total)
-            elif update.kind == "results_received":
+            elif update.kind == session_api_pb2.UPDATE_KIND_RESULTS_RECEIVED:
                 progress.results_received(update.response_id, detail or [],
                                           info.steps_total)
-            elif update.kind == "ended":
+            elif update.kind == session_api_pb2.UPDATE_KIND_ENDED:
                 return True
     except grpc.aio.AioRpcError:
         return False

@@ -181,8 +181,9 @@ async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
                 run = latency_summary([b - a for a, b in itertools.pairwise(bench.stamps[skip:])])
                 info = await bench.stubs[0].GetSession(
                     session_api_pb2.GetSessionRequest(session_id=session_id))
+                took_ns = info.ended_time.ToNanoseconds() - info.created_time.ToNanoseconds()
                 run["mean_us_from_session_duration"] = (
-                    (info.ended_at - info.created_at) / max(info.steps_done, 1) * 1e6)
+                    took_ns / max(info.steps_done, 1) / 1e3)
                 runs.append(run)
                 await asyncio.sleep(0.2)
             result["latency"] = best_run(runs)

@@ -20,14 +20,32 @@ from grpc_reflection.v1alpha import reflection
 
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from aip_wire.names import sanitize_task_name
-from aip_wire.vocab import CancelReason, RequesterKind
+from aip_wire.vocab import CancelReason, RequesterKind, SessionState
+from session_service.agents.plan import PlanError, parse_plan
+from session_service.api_errors import (
+    ApiError,
+    Reason,
+    abort,
+    invalid,
+    not_found,
+    rejected,
+)
+from session_service.api_pages import (
+    MAX_KEY_LENGTH,
+    STORE_SCAN_LIMIT,
+    Filters,
+    IdempotencyKeys,
+    Row,
+    page_size,
+    select_page,
+)
 from session_service.api_views import (
+    STATE_NAMES,
     detailed_info,
     device_of,
     restore_results,
     session_info,
     snapshot,
-    status_code,
     stored_info,
     update_of,
 )
@@ -43,6 +61,31 @@ T = TypeVar("T")
 
 #: The full name of the service, for health checks and reflection.
 SERVICE_NAME: str = session_api_pb2.DESCRIPTOR.services_by_name["SessionApi"].full_name
+
+
+def admission_problems(request: session_api_pb2.StartSessionRequest) -> list[tuple[str, str]]:
+    """What is wrong with a StartSession request, as ``(field, description)`` pairs;
+    empty when it may start. Pure: the plan is parsed as the plan agent will parse it,
+    so a request refused here is one the agent would have failed."""
+    problems = []
+    if not request.device_id:
+        problems.append(("device_id", "required"))
+    if not request.request.strip():
+        problems.append(("request", "required"))
+    else:
+        try:
+            parse_plan(request.request)
+        except PlanError as exc:
+            problems.append(("request", str(exc)))
+    if len(request.idempotency_key) > MAX_KEY_LENGTH:
+        problems.append(("idempotency_key",
+                         f"longer than {MAX_KEY_LENGTH} characters"))
+    return problems
+
+
+def _row_of_info(info: session_api_pb2.SessionInfo) -> Row:
+    return Row(info.session_id, info.created_time.ToNanoseconds() / 1e9, info.device_id,
+               STATE_NAMES.get(info.state, ""), info.requester_id, info.task_name)
 
 
 def _past_updates(session: Session) -> list[Update]:
@@ -62,6 +105,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         self.manager = manager
         self.presence = presence
         self.store = store
+        self.idempotency = IdempotencyKeys()
 
     def _info(self, session: Session) -> session_api_pb2.SessionInfo:
         return session_info(session, self.replica_id)
@@ -80,36 +124,42 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
             return await asyncio.to_thread(read, store)
         except Exception as exc:
             log.exception("session store read failed")
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"session store: {exc}")
-            raise AssertionError("unreachable") from exc
+            await abort(context, ApiError(grpc.StatusCode.UNAVAILABLE,
+                                          Reason.STORE_UNAVAILABLE, f"session store: {exc}"))
 
     async def _stored(self, session_id: str, context: grpc.aio.ServicerContext,
                       with_commands: bool = False) -> SessionRecord:
         record = await self._read(context, lambda store: store.get(session_id, with_commands))
         if record is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"No session '{session_id}'")
-        assert record is not None
+            await abort(context, not_found(f"No session '{session_id}'"))
         return record
 
     async def StartSession(
         self, request: session_api_pb2.StartSessionRequest, context: grpc.aio.ServicerContext
     ) -> session_api_pb2.SessionInfo:
-        if not request.device_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "device_id is required")
-        if not request.request.strip():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request must not be empty")
+        problems = admission_problems(request)
+        if problems:  # before anything is recorded or sent
+            await abort(context, invalid(problems))
+        requester_id = request.requester_id or "backend"
+        key = request.idempotency_key
+        first = self.idempotency.get(requester_id, key)
+        if first is not None:
+            return await self._first_session(first, context)
         try:
             session = self.manager.submit(
                 session_id=request.session_id or str(uuid.uuid4()),
                 task_name=sanitize_task_name(request.task_name),
                 request=request.request,
                 device_id=request.device_id,
-                requester_id=request.requester_id or "backend",
+                requester_id=requester_id,
                 requester_kind=RequesterKind.BACKEND,
                 origin_gateway="",
             )
         except SessionRejected as exc:
-            await context.abort(status_code(exc.code), str(exc))
+            await abort(context, rejected(exc.code, str(exc)))
+        # Kept in the same step as the submission: a concurrent retry with this key
+        # finds this session rather than starting a second one.
+        self.idempotency.put(requester_id, key, session.session_id)
         # Answered once the session's record is durable. The manager starts the session
         # then even if this call was cancelled meanwhile: it has a record, so it runs.
         answered: asyncio.Future[SessionRejected | None] = \
@@ -122,8 +172,17 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         self.manager.accept(session, announce)
         refusal = await answered
         if refusal is not None:
-            await context.abort(status_code(refusal.code), str(refusal))
+            self.idempotency.forget(requester_id, key, session.session_id)
+            await abort(context, rejected(refusal.code, str(refusal)))
         return self._info(session)
+
+    async def _first_session(self, session_id: str,
+                             context: grpc.aio.ServicerContext) -> session_api_pb2.SessionInfo:
+        """The session an idempotency key started, from memory or the store."""
+        session = self.manager.sessions.get(session_id)
+        if session is not None:
+            return self._info(session)
+        return stored_info(await self._stored(session_id, context))
 
     def _update(self, session: Session, update: Update) -> session_api_pb2.SessionUpdate:
         return update_of(session, update, self.replica_id)
@@ -178,31 +237,48 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 return self._detailed(session)
             record = await self._read(context, lambda store: store.find_by_task_name(task_name))
             if record is None:
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND, f"No session with task_name '{task_name}'"
-                )
-            assert record is not None
+                await abort(context, not_found(f"No session with task_name '{task_name}'"))
             return stored_info(record, True)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give session_id or task_name")
-        raise AssertionError("unreachable")
+        await abort(context, invalid([("session_id", "give session_id or task_name")]))
 
     async def ListSessions(
         self, request: session_api_pb2.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> session_api_pb2.ListSessionsResponse:
-        limit = request.limit or 100
-        live = [self._info(s) for s in self.manager.list(request.device_id,
-                                                         request.running_only, limit)]
+        state = "" if not request.state else STATE_NAMES.get(request.state)
+        if state is None:
+            await abort(context, invalid([("state", "not a session state")]))
+        if request.running_only:
+            if state not in ("", SessionState.RUNNING):
+                await abort(context, invalid([("running_only", "contradicts state")]))
+            state = SessionState.RUNNING
+        filters = Filters(request.device_id, state or "", request.requester_id,
+                          request.task_name, request.include_other_replicas)
+        infos = await self._candidates(filters, context)
+        try:
+            rows, token = select_page([_row_of_info(info) for info in infos.values()], filters,
+                                      request.page_token, page_size(request.page_size))
+        except ApiError as error:
+            await abort(context, error)
+        return session_api_pb2.ListSessionsResponse(
+            sessions=[infos[row.session_id] for row in rows], next_page_token=token)
+
+    async def _candidates(self, filters: Filters, context: grpc.aio.ServicerContext
+                          ) -> dict[str, session_api_pb2.SessionInfo]:
+        """Every session ListSessions may show under ``filters``, by id: the store
+        narrows by device, state running and replica; select_page does the rest."""
+        running_only = filters.state == SessionState.RUNNING
+        live = self.manager.list(filters.device_id, running_only, len(self.manager.sessions))
         # This replica's own records, plus every replica's when asked: a replica with a
         # stable --replica-id sees its history across restarts.
-        replica_id = None if request.include_other_replicas else self.replica_id
+        replica_id = None if filters.include_other_replicas else self.replica_id
         stored = await self._read(context, lambda store: store.list(
-            request.device_id, request.running_only, limit, replica_id)) or []
+            filters.device_id, running_only, STORE_SCAN_LIMIT, replica_id)) or []
         # A session this replica holds in memory is described by memory alone, even when
         # the filter left it out: its record may lag behind by a commit interval.
         known = self.manager.sessions
-        merged = live + [stored_info(r) for r in stored if r.session_id not in known]
-        merged.sort(key=lambda info: info.created_at, reverse=True)
-        return session_api_pb2.ListSessionsResponse(sessions=merged[:limit])
+        infos = {r.session_id: stored_info(r) for r in stored if r.session_id not in known}
+        infos.update((s.session_id, self._info(s)) for s in live)
+        return infos
 
     async def CancelSession(
         self, request: session_api_pb2.CancelSessionRequest, context: grpc.aio.ServicerContext
@@ -232,10 +308,8 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
     ) -> session_api_pb2.Device:
         record = self.presence.device(request.device_id)
         if record is None:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"Device '{request.device_id}' is not connected"
-            )
-        assert record is not None
+            await abort(context, not_found(f"Device '{request.device_id}' is not connected",
+                                           Reason.DEVICE_NOT_CONNECTED))
         return self._device(record)
 
 

@@ -1,19 +1,19 @@
 """The one translation between the service's objects and ``session_api`` messages.
 
 Live sessions, stored records, command logs, updates and devices become protobuf here;
-a :class:`~aip_wire.vocab.RejectionCode` becomes a gRPC status here. Nothing else in the
-public API spells a protobuf field.
+times become Timestamps and the service's string vocabularies (states, update kinds,
+command statuses) become the API's enums here. Errors are in :mod:`api_errors`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from aip_grpc import session_api_pb2 as pb
 from aip_wire.frames import dumps
-from aip_wire.vocab import RejectionCode, SessionState
+from aip_wire.vocab import CommandStatus, SessionState
 from session_service.core.session import CommandEntry, Session, Update, UpdateKind
 from session_service.presence import ClientRecord
 from session_service.records import CommandRecord, SessionRecord
@@ -27,18 +27,35 @@ STATES: dict[str, Any] = {
 #: A stored state this version does not know shows as unspecified rather than failing.
 _STORED_STATES = {**STATES, "": pb.SESSION_STATE_UNSPECIFIED}
 
-REJECTION_CODES = {
-    RejectionCode.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
-    RejectionCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    RejectionCode.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
-    RejectionCode.DRAINING: grpc.StatusCode.UNAVAILABLE,
-    RejectionCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    RejectionCode.LIMIT: grpc.StatusCode.RESOURCE_EXHAUSTED,
+#: The state a filter names, back to the service's own vocabulary.
+STATE_NAMES: dict[int, SessionState] = {
+    value: SessionState(name) for name, value in STATES.items()
+}
+
+UPDATE_KINDS: dict[str, Any] = {
+    UpdateKind.WATCHING: pb.UPDATE_KIND_WATCHING,
+    UpdateKind.STARTED: pb.UPDATE_KIND_STARTED,
+    UpdateKind.COMMAND_SENT: pb.UPDATE_KIND_COMMAND_SENT,
+    UpdateKind.RESULTS_RECEIVED: pb.UPDATE_KIND_RESULTS_RECEIVED,
+    UpdateKind.ENDED: pb.UPDATE_KIND_ENDED,
+}
+
+COMMAND_STATUSES: dict[str, Any] = {
+    CommandStatus.SENT: pb.COMMAND_STATUS_SENT,
+    CommandStatus.ANSWERED: pb.COMMAND_STATUS_ANSWERED,
+    CommandStatus.TIMEOUT: pb.COMMAND_STATUS_TIMEOUT,
+    CommandStatus.UNDELIVERABLE: pb.COMMAND_STATUS_UNDELIVERABLE,
+    CommandStatus.UNANSWERED: pb.COMMAND_STATUS_UNANSWERED,
 }
 
 
-def status_code(code: RejectionCode) -> grpc.StatusCode:
-    return REJECTION_CODES.get(code, grpc.StatusCode.ABORTED)
+def timestamp(seconds: float | None) -> Timestamp | None:
+    """Seconds since the epoch as a Timestamp; ``None`` (left unset) for no time."""
+    if seconds is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
 
 
 def _json_or_empty(value: Any) -> str:
@@ -56,8 +73,8 @@ def session_info(session: Session, replica_id: str) -> pb.SessionInfo:
         result_json="" if session.running else dumps(session.result).decode(),
         error=session.error or "",
         cancel_reason=session.cancel_reason or "",
-        created_at=session.created_at,
-        ended_at=session.ended_at or 0.0,
+        created_time=timestamp(session.created_at),
+        ended_time=timestamp(session.ended_at),
         steps_done=session.steps_done,
         steps_total=session.steps_total,
         replica_id=replica_id,
@@ -77,10 +94,10 @@ def live_commands(entries: list[CommandEntry]) -> list[pb.CommandRecord]:
         seq=entry.seq,
         response_id=entry.response_id,
         actions_json=_json_or_empty(entry.actions),
-        sent_at=entry.sent_at,
-        status=entry.status,
+        sent_time=timestamp(entry.sent_at),
+        status=COMMAND_STATUSES.get(entry.status, pb.COMMAND_STATUS_UNSPECIFIED),
         results_json=_json_or_empty(entry.results),
-        received_at=entry.received_at or 0.0,
+        received_time=timestamp(entry.received_at),
     ) for entry in entries]
 
 
@@ -89,10 +106,10 @@ def stored_commands(records: list[CommandRecord]) -> list[pb.CommandRecord]:
         seq=record.seq,
         response_id=record.response_id,
         actions_json=record.actions_json,
-        sent_at=record.sent_at,
-        status=record.status,
+        sent_time=timestamp(record.sent_at),
+        status=COMMAND_STATUSES.get(record.status, pb.COMMAND_STATUS_UNSPECIFIED),
         results_json=record.results_json or "",
-        received_at=record.received_at or 0.0,
+        received_time=timestamp(record.received_at),
     ) for record in records]
 
 
@@ -118,8 +135,8 @@ def stored_info(record: SessionRecord, detailed: bool = False) -> pb.SessionInfo
         result_json=record.result_json or "" if record.state != SessionState.RUNNING else "",
         error=record.error or "",
         cancel_reason=record.cancel_reason or "",
-        created_at=record.created_at,
-        ended_at=record.ended_at or 0.0,
+        created_time=timestamp(record.created_at),
+        ended_time=timestamp(record.ended_at),
         steps_done=record.steps_done,
         steps_total=record.steps_total,
         replica_id=record.replica_id,
@@ -133,7 +150,7 @@ def stored_info(record: SessionRecord, detailed: bool = False) -> pb.SessionInfo
 
 def update_of(session: Session, update: Update, replica_id: str) -> pb.SessionUpdate:
     return pb.SessionUpdate(
-        kind=update.kind,
+        kind=UPDATE_KINDS[update.kind],
         session=session_info(session, replica_id),
         response_id=update.response_id,
         detail_json=_json_or_empty(update.detail),
@@ -142,7 +159,7 @@ def update_of(session: Session, update: Update, replica_id: str) -> pb.SessionUp
 
 def snapshot(kind: UpdateKind, info: pb.SessionInfo) -> pb.SessionUpdate:
     """An update that carries only the session as it is (``watching``, ``ended``)."""
-    return pb.SessionUpdate(kind=kind, session=info)
+    return pb.SessionUpdate(kind=UPDATE_KINDS[kind], session=info)
 
 
 def device_of(record: ClientRecord, active_sessions: int) -> pb.Device:

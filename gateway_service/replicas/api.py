@@ -118,7 +118,7 @@ async def session_by_task_name(replica: Replica, task_name: str) -> SessionOutco
         session_id=info.session_id,
         device_id=info.device_id,
         state=_STATE_OF_PB.get(info.state, "unknown"),
-        created_at=info.created_at,
+        created_at=info.created_time.ToNanoseconds() / 1e9,
         result_json=info.result_json,
         error=info.error,
     )

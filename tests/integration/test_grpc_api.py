@@ -25,6 +25,8 @@ from tests.stack import (
 )
 
 pb = session_api_pb2
+WATCHING, SENT = pb.UPDATE_KIND_WATCHING, pb.UPDATE_KIND_COMMAND_SENT
+RESULTS, ENDED = pb.UPDATE_KIND_RESULTS_RECEIVED, pb.UPDATE_KIND_ENDED
 
 
 @pytest.fixture
@@ -115,7 +117,7 @@ async def test_watch_session_streams_until_ended(
     updates: list[pb.SessionUpdate] = []
     stream = call.__aiter__()
     updates.append(await stream.__anext__())
-    assert updates[0].kind == "watching"
+    assert updates[0].kind == WATCHING
     assert updates[0].session.state == pb.SESSION_STATE_RUNNING
     await device.send(results_for(first, "dev1"))
     await answer_commands(device, "dev1", 1)
@@ -123,9 +125,9 @@ async def test_watch_session_streams_until_ended(
         updates.append(update)
     kinds = [u.kind for u in updates]
     # Step a was sent before the watch began: it is replayed, then the rest is live.
-    assert kinds == ["watching", "command_sent", "results_received", "command_sent",
-                     "results_received", "ended"], kinds
-    sent = [u for u in updates if u.kind == "command_sent"]
+    assert kinds == [WATCHING, SENT, RESULTS, SENT,
+                     RESULTS, ENDED], kinds
+    sent = [u for u in updates if u.kind == SENT]
     assert [json.loads(u.detail_json)[0]["tool_name"] for u in sent] == ["a", "b"]
     assert sent[0].response_id == first["response_id"]
     final = updates[-1].session
@@ -135,7 +137,7 @@ async def test_watch_session_streams_until_ended(
     # Watching an ended session answers at once with its final state.
     again = [u async for u in api.WatchSession(pb.WatchSessionRequest(session_id="w1"),
                                                timeout=5)]
-    assert [u.kind for u in again] == ["ended"]
+    assert [u.kind for u in again] == [ENDED]
     assert again[0].session.state == pb.SESSION_STATE_COMPLETED
     assert all(not s.watchers for s in stack.service.manager.sessions.values())
     await device.close()
@@ -150,8 +152,8 @@ async def test_watch_replays_the_steps_before_it(
     second = await device.recv_type("command")  # step b waits on the device
     stream = api.WatchSession(pb.WatchSessionRequest(session_id="w2"), timeout=10).__aiter__()
     seen = [await stream.__anext__() for _ in range(4)]
-    assert [u.kind for u in seen] == ["watching", "command_sent", "results_received",
-                                      "command_sent"]
+    assert [u.kind for u in seen] == [WATCHING, SENT, RESULTS,
+                                      SENT]
     assert seen[0].session.steps_done == 1
     assert [json.loads(u.detail_json)[0]["tool_name"] for u in (seen[1], seen[3])] == [
         "a", "b"]
@@ -159,7 +161,7 @@ async def test_watch_replays_the_steps_before_it(
     await device.send(results_for(second, "dev1"))
     await answer_commands(device, "dev1", 1)
     rest = [u.kind async for u in stream]
-    assert rest == ["results_received", "command_sent", "results_received", "ended"], rest
+    assert rest == [RESULTS, SENT, RESULTS, ENDED], rest
 
 
 async def test_get_session_by_id_and_by_task_name(
@@ -206,8 +208,8 @@ async def test_list_sessions(stack: Stack, api: session_api_pb2_grpc.SessionApiS
     assert {s.session_id for s in on_dev1.sessions} == {"l1", "l2"}
     running = await api.ListSessions(pb.ListSessionsRequest(running_only=True), timeout=5)
     assert {s.session_id for s in running.sessions} == {"l2", "l3"}
-    limited = await api.ListSessions(pb.ListSessionsRequest(limit=1), timeout=5)
-    assert len(limited.sessions) == 1
+    limited = await api.ListSessions(pb.ListSessionsRequest(page_size=1), timeout=5)
+    assert len(limited.sessions) == 1 and limited.next_page_token
     await dev1.close()
     await dev2.close()
 
@@ -219,7 +221,7 @@ async def test_cancel_session(stack: Stack, api: session_api_pb2_grpc.SessionApi
     info = await api.CancelSession(pb.CancelSessionRequest(session_id="cx"), timeout=5)
     assert info.state == pb.SESSION_STATE_CANCELLED
     assert info.cancel_reason == "requested"
-    assert info.ended_at > 0
+    assert info.HasField("ended_time")
     end = await device.recv_type("task_end")
     assert end["status"] == "failed" and end["session_id"] == "cx"
     assert end["error"]

@@ -72,13 +72,16 @@ def assert_command_log(info: pb.SessionInfo) -> None:
     assert [c.seq for c in info.commands] == [0, 1, 2]
     assert [json.loads(c.actions_json)[0]["tool_name"] for c in info.commands] == [
         "first", "second", "third"]
-    assert [c.status for c in info.commands] == ["answered", "timeout", "answered"]
+    assert [c.status for c in info.commands] == [
+        pb.COMMAND_STATUS_ANSWERED, pb.COMMAND_STATUS_TIMEOUT, pb.COMMAND_STATUS_ANSWERED]
     results = [json.loads(c.results_json) for c in info.commands]
     assert results[0][0]["result"] == "one" and results[2][0]["result"] == "three"
     assert results[1][0]["status"] == "failure" and "0.3s" in results[1][0]["error"]
     for command in info.commands:
-        assert command.response_id and 0 < command.sent_at <= command.received_at
-    assert info.commands[0].received_at <= info.commands[1].sent_at
+        sent, received = command.sent_time.ToNanoseconds(), command.received_time.ToNanoseconds()
+        assert command.response_id and 0 < sent <= received
+    first, second = info.commands[0], info.commands[1]
+    assert first.received_time.ToNanoseconds() <= second.sent_time.ToNanoseconds()
     assert json.loads(info.request)["continue_on_failure"] is True
 
 
@@ -113,7 +116,7 @@ async def test_record_outlives_the_requester_and_the_memory(make_stack: StackFac
     assert info.stored and info.state == pb.SESSION_STATE_COMPLETED
     assert (info.task_name, info.device_id, info.requester_id, info.requester_kind) == (
         "job-gone", "dev1", "c1", "constellation")
-    assert info.replica_id == stack.service.settings.replica_id and info.ended_at > 0
+    assert info.replica_id == stack.service.settings.replica_id and info.HasField("ended_time")
     assert [step[0]["result"] for step in json.loads(info.result_json)] == [
         "one", None, "three"]
     assert_command_log(info)
@@ -126,7 +129,7 @@ async def test_record_outlives_the_requester_and_the_memory(make_stack: StackFac
     listed = await api_call(stack.replica.address, "ListSessions", pb.ListSessionsRequest())
     assert [s.session_id for s in listed.sessions] == ["other", "gone-1"]
     watched = [update async for update in _watch(stack.replica.address, "gone-1")]
-    assert [u.kind for u in watched] == ["ended"] and watched[0].session.stored
+    assert [u.kind for u in watched] == [pb.UPDATE_KIND_ENDED] and watched[0].session.stored
     cancelled = await api_call(stack.replica.address, "CancelSession", pb.CancelSessionRequest(
         session_id="gone-1"))
     assert cancelled.state == pb.SESSION_STATE_COMPLETED  # nothing to cancel any more
@@ -272,8 +275,10 @@ async def test_a_session_running_when_its_replica_is_killed_is_failed_at_the_nex
         info = await replica.call("GetSession", pb.GetSessionRequest(session_id="sk"))
         assert info.stored and info.state == pb.SESSION_STATE_FAILED
         assert info.cancel_reason == "replica_restarted"
-        assert "replica_restarted" in info.error and info.ended_at >= info.created_at
-        assert [c.status for c in info.commands] == ["answered", "unanswered"]
+        assert "replica_restarted" in info.error
+        assert info.ended_time.ToNanoseconds() >= info.created_time.ToNanoseconds()
+        assert [c.status for c in info.commands] == [
+            pb.COMMAND_STATUS_ANSWERED, pb.COMMAND_STATUS_UNANSWERED]
         answer = await task_result(f"http://{HOST}:{gateway.port}", "killed-mid-task")
         assert answer.json()["status"] == "done"
         assert "replica_restarted" in answer.json()["error"]
