@@ -29,8 +29,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from aip_runtime.throttled_log import Throttled
 from gateway_service import metrics
-from gateway_service.socket_guard import Throttled, guard_of
+from gateway_service.socket_guard import guard_of
 
 log = logging.getLogger("aip.gateway.http")
 

@@ -18,8 +18,6 @@ The protocol classes (:mod:`gateway_service.http_protocol`,
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,32 +68,6 @@ def cap_for_fd_limit(max_unregistered: int, fd_limit: int | None) -> int:
     if fd_limit is None:
         return max_unregistered
     return max(1, min(max_unregistered, fd_limit // 2))
-
-
-class Throttled:
-    """A log line for an event that may come thousands of times a second: written at
-    most once per ``interval`` seconds, with the number of events it stands for."""
-
-    __slots__ = ("_count", "_interval", "_last", "_level", "_log", "_message")
-
-    def __init__(self, log: logging.Logger, level: int, message: str,
-                 interval: float = 10.0) -> None:
-        self._log = log
-        self._level = level
-        self._message = message
-        self._interval = interval
-        self._count = 0
-        self._last = -interval
-
-    def note(self, *args: Any) -> None:
-        """Count one event; log ``message % args`` (with the count) if it is time to."""
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last >= self._interval:
-            self._log.log(self._level, self._message + " (%d time(s) in %gs)", *args,
-                          self._count, self._interval)
-            self._count = 0
-            self._last = now
 
 
 class SocketGuard:

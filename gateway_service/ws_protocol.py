@@ -51,8 +51,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from websockets.frames import CloseCode
 
+from aip_runtime.throttled_log import Throttled
 from gateway_service import metrics
-from gateway_service.socket_guard import Throttled, guard_of
+from gateway_service.socket_guard import guard_of
 
 log = logging.getLogger("aip.gateway.ws")
 

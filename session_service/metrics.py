@@ -31,3 +31,8 @@ RESULTS_RELEASED = Counter(
     "Command results a running session gave back from memory to stay within "
     "--session-log-bytes (the store keeps them)",
 )
+STORE_ELIDED = Counter(
+    "aip_session_store_elided_total",
+    "Command results recorded without their payloads because the store's write backlog "
+    "was over --store-backlog-bytes",
+)

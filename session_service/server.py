@@ -49,7 +49,8 @@ class SessionService:
         self.store = SessionStore(
             settings.store_location, settings.replica_id, settings.store_commit_interval,
             address=settings.advertise_address or f"{settings.host}:{settings.port}",
-            lease_ttl=settings.lease_ttl) if settings.store_location else None
+            lease_ttl=settings.lease_ttl, backlog_bytes=settings.store_backlog_bytes,
+        ) if settings.store_location else None
         self.manager = SessionManager(settings, self.presence, self.hub, self.store,
                                       reader=self.store)
         interceptors = [TokenInterceptor(settings.auth_token, settings.link_token)] \

@@ -67,6 +67,11 @@ class SessionSettings(BaseSettings):
         "bytes, as the size of their requests, command logs and results in JSON; the "
         "oldest beyond it are read from the store.",
     )
+    store_backlog_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="Bytes of command results queued for the "
+        "store and not yet written; results beyond it are recorded elided (status kept, "
+        "payload replaced by its size), so a slow disk cannot fill memory.",
+    )
     session_log_bytes: int = Field(
         32 * 1024 * 1024, ge=0, description="Bytes of command results a running session "
         "keeps in memory (screenshots are megabytes each); the results of its older "

@@ -49,13 +49,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aip_runtime.throttled_log import Throttled
 from aip_wire.vocab import CancelReason
 from session_service import leases, metrics, store_db, store_reads, store_schema, store_sql
+from session_service.core.log_budget import approx_bytes
 from session_service.records import Claim, SessionRecord
+from session_service.store_backlog import Backlog, elided
 from session_service.store_health import Report, WriteHealth
 from session_service.store_owners import OwnerLocks
 
 log = logging.getLogger("aip.session.store")
+
+#: Default bound of :attr:`SessionStore.backlog` (``--store-backlog-bytes``).
+DEFAULT_BACKLOG_BYTES = 256 * 1024 * 1024
+_elided_log = Throttled(log, logging.WARNING, "results of session %s (%d bytes) recorded "
+                        "elided: the write backlog is over %d bytes (the disk is slower "
+                        "than results arrive)")
 
 MEMORY = ":memory:"
 #: Most queued operations applied in one transaction.
@@ -74,6 +83,8 @@ class Write:
     args: tuple[Any, ...]
     written: Written | None = None
     loop: asyncio.AbstractEventLoop | None = None
+    #: Bytes of results it holds, counted in the store's :class:`Backlog`.
+    size: int = 0
 
 
 class SessionStore:
@@ -85,8 +96,12 @@ class SessionStore:
 
     def __init__(self, path: str, replica_id: str, commit_interval: float = 0.0,
                  probe_interval: float = PROBE_INTERVAL, address: str = "",
-                 lease_ttl: float = leases.TTL) -> None:
+                 lease_ttl: float = leases.TTL,
+                 backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
         self.path = path
+        #: Results queued and not yet written, in bytes; over the bound, results are
+        #: recorded elided (:mod:`session_service.store_backlog`).
+        self.backlog = Backlog(backlog_bytes)
         self.replica_id = replica_id
         #: Where other replicas reach this one (its lease row says so).
         self.address = address
@@ -211,9 +226,16 @@ class SessionStore:
                         (session_id, seq, response_id, actions, sent_at)))
 
     def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
-                       status: str) -> None:
+                       status: str, size: int = 0) -> None:
+        """Queue a command's results (``size``: about their bytes, when known); elided
+        when the backlog is full, rather than held in memory without bound."""
+        size = size or approx_bytes(results)
+        if not self.backlog.admit(size):
+            metrics.STORE_ELIDED.inc()
+            _elided_log.note(session_id, size, self.backlog.limit)
+            results, size = elided(results, size), 0
         self._put(Write(store_sql.update_command,
-                        (session_id, seq, results, received_at, status)))
+                        (session_id, seq, results, received_at, status), size=size))
 
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
@@ -285,6 +307,7 @@ class SessionStore:
                     error = repr(exc)
         if writes:
             self._judge(len(writes) - len(failed), failed, error)
+        self.backlog.written(sum(write.size for write in writes))
         self._tell(batch, failed)
 
     def _judge(self, written: int, failed: list[Write], error: str) -> None:

@@ -57,10 +57,10 @@ class AgentSessionContext:
         )
         metrics.COMMAND_SECONDS.observe(time.perf_counter() - started)
         entry.results, entry.received_at = results, time.time()
-        self._records.record_results(session.session_id, entry.seq, results,
-                                     entry.received_at, entry.status)
-        session.steps_done += 1
         entry.size = approx_bytes(results)
+        self._records.record_results(session.session_id, entry.seq, results,
+                                     entry.received_at, entry.status, entry.size)
+        session.steps_done += 1
         session.log_bytes += entry.size
         if session.log_bytes > self._log_bytes:
             metrics.RESULTS_RELEASED.inc(keep_within(session, self._log_bytes))

@@ -56,7 +56,7 @@ class RecordSink(Protocol):
                        sent_at: float) -> None: ...
 
     def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
-                       status: str) -> None: ...
+                       status: str, size: int = 0) -> None: ...
 
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
@@ -87,7 +87,7 @@ class NullRecords:
         pass
 
     def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
-                       status: str) -> None:
+                       status: str, size: int = 0) -> None:
         pass
 
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,

@@ -6,11 +6,11 @@ import logging
 
 import pytest
 
+from aip_runtime.throttled_log import Throttled
 from gateway_service.settings import GatewaySettings
 from gateway_service.socket_guard import (
     SocketGuard,
     SocketLimits,
-    Throttled,
     cap_for_fd_limit,
     guard_of,
 )
