@@ -49,7 +49,7 @@ from session_service.api_views import (
     stored_info,
     update_of,
 )
-from session_service.core.decisions import SessionRejected
+from session_service.core.decisions import AlreadyYours, SessionRejected
 from session_service.core.manager import SessionManager
 from session_service.core.session import Session, Update, UpdateKind
 from session_service.presence import ClientRecord, Presence
@@ -155,6 +155,8 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 requester_kind=RequesterKind.BACKEND,
                 origin_gateway="",
             )
+        except AlreadyYours as exc:  # this requester's retry: the first session
+            return self._existing(exc)
         except SessionRejected as exc:
             await abort(context, rejected(exc.code, str(exc)))
         # Kept in the same step as the submission: a concurrent retry with this key
@@ -173,8 +175,17 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         refusal = await answered
         if refusal is not None:
             self.idempotency.forget(requester_id, key, session.session_id)
+            if isinstance(refusal, AlreadyYours):  # the store knew the id as its own
+                return self._existing(refusal)
             await abort(context, rejected(refusal.code, str(refusal)))
         return self._info(session)
+
+    def _existing(self, retry: AlreadyYours) -> session_api_pb2.SessionInfo:
+        """The session a requester's retry with its own id finds, live or recorded."""
+        existing = retry.existing
+        if isinstance(existing, Session):
+            return self._info(existing)
+        return stored_info(existing)
 
     async def _first_session(self, session_id: str,
                              context: grpc.aio.ServicerContext) -> session_api_pb2.SessionInfo:
