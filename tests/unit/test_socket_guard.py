@@ -69,7 +69,7 @@ def test_a_config_from_elsewhere_gets_a_guard_with_its_size_limit() -> None:
 def test_throttled_logs_once_per_interval_with_a_count(
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr("gateway_service.socket_guard.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("aip_runtime.throttled_log.time.monotonic", lambda: now[0])
     throttled = Throttled(logging.getLogger("t"), logging.WARNING, "refused %s", interval=10)
     with caplog.at_level(logging.WARNING, logger="t"):
         for n in range(5):
