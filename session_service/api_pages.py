@@ -1,11 +1,11 @@
 """What ListSessions selects and how it pages, and StartSession's idempotency keys.
 
-The session store lists by device, running or not, and replica, newest first, up to a
-limit; it has no cursor nor the other filters yet. :func:`select_page` does the rest
-over what it returns, so that the store can take each part over later without the API
-changing: the filters, the ordering (``created_at`` then ``session_id``, both
-descending) and the cursor. The page token is opaque to clients: it holds the last
-session's sort key and a digest of the filters it was made for.
+With a session store (every replica shares one), the store pages by itself: keyset
+pagination newest first (``created_at`` then ``session_id``, both descending; see
+:func:`session_service.store_reads.page`). The API wraps the store's cursor in a token
+that also holds a digest of the filters it was made for, so a token that comes back with
+other filters is refused rather than silently paging something else. A replica without a
+store pages its memory the same way with :func:`select_page`.
 """
 
 from __future__ import annotations
@@ -18,15 +18,12 @@ from dataclasses import dataclass
 
 import orjson
 
+from session_service import store_reads
 from session_service.api_errors import invalid
 
 #: ListSessions' page size when none is asked, and the largest it gives.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-#: How many stored records one ListSessions reads at most before filtering and paging;
-#: sessions past that (in the store's newest-first order) are out of reach until the
-#: store pages by itself.
-STORE_SCAN_LIMIT = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +34,17 @@ class Filters:
     state: str = ""  # a SessionState value, or "" for any
     requester_id: str = ""
     task_name: str = ""
-    include_other_replicas: bool = False
+    replica_id: str = ""
 
     def digest(self) -> str:
         text = orjson.dumps([self.device_id, self.state, self.requester_id, self.task_name,
-                             self.include_other_replicas])
+                             self.replica_id])
         return hashlib.sha256(text).hexdigest()[:16]
+
+    def stored(self) -> store_reads.Filters:
+        """The same filters, as the store takes them."""
+        return store_reads.Filters(self.device_id, self.state, self.requester_id,
+                                   self.task_name, self.replica_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ class Row:
     state: str
     requester_id: str
     task_name: str
+    replica_id: str = ""
 
     def key(self) -> tuple[float, str]:
         return (self.created_at, self.session_id)
@@ -91,7 +94,34 @@ def matches(row: Row, filters: Filters) -> bool:
     return ((not filters.device_id or row.device_id == filters.device_id)
             and (not filters.state or row.state == filters.state)
             and (not filters.requester_id or row.requester_id == filters.requester_id)
-            and (not filters.task_name or row.task_name == filters.task_name))
+            and (not filters.task_name or row.task_name == filters.task_name)
+            and (not filters.replica_id or row.replica_id == filters.replica_id))
+
+
+def wrap_token(store_token: str, filters: Filters) -> str:
+    """The API's token for the store's cursor ``store_token`` (``""`` stays ``""``)."""
+    if not store_token:
+        return ""
+    text = orjson.dumps({"t": store_token, "f": filters.digest()})
+    return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+
+def unwrap_token(token: str, filters: Filters) -> str:
+    """The store's cursor inside an API token (``""`` for none).
+
+    :raises api_errors.ApiError: the token is not one of ours, or was made for other filters.
+    """
+    if not token:
+        return ""
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        store_token, digest = str(data["t"]), data["f"]
+        store_reads.decode_token(store_token)
+    except (ValueError, KeyError, TypeError):
+        raise invalid([("page_token", "not a token this API gave")]) from None
+    if digest != filters.digest():
+        raise invalid([("page_token", "given with other filters than its page")])
+    return store_token
 
 
 def select_page(rows: Iterable[Row], filters: Filters, token: str,
@@ -117,9 +147,9 @@ MAX_KEY_LENGTH = 128
 class IdempotencyKeys:
     """Which session each (requester, key) started, for the latest ``capacity`` keys.
 
-    In memory and per replica for now: a retry that reaches another replica, or comes
-    after a restart, starts another session. The shared session store is to keep these
-    with the session's record.
+    The store is the arbiter across replicas and restarts (the key is part of the
+    session's record, unique per requester); this memory answers a retry that arrives
+    on the same replica before the first session's record is written.
     """
 
     def __init__(self, capacity: int = 10_000) -> None:

@@ -32,12 +32,13 @@ from session_service.api_errors import (
 )
 from session_service.api_pages import (
     MAX_KEY_LENGTH,
-    STORE_SCAN_LIMIT,
     Filters,
     IdempotencyKeys,
     Row,
     page_size,
     select_page,
+    unwrap_token,
+    wrap_token,
 )
 from session_service.api_views import (
     STATE_NAMES,
@@ -81,11 +82,6 @@ def admission_problems(request: session_api_pb2.StartSessionRequest) -> list[tup
         problems.append(("idempotency_key",
                          f"longer than {MAX_KEY_LENGTH} characters"))
     return problems
-
-
-def _row_of_info(info: session_api_pb2.SessionInfo) -> Row:
-    return Row(info.session_id, info.created_time.ToNanoseconds() / 1e9, info.device_id,
-               STATE_NAMES.get(info.state, ""), info.requester_id, info.task_name)
 
 
 def _past_updates(session: Session) -> list[Update]:
@@ -263,33 +259,37 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 await abort(context, invalid([("running_only", "contradicts state")]))
             state = SessionState.RUNNING
         filters = Filters(request.device_id, state or "", request.requester_id,
-                          request.task_name, request.include_other_replicas)
-        infos = await self._candidates(filters, context)
+                          request.task_name, request.replica_id)
+        size = page_size(request.page_size)
         try:
-            rows, token = select_page([_row_of_info(info) for info in infos.values()], filters,
-                                      request.page_token, page_size(request.page_size))
+            if self.store is None:
+                return self._memory_page(filters, request.page_token, size)
+            cursor = unwrap_token(request.page_token, filters)
         except ApiError as error:
             await abort(context, error)
+        try:
+            found, next_cursor = await self.manager.page(filters.stored(), size, cursor)
+        except Exception as exc:
+            log.exception("session store read failed")
+            await abort(context, ApiError(grpc.StatusCode.UNAVAILABLE,
+                                          Reason.STORE_UNAVAILABLE, f"session store: {exc}"))
+        # A session this replica holds is described from memory: its record may lag
+        # behind by a commit interval.
         return session_api_pb2.ListSessionsResponse(
-            sessions=[infos[row.session_id] for row in rows], next_page_token=token)
+            sessions=[self._info(s) if isinstance(s, Session) else stored_info(s)
+                      for s in found],
+            next_page_token=wrap_token(next_cursor, filters))
 
-    async def _candidates(self, filters: Filters, context: grpc.aio.ServicerContext
-                          ) -> dict[str, session_api_pb2.SessionInfo]:
-        """Every session ListSessions may show under ``filters``, by id: the store
-        narrows by device, state running and replica; select_page does the rest."""
-        running_only = filters.state == SessionState.RUNNING
-        live = self.manager.list(filters.device_id, running_only, len(self.manager.sessions))
-        # This replica's own records, plus every replica's when asked: a replica with a
-        # stable --replica-id sees its history across restarts.
-        replica_id = None if filters.include_other_replicas else self.replica_id
-        stored = await self._read(context, lambda store: store.list(
-            filters.device_id, running_only, STORE_SCAN_LIMIT, replica_id)) or []
-        # A session this replica holds in memory is described by memory alone, even when
-        # the filter left it out: its record may lag behind by a commit interval.
-        known = self.manager.sessions
-        infos = {r.session_id: stored_info(r) for r in stored if r.session_id not in known}
-        infos.update((s.session_id, self._info(s)) for s in live)
-        return infos
+    def _memory_page(self, filters: Filters, token: str,
+                     size: int) -> session_api_pb2.ListSessionsResponse:
+        """A page of this replica's memory, for a replica without a store."""
+        live = {s.session_id: s for s in self.manager.sessions.values()}
+        rows = (Row(s.session_id, s.created_at, s.device_id, s.state, s.requester_id,
+                    s.task_name, self.replica_id) for s in live.values())
+        page, next_token = select_page(rows, filters, token, size)
+        return session_api_pb2.ListSessionsResponse(
+            sessions=[self._info(live[row.session_id]) for row in page],
+            next_page_token=next_token)
 
     async def CancelSession(
         self, request: session_api_pb2.CancelSessionRequest, context: grpc.aio.ServicerContext

@@ -33,6 +33,7 @@ class Filters:
     state: str = ""  # running, completed, failed, cancelled
     requester_id: str = ""
     task_name: str = ""
+    replica_id: str = ""  # the replica that ran it
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def page(db: Db, filters: Filters, page_size: int,
     """
     size = max(1, min(page_size or 100, MAX_PAGE))
     where, args = ["TRUE"], []
-    for column in ("device_id", "state", "requester_id", "task_name"):
+    for column in ("device_id", "state", "requester_id", "task_name", "replica_id"):
         value = getattr(filters, column)
         if value:
             where.append(f"{column} = ?")

@@ -20,6 +20,7 @@ from session_service.store_reads import Filters, Page
 class SessionQueries:
     """The reads of :class:`~session_service.core.manager.SessionManager`."""
 
+    replica_id: str
     sessions: dict[str, Session]
     reader: RecordReader | None
     _running_on: dict[str, int]
@@ -45,7 +46,7 @@ class SessionQueries:
         """
         if self.reader is None:
             return [s for s in self.list(limit=max(1, page_size or 100))
-                    if _matches(s, filters)], ""
+                    if _matches(s, filters, self.replica_id)], ""
         found: Page = await asyncio.to_thread(self.reader.page, filters, page_size,
                                               page_token)
         return [self.sessions.get(r.session_id) or r for r in found.records], found.next_token
@@ -67,7 +68,8 @@ class SessionQueries:
         return self._running_on.get(device_id, 0)
 
 
-def _matches(session: Session, filters: Filters) -> bool:
+def _matches(session: Session, filters: Filters, replica_id: str) -> bool:
     return all(not wanted or wanted == actual for wanted, actual in (
         (filters.device_id, session.device_id), (filters.state, session.state),
-        (filters.requester_id, session.requester_id), (filters.task_name, session.task_name)))
+        (filters.requester_id, session.requester_id), (filters.task_name, session.task_name),
+        (filters.replica_id, replica_id)))

@@ -83,7 +83,7 @@ async def test_a_malformed_plan_is_invalid_argument_and_nothing_starts(
     [(field, description)] = violations
     assert field == "request" and "not a valid plan" in description
     await device.expect_silence(0.3)  # no command was sent
-    listed = await api.ListSessions(pb.ListSessionsRequest(include_other_replicas=True),
+    listed = await api.ListSessions(pb.ListSessionsRequest(),
                                     timeout=5)
     assert list(listed.sessions) == []  # and nothing was recorded
     await device.close()

@@ -172,7 +172,7 @@ async def test_records_survive_a_restart_of_the_session_service(
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "done"
         assert answer.json()["result"][0][0]["result"] == "one"
-        # The same replica id lists its history; another replica's records only on request.
+        # The same replica id lists its history; so does any other replica.
         listed = await api_call(address, "ListSessions", pb.ListSessionsRequest())
         assert [s.session_id for s in listed.sessions] == ["before-restart"]
     finally:
@@ -183,12 +183,15 @@ async def test_records_survive_a_restart_of_the_session_service(
     other_port = await other.start()
     try:
         address = f"{HOST}:{other_port}"
-        mine = await api_call(address, "ListSessions", pb.ListSessionsRequest())
+        mine = await api_call(address, "ListSessions",
+                              pb.ListSessionsRequest(replica_id="replica-b"))
         assert list(mine.sessions) == []
-        every = await api_call(address, "ListSessions", pb.ListSessionsRequest(
-            include_other_replicas=True))
+        every = await api_call(address, "ListSessions", pb.ListSessionsRequest())
         assert [s.session_id for s in every.sessions] == ["before-restart"]
         assert every.sessions[0].replica_id == "replica-a"
+        theirs = await api_call(address, "ListSessions",
+                                pb.ListSessionsRequest(replica_id="replica-a"))
+        assert [s.session_id for s in theirs.sessions] == ["before-restart"]
     finally:
         await other.stop(grace=0.5)
 

@@ -154,7 +154,7 @@ async def test_a_backend_calling_random_replicas(shared: Shared) -> None:
     assert len(owners) >= 2  # the sessions were spread: Get crossed replicas
     for replica in shared.replicas:
         listed = await replica.call("ListSessions", pb.ListSessionsRequest(
-            page_size=100, include_other_replicas=True))
+            page_size=100))
         assert {s.session_id for s in listed.sessions} >= set(ids)
 
     for restart in (False, True):

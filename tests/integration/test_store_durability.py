@@ -106,7 +106,7 @@ async def test_every_acked_session_has_a_record_after_a_kill_20ms_later(
             assert info.cancel_reason == "replica_restarted", info
             assert info.device_id == "dd" and json_steps(info.request) == 1
         listed = await replica.call("ListSessions", pb.ListSessionsRequest(
-            page_size=500, include_other_replicas=True))
+            page_size=500))
         assert {s.session_id for s in listed.sessions} >= {*linked, *backend}
     finally:
         for recorder in recorders:
