@@ -224,6 +224,30 @@ async def backend(args: argparse.Namespace, device: Any) -> None:
         else:
             raise AssertionError(f"backend session {session_id} did not complete: {info}")
     log("backend sessions completed, read back through any replica")
+    # Watch and cancel, each on a fresh connection: some reach a replica that does not
+    # run the session, which forwards to the one that does.
+    for n in range(args.replicas):
+        session_id = f"backend-held-{n}"
+        async with grpc.aio.insecure_channel(args.api) as channel:
+            info = await session_api_pb2_grpc.SessionApiStub(channel).StartSession(
+                pb.StartSessionRequest(device_id="compose-dev", request=request,
+                                       session_id=session_id),
+                timeout=10, metadata=api_auth)
+        await recv_type(device, "command")  # left unanswered
+        async with grpc.aio.insecure_channel(args.api) as channel:
+            stream = session_api_pb2_grpc.SessionApiStub(channel).WatchSession(
+                pb.WatchSessionRequest(session_id=session_id), timeout=20,
+                metadata=api_auth).__aiter__()
+            first = await stream.__anext__()
+            assert first.kind == pb.UPDATE_KIND_WATCHING, first
+            async with grpc.aio.insecure_channel(args.api) as other:
+                cancelled = await session_api_pb2_grpc.SessionApiStub(other).CancelSession(
+                    pb.CancelSessionRequest(session_id=session_id), timeout=15,
+                    metadata=api_auth)
+            assert cancelled.state == pb.SESSION_STATE_CANCELLED, cancelled
+            kinds = [update.kind async for update in stream]
+            assert kinds and kinds[-1] == pb.UPDATE_KIND_ENDED, kinds
+        log(f"{session_id} on {info.replica_id}: watched and cancelled through {args.api}")
     async with grpc.aio.insecure_channel(args.api) as channel:
         api = session_api_pb2_grpc.SessionApiStub(channel)
         await refused(api.ListDevices(pb.ListDevicesRequest(), timeout=10))

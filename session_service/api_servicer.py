@@ -2,8 +2,8 @@
 
 A session this replica holds in memory is answered from memory; any other is looked up in
 the session store (in a worker thread), so records outlive the requester, the memory
-retention and the process. The standard health service and reflection are set up here
-too, since they are what probes and tools see of the replica.
+retention and the process. A running session of another replica is watched and cancelled at
+its owner (:mod:`session_service.api_forward`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from aip_wire.names import sanitize_task_name
@@ -30,6 +28,7 @@ from session_service.api_errors import (
     not_found,
     rejected,
 )
+from session_service.api_forward import Owners
 from session_service.api_pages import (
     MAX_KEY_LENGTH,
     Filters,
@@ -58,6 +57,7 @@ from session_service.records import SessionRecord
 from session_service.store import SessionStore
 
 log = logging.getLogger("aip.session.api")
+
 T = TypeVar("T")
 
 #: The full name of the service, for health checks and reflection.
@@ -96,11 +96,13 @@ def _past_updates(session: Session) -> list[Update]:
 
 class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
     def __init__(self, replica_id: str, manager: SessionManager, presence: Presence,
-                 store: SessionStore | None = None) -> None:
+                 store: SessionStore | None = None, owners: Owners | None = None) -> None:
         self.replica_id = replica_id
         self.manager = manager
         self.presence = presence
         self.store = store
+        #: How calls about another replica's running session reach it.
+        self.owners = owners
         self.idempotency = IdempotencyKeys()
 
     def _info(self, session: Session) -> session_api_pb2.SessionInfo:
@@ -150,6 +152,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 requester_id=requester_id,
                 requester_kind=RequesterKind.BACKEND,
                 origin_gateway="",
+                idempotency_key=key,
             )
         except AlreadyYours as exc:  # this requester's retry: the first session
             return self._existing(exc)
@@ -200,6 +203,10 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         session = self.manager.sessions.get(request.session_id)
         if session is None:
             record = await self._stored(request.session_id, context)
+            if self.owners is not None and self.owners.runs_elsewhere(record, context):
+                async for relayed in self.owners.watch(request, record, context):
+                    yield relayed
+                return
             yield snapshot(UpdateKind.ENDED, stored_info(record))
             return
         if not session.running:  # its command log is in GetSession
@@ -295,8 +302,11 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         self, request: session_api_pb2.CancelSessionRequest, context: grpc.aio.ServicerContext
     ) -> session_api_pb2.SessionInfo:
         session = self.manager.sessions.get(request.session_id)
-        if session is None:  # ended long ago, maybe in another process: nothing to cancel
-            return stored_info(await self._stored(request.session_id, context))
+        if session is None:
+            record = await self._stored(request.session_id, context)
+            if self.owners is not None and self.owners.runs_elsewhere(record, context):
+                return await self.owners.cancel(request, record, context)
+            return stored_info(record)  # ended: nothing to cancel
         self.manager.cancel(session.session_id, request.reason or CancelReason.REQUESTED)
         try:
             await asyncio.wait_for(session.ended.wait(), timeout=5.0)
@@ -304,15 +314,19 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
             pass
         return self._info(session)
 
-    def _device(self, record: ClientRecord) -> session_api_pb2.Device:
-        return device_of(record, self.manager.active_on(record.client_id))
+    async def _devices(self, records: list[ClientRecord],
+                       context: grpc.aio.ServicerContext) -> list[session_api_pb2.Device]:
+        """The devices with their running sessions counted over every replica: this
+        one's from memory, the others' from the store."""
+        elsewhere = await self._read(context, SessionStore.running_elsewhere) or {}
+        return [device_of(record, self.manager.active_on(record.client_id)
+                          + elsewhere.get(record.client_id, 0)) for record in records]
 
     async def ListDevices(
         self, request: session_api_pb2.ListDevicesRequest, context: grpc.aio.ServicerContext
     ) -> session_api_pb2.ListDevicesResponse:
         return session_api_pb2.ListDevicesResponse(
-            devices=[self._device(record) for record in self.presence.devices()]
-        )
+            devices=await self._devices(self.presence.devices(), context))
 
     async def GetDevice(
         self, request: session_api_pb2.GetDeviceRequest, context: grpc.aio.ServicerContext
@@ -321,46 +335,11 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         if record is None:
             await abort(context, not_found(f"Device '{request.device_id}' is not connected",
                                            Reason.DEVICE_NOT_CONNECTED))
-        return self._device(record)
+        [device] = await self._devices([record], context)
+        return device
 
 
 def add_to_server(servicer: SessionApiServicer, server: grpc.aio.Server) -> None:
     session_api_pb2_grpc.add_SessionApiServicer_to_server(servicer, server)
 
 
-class Health:
-    """The standard health service and reflection for ``service_names``; part of the
-    public surface because backends and orchestrators probe it."""
-
-    def __init__(self, server: grpc.aio.Server, service_names: tuple[str, ...]) -> None:
-        self.service_names = service_names
-        self._servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._servicer, server)
-        reflection.enable_server_reflection(
-            (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-
-    async def serving(self, ok: bool = True) -> None:
-        """Every service SERVING, or NOT_SERVING when not ``ok`` (the store cannot write);
-        nothing changes once the graceful shutdown has begun."""
-        status = (health_pb2.HealthCheckResponse.SERVING if ok
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for name in ("", *self.service_names):
-            await self._servicer.set(name, status)
-
-    async def enter_graceful_shutdown(self) -> None:
-        """Every service NOT_SERVING from now on, whatever is set later."""
-        await self._servicer.enter_graceful_shutdown()
-
-
-def probe(address: str = "127.0.0.1:50051", timeout: float = 3.0) -> int:
-    """A container health check's exit status: 0 when the replica at ``address`` says
-    SERVING, 1 otherwise (draining, unreachable, or no answer within ``timeout``)."""
-    with grpc.insecure_channel(address) as channel:
-        try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout
-            )
-        except grpc.RpcError:
-            return 1
-    return 0 if answer.status == health_pb2.HealthCheckResponse.SERVING else 1

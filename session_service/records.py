@@ -42,12 +42,16 @@ class SessionRecord:
     steps_done: int = 0
     steps_total: int = 0
     commands: list[CommandRecord] = field(default_factory=list)
+    #: Written at creation, never read back into a record: the store's unique key on
+    #: ``(requester_id, idempotency_key)`` is what uses it.
+    idempotency_key: str = ""
 
 
 @dataclass(slots=True)
 class Claim:
     """The outcome of a session's creation in the store, filled in by its writer before
     the creation's callback runs: ``winner`` is the record that already held the id
-    (``None``: this creation won it)."""
+    (``None``: this creation won it). The holder may be another session of the same
+    requester under the same idempotency key."""
 
     winner: SessionRecord | None = None

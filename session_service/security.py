@@ -50,6 +50,15 @@ def server_credentials(
     )
 
 
+def peer_credentials(cert: Path, key: Path, peer_ca: Path | None) -> grpc.ChannelCredentials:
+    """TLS to the other replicas, for calls forwarded to a session's owner: presenting
+    this replica's own certificate (for mutual TLS) and trusting ``peer_ca`` (default:
+    the system's roots)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=peer_ca.read_bytes() if peer_ca is not None else None,
+        private_key=key.read_bytes(), certificate_chain=cert.read_bytes())
+
+
 def is_loopback(host: str) -> bool:
     """Whether listening on ``host`` keeps the port on this machine."""
     host = host.strip().strip("[]")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from typing import Any
 
@@ -25,11 +26,17 @@ from prometheus_client import start_http_server
 from aip_link.channel import SERVER_OPTIONS
 from aip_wire.vocab import CancelReason
 from session_service import api_servicer, leases, link_servicer
-from session_service.api_servicer import Health, SessionApiServicer
+from session_service.api_forward import Owners
+from session_service.api_health import Health
+from session_service.api_servicer import SessionApiServicer
 from session_service.core.manager import SessionManager
 from session_service.link_servicer import GatewayLinkServicer, LinkHub
 from session_service.presence import Presence
-from session_service.security import TokenInterceptor, server_credentials
+from session_service.security import (
+    TokenInterceptor,
+    peer_credentials,
+    server_credentials,
+)
 from session_service.settings import SessionSettings
 from session_service.store import SessionStore
 from session_service.store_db import shown
@@ -37,6 +44,18 @@ from session_service.store_db import shown
 log = logging.getLogger("aip.session.server")
 
 SERVICE_NAMES = (link_servicer.SERVICE_NAME, api_servicer.SERVICE_NAME)
+
+
+def advertised(host: str, port: int) -> str:
+    """Where other replicas reach a replica listening on ``host:port`` when it does not
+    say (``--advertise-address``): on every interface (``0.0.0.0``, ``::``, ``""``),
+    the address its host name resolves to, as in a container; else ``host`` itself."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SessionService:
@@ -48,7 +67,7 @@ class SessionService:
         self.hub = LinkHub()
         self.store = SessionStore(
             settings.store_location, settings.replica_id, settings.store_commit_interval,
-            address=settings.advertise_address or f"{settings.host}:{settings.port}",
+            address=settings.advertise_address or advertised(settings.host, settings.port),
             lease_ttl=settings.lease_ttl, backlog_bytes=settings.store_backlog_bytes,
         ) if settings.store_location else None
         self.manager = SessionManager(settings, self.presence, self.hub, self.store,
@@ -68,8 +87,14 @@ class SessionService:
                                 settings.gateway_grace, settings.link_silence_limit),
             self.server,
         )
+        self.owners = Owners(
+            self.store, settings.replica_id, settings.lease_ttl, settings.auth_token,
+            peer_credentials(settings.tls_cert, settings.tls_key, settings.tls_peer_ca)
+            if settings.tls_cert is not None and settings.tls_key is not None else None,
+        ) if self.store is not None else None
         api_servicer.add_to_server(
-            SessionApiServicer(settings.replica_id, self.manager, self.presence, self.store),
+            SessionApiServicer(settings.replica_id, self.manager, self.presence, self.store,
+                               self.owners),
             self.server,
         )
         self.health = Health(self.server, SERVICE_NAMES)
@@ -97,6 +122,11 @@ class SessionService:
             self.port = self.server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
+        if self.store is not None and not self.settings.advertise_address \
+                and self.port != self.settings.port:
+            # Bound to a port the system chose: the lease must say which.
+            self.store.address = advertised(self.settings.host, self.port)
+            await asyncio.to_thread(self.store.renew_lease)
         await self.server.start()
         await self.health.serving(self.store is None or self.store.writable)
         if self.settings.metrics_port is not None:
@@ -167,6 +197,8 @@ class SessionService:
             except Exception:
                 log.exception("closing the session store failed")
         await self.server.stop(grace)
+        if self.owners is not None:
+            await self.owners.close()
         if self._metrics is not None:
             self._metrics.shutdown()
             self._metrics.server_close()

@@ -122,6 +122,11 @@ class SessionSettings(BaseSettings):
     tls_client_ca: Path | None = Field(
         None, description="Require client certificates signed by this CA (mutual TLS)."
     )
+    tls_peer_ca: Path | None = Field(
+        None, description="Trust this CA (PEM) for the other replicas' certificates when "
+        "forwarding a call to a session's owner (default: the system's roots); this "
+        "replica presents --tls-cert to them."
+    )
     auth_token: str | None = Field(
         None,
         description="API token backends (and gateways, for device lookups) must send as "

@@ -381,6 +381,11 @@ class SessionStore:
         with self._lock:
             return store_reads.page(self._connection(), filters, page_size, page_token)
 
+    def running_elsewhere(self) -> dict[str, int]:
+        """Running sessions per device in the other replicas (this one counts its own)."""
+        with self._lock:
+            return store_reads.running_by_device(self._connection(), self.replica_id)
+
     def replicas(self) -> builtins.list[store_reads.Lease]:
         """Every replica with a lease: where to reach it, and until when."""
         with self._lock:

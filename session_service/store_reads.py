@@ -122,6 +122,13 @@ def page(db: Db, filters: Filters, page_size: int,
     return Page(records, encode_token(last.created_at, last.session_id) if last else "")
 
 
+def running_by_device(db: Db, other_than: str) -> dict[str, int]:
+    """How many sessions run on each device in replicas other than ``other_than``."""
+    return dict(db.execute(
+        "SELECT device_id, COUNT(*) FROM sessions WHERE state = 'running' "
+        "AND replica_id <> ? GROUP BY device_id", (other_than,)).fetchall())
+
+
 def encode_token(created_at: float, session_id: str) -> str:
     """An opaque token for the position after ``(created_at, session_id)``."""
     text = json.dumps([created_at, session_id], separators=(",", ":"))

@@ -76,6 +76,12 @@ MIGRATIONS: tuple[str, ...] = (
         lease_expires REAL NOT NULL       -- seconds since the epoch
     ) WITHOUT ROWID;
     """,
+    # 3: StartSession's idempotency keys, unique per requester on every replica.
+    """
+    ALTER TABLE sessions ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX sessions_by_idempotency_key
+        ON sessions (requester_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+    """,
 )
 
 

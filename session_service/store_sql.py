@@ -29,22 +29,30 @@ def _json(value: Any) -> str:
 
 def claim_session(db: Db, record: SessionRecord, instance: str,
                   claim: Claim) -> None:
-    """Create the session unless its id is taken; the unique key decides, whichever
-    replica asks. A taken id is never overwritten while its record is retained: the
-    holder is read back into ``claim`` for the ownership rule."""
+    """Create the session unless its id, or its requester's idempotency key, is taken;
+    the unique keys decide, whichever replica asks. A taken id is never overwritten
+    while its record is retained: the holder is read back into ``claim`` for the
+    ownership rule (a key's holder is the same requester's first session)."""
+    key = record.idempotency_key or None
     cursor = db.execute(
         "INSERT INTO sessions (session_id, task_name, request, device_id, requester_id, "
-        "requester_kind, agent, replica_id, instance, state, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
+        "requester_kind, agent, replica_id, instance, state, created_at, idempotency_key) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (record.session_id, record.task_name, record.request, record.device_id,
          record.requester_id, record.requester_kind, record.agent, record.replica_id,
-         instance, record.state, record.created_at),
+         instance, record.state, record.created_at, key),
     )
     if cursor.rowcount == 1:
         claim.winner = None
         return
     row = db.execute(f"SELECT {COLUMNS} FROM sessions WHERE session_id = ?",
                      (record.session_id,)).fetchone()
+    if row is None and key is not None:
+        row = db.execute(f"SELECT {COLUMNS} FROM sessions WHERE requester_id = ? "
+                         "AND idempotency_key = ?", (record.requester_id, key)).fetchone()
+    if row is None:  # held a moment ago, pruned since: rare enough to refuse plainly
+        raise RuntimeError(f"session {record.session_id!r} conflicted with a record "
+                           "that is gone")
     claim.winner = SessionRecord(*row)
 
 

@@ -98,6 +98,7 @@ class SessionManager(SessionQueries):
         requester_kind: RequesterKind,
         origin_gateway: str,
         agent_name: str = "plan",
+        idempotency_key: str = "",
     ) -> Session:
         """Admit a session; :meth:`start` runs it once its acceptance is announced.
 
@@ -126,6 +127,7 @@ class SessionManager(SessionQueries):
             device_info=device.device_info if device is not None else {},
             requester_id=requester_id, requester_kind=requester_kind,
             origin_gateway=origin_gateway, agent_name=agent_name,
+            idempotency_key=idempotency_key,
             device_gateway=device.gateway_id if device is not None else "",
         )
         if admission is decisions.Admission.DUPLICATE:

@@ -69,6 +69,9 @@ class Session:
     origin_gateway: str  # the gateway that submitted it ("" for backend calls)
     device_gateway: str  # the device's gateway when the session was accepted
     agent_name: str = "plan"
+    #: The backend's StartSession idempotency key ("" for none): unique per requester
+    #: in the store, so a retry on any replica finds this session.
+    idempotency_key: str = ""
     created_at: float = field(default_factory=time.time)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     ended_at: float | None = None
@@ -120,6 +123,7 @@ class Session:
             device_id=self.device_id, requester_id=self.requester_id,
             requester_kind=self.requester_kind, agent=self.agent_name,
             replica_id=replica_id, state=SessionState.RUNNING, created_at=self.created_at,
+            idempotency_key=self.idempotency_key,
         )
 
     def publish(self, update: Update) -> None:

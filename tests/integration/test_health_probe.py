@@ -1,11 +1,11 @@
-"""The container health check (``session_service.api_servicer.probe``) against a real
+"""The container health check (``session_service.api_health.probe``) against a real
 replica: SERVING while it runs, not once it drains, and not when nothing listens."""
 
 from __future__ import annotations
 
 import asyncio
 
-from session_service.api_servicer import probe
+from session_service.api_health import probe
 from tests.processes import free_port
 from tests.stack import HOST, SessionReplica
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from aip_grpc import session_api_pb2
+from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from tests.integration.faults_support import Recorder, ended_once, until
 from tests.processes import GatewayService, Replica, wait_known
 from tests.stack import (
@@ -172,6 +172,92 @@ async def test_a_backend_calling_random_replicas(shared: Shared) -> None:
             session_id=session_id))
         assert got.requester_id == "alice" and len(got.commands) == 2  # never ran again
         assert got.state == pb.SESSION_STATE_COMPLETED
+
+
+def replica_named(shared: Shared, replica_id: str) -> Replica:
+    return shared.replicas[int(replica_id.removeprefix("r"))]
+
+
+def not_owner(shared: Shared, replica_id: str) -> Replica:
+    return random.choice([r for n, r in enumerate(shared.replicas) if f"r{n}" != replica_id])
+
+
+async def watch_all(replica: Replica, session_id: str,
+                    updates: list[pb.SessionUpdate]) -> None:
+    async with grpc.aio.insecure_channel(replica.address) as channel:
+        stub = session_api_pb2_grpc.SessionApiStub(channel)
+        async for update in stub.WatchSession(pb.WatchSessionRequest(session_id=session_id),
+                                              timeout=20):
+            updates.append(update)
+
+
+async def test_watch_cancel_and_devices_on_replicas_that_do_not_own(shared: Shared) -> None:
+    """WatchSession and CancelSession on a replica that does not run the session reach
+    the owner; ListDevices counts running sessions over every replica; an idempotency
+    key holds on every replica."""
+    ids = [f"fw-{n}" for n in range(6)]
+    shared.held.update(ids)
+    owners = {}
+    for session_id in ids:
+        await shared.any().call("StartSession", pb.StartSessionRequest(
+            device_id=DEVICE, request=plan([cmd("first")], [cmd("second")]),
+            session_id=session_id, requester_id="bob"))
+        owners[session_id] = (await shared.any().call("GetSession", pb.GetSessionRequest(
+            session_id=session_id))).replica_id
+    assert len(set(owners.values())) >= 2
+    for replica in shared.replicas:
+        devices = (await replica.call("ListDevices", pb.ListDevicesRequest())).devices
+        assert [(d.device_id, d.active_sessions) for d in devices] == [(DEVICE, 6)]
+        device = await replica.call("GetDevice", pb.GetDeviceRequest(device_id=DEVICE))
+        assert device.active_sessions == 6
+
+    for session_id in ids[:3]:  # watched elsewhere: every step, up to the end
+        updates: list[pb.SessionUpdate] = []
+        watching = asyncio.get_running_loop().create_task(
+            watch_all(not_owner(shared, owners[session_id]), session_id, updates))
+        await until(lambda: any(u.kind == pb.UPDATE_KIND_COMMAND_SENT for u in updates), 10,
+                    f"the watcher of {session_id} sees its first command")
+        shared.held.discard(session_id)  # the second command is answered as it comes
+        [first] = shared.device.of_type("command", session_id)
+        await shared.device.send(results_for(first, DEVICE))
+        await asyncio.wait_for(watching, 15)
+        kinds = [u.kind for u in updates]
+        assert kinds[0] == pb.UPDATE_KIND_WATCHING and kinds[-1] == pb.UPDATE_KIND_ENDED
+        assert kinds.count(pb.UPDATE_KIND_COMMAND_SENT) == 2, kinds
+        assert kinds.count(pb.UPDATE_KIND_RESULTS_RECEIVED) == 2, kinds
+        assert updates[-1].session.state == pb.SESSION_STATE_COMPLETED
+        assert updates[-1].session.replica_id == owners[session_id]
+
+    for session_id in ids[3:]:  # cancelled elsewhere: the owner's answer
+        info = await not_owner(shared, owners[session_id]).call(
+            "CancelSession", pb.CancelSessionRequest(session_id=session_id))
+        assert info.state == pb.SESSION_STATE_CANCELLED, info
+        assert info.replica_id == owners[session_id]
+    for session_id in ids:
+        await ended_everywhere(shared, session_id)
+    for replica in shared.replicas:
+        devices = (await replica.call("ListDevices", pb.ListDevicesRequest())).devices
+        assert [d.active_sessions for d in devices] == [0]
+
+    # One idempotency key, on every replica, before and after a restart: one session.
+    first = await shared.replicas[0].call("StartSession", pb.StartSessionRequest(
+        device_id=DEVICE, request=plan([cmd("keyed")]), requester_id="bob",
+        idempotency_key="order-7"))
+    for restart in (False, True):
+        if restart:
+            await shared.restart_all()
+        for replica in shared.replicas:
+            again = await replica.call("StartSession", pb.StartSessionRequest(
+                device_id=DEVICE, request=plan([cmd("keyed")]), requester_id="bob",
+                idempotency_key="order-7"))
+            assert again.session_id == first.session_id
+    other = await shared.any().call("StartSession", pb.StartSessionRequest(
+        device_id=DEVICE, request=plan([cmd("keyed")]), requester_id="carol",
+        idempotency_key="order-7"))  # keys are per requester
+    assert other.session_id != first.session_id
+    keyed = await shared.any().call("ListSessions", pb.ListSessionsRequest(
+        requester_id="bob", task_name=first.task_name))
+    assert [s.session_id for s in keyed.sessions] == [first.session_id]
 
 
 async def test_link_retries_and_racing_gateways(shared: Shared) -> None:
