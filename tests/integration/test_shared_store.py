@@ -326,10 +326,14 @@ async def test_a_killed_owner_is_failed_everywhere_within_10s(shared: Shared) ->
     victim_id = owners[ids[0]]
     victim = shared.replicas[int(victim_id.removeprefix("r"))]
     doomed = [s for s in ids if owners[s] == victim_id]
+    survivors = [r for r in shared.replicas if r is not victim]
+    # A watch through a survivor, relayed from the victim, ends with the failure.
+    updates: list[pb.SessionUpdate] = []
     loop = asyncio.get_running_loop()
+    watching = loop.create_task(watch_all(survivors[0], doomed[0], updates))
+    await until(lambda: bool(updates), 10, "the relayed watch begins")
     killed_at = loop.time()
     victim.kill()
-    survivors = [r for r in shared.replicas if r is not victim]
     for session_id in doomed:
         for replica in survivors:
             while True:
@@ -342,6 +346,11 @@ async def test_a_killed_owner_is_failed_everywhere_within_10s(shared: Shared) ->
             assert got.state == pb.SESSION_STATE_FAILED and got.cancel_reason == \
                 "replica_lost", got
     took = loop.time() - killed_at
+    await asyncio.wait_for(watching, 10)
+    assert updates[0].kind == pb.UPDATE_KIND_WATCHING
+    assert updates[-1].kind == pb.UPDATE_KIND_ENDED, updates
+    assert updates[-1].session.state == pb.SESSION_STATE_FAILED
+    assert updates[-1].session.cancel_reason == "replica_lost"
     ended_once_each = await ended_once(requester, doomed, quiet=1.0)
     assert all(end["status"] == "failed" for end in ended_once_each.values())
     victim.start()  # back: it agrees, and the ids stay taken
