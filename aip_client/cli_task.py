@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -35,6 +36,7 @@ from aip_client.task_devices import list_devices
 from aip_client.task_output import (
     EXIT_CONNECT,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_USAGE,
@@ -43,10 +45,13 @@ from aip_client.task_output import (
     fail,
     print_result,
 )
-from aip_client.task_session_api import open_channel, watch_session
+from aip_client.task_session_api import cancel_session, open_channel, watch_session
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 DEFAULT_SESSION_SERVICE = "127.0.0.1:50051"
+#: Signals that stop a running plan and cancel its session (Ctrl-C, and a polite kill).
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+CANCEL_REASON = "interrupted"
 
 
 def _env(name: str, default: Any) -> Any:
@@ -150,9 +155,34 @@ async def run_plan(args: argparse.Namespace, plan: str) -> int:
     channel: asyncio.Task[Any] | None = None
     if args.session_service and progress.enabled:  # connect while the WebSocket does
         channel = asyncio.ensure_future(open_channel(args.session_service))
+    client_id = args.client_id or _client_id()
+    session_id = f"{client_id}@t-{uuid.uuid4().hex[:8]}"
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    for sig in INTERRUPTS:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, interrupted.set)
+    work = asyncio.ensure_future(_run_plan(args, plan, progress, channel, client_id,
+                                           session_id))
+    waiter = asyncio.ensure_future(interrupted.wait())
     try:
-        return await _run_plan(args, plan, progress, channel)
+        await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            return work.result()
+        # Cancel through the session service while the socket is still open: closing
+        # it first would end the session too, but as if this client had vanished.
+        progress.line(f"interrupted: cancelling session {session_id}")
+        outcome = await cancel_session(args.session_service, session_id,
+                                       args.session_token, CANCEL_REASON)
+        work.cancel()
+        with contextlib.suppress(BaseException):
+            await work
+        return fail(f"interrupted; session {session_id} {outcome}", EXIT_INTERRUPTED)
     finally:
+        waiter.cancel()
+        for sig in INTERRUPTS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         progress.finish()
         if channel is not None:
             channel.cancel()
@@ -163,8 +193,9 @@ async def run_plan(args: argparse.Namespace, plan: str) -> int:
 
 
 async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
-                    channel: asyncio.Task[Any] | None) -> int:
-    client = await _connect(args, args.device)
+                    channel: asyncio.Task[Any] | None, client_id: str,
+                    session_id: str) -> int:
+    client = await _connect(args, args.device, client_id)
     if isinstance(client, int):
         return client
     watcher: asyncio.Task[bool] | None = None
@@ -173,7 +204,7 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
         deadline = loop.time() + args.timeout
         try:
             handle = await client.dispatch(plan, task_name=args.task_name,
-                                           ack_timeout=min(args.timeout, 30))
+                                           session_id=session_id, ack_timeout=min(args.timeout, 30))
         except TaskRefused as exc:
             return fail(f"task refused: {exc}", EXIT_CONNECT)
         except TimeoutError:
@@ -221,10 +252,11 @@ async def _watch(channel: asyncio.Task[Any], session_id: str, progress: Progress
     return await watch_session(opened, session_id, progress, token)
 
 
-async def _connect(args: argparse.Namespace, target_id: str) -> ConstellationClient | int:
+async def _connect(args: argparse.Namespace, target_id: str,
+                   client_id: str | None = None) -> ConstellationClient | int:
     """A constellation registered for ``target_id``, or the exit code once said why not."""
-    client = ConstellationClient(args.url, args.client_id or _client_id(), target_id,
-                                 token=args.token)
+    client = ConstellationClient(args.url, client_id or args.client_id or _client_id(),
+                                 target_id, token=args.token)
     try:
         await client.connect()
     except RegistrationRefused as exc:
@@ -266,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 code = asyncio.run(run_plan(args, plan))
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     sys.exit(code)
 
 

@@ -130,6 +130,10 @@ class DeviceClient:
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._commands: set[asyncio.Task[None]] = set()
+        #: Running commands by session, cancelled when their session ends.
+        self._by_session: dict[str, set[asyncio.Task[None]]] = {}
+        #: Sessions whose running commands were cancelled by their end.
+        self.sessions_cancelled = 0
         self._unsent: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- lifecycle
@@ -331,7 +335,11 @@ class DeviceClient:
             except Exception:
                 log.exception("[%s] on_frame callback failed", self.client_id)
         if kind == MessageType.COMMAND:
-            self._spawn(self._run_command(frame))
+            ending = frame["status"] in (Status.COMPLETED, Status.FAILED)
+            if ending:
+                self.cancel_session(frame.get("session_id"), f"command {frame['status']}")
+            if frame.get("actions") or not ending:  # an ending one without actions: done
+                self._spawn(self._run_command(frame), frame.get("session_id"))
         elif kind == MessageType.HEARTBEAT:
             if frame.get("session_id") is None:
                 self.heartbeat_acks += 1
@@ -342,13 +350,40 @@ class DeviceClient:
         elif kind == MessageType.TASK_END:
             log.info("[%s] task %s ended: %s %s", self.client_id, frame.get("session_id"),
                      frame["status"], frame.get("error") or "")
+            self.cancel_session(frame.get("session_id"), f"task_end {frame['status']}")
         elif kind == MessageType.ERROR:
             log.warning("[%s] server error: %s", self.client_id, frame.get("error"))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None], session_id: str | None = None) -> None:
         task = asyncio.ensure_future(coro)
         self._commands.add(task)
         task.add_done_callback(self._commands.discard)
+        if isinstance(session_id, str) and session_id:
+            running = self._by_session.setdefault(session_id, set())
+            running.add(task)
+            task.add_done_callback(lambda done: self._forget(session_id, done))
+
+    def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
+        running = self._by_session.get(session_id)
+        if running is not None:
+            running.discard(task)
+            if not running:
+                del self._by_session[session_id]
+
+    def cancel_session(self, session_id: object, why: str) -> int:
+        """Cancel the commands still running for ``session_id`` (its end arrived): their
+        tools are cancelled (``run_shell`` kills its process group) and their results,
+        which nobody waits for any more, are not sent. Returns how many were cancelled."""
+        if not isinstance(session_id, str):
+            return 0
+        running = [task for task in self._by_session.pop(session_id, ()) if not task.done()]
+        for task in running:
+            task.cancel()
+        if running:
+            self.sessions_cancelled += 1
+            log.info("[%s] session %s ended (%s): cancelled %d running command(s)",
+                     self.client_id, session_id, why, len(running))
+        return len(running)
 
     async def _push_info_quietly(self) -> None:
         try:
@@ -378,8 +413,6 @@ class DeviceClient:
 
     async def _run_command(self, command: dict[str, Any]) -> None:
         actions = command.get("actions") or []
-        if not actions and command["status"] in (Status.COMPLETED, Status.FAILED):
-            return  # the end of a task, nothing to run
         log.info("[%s] command %s: %s", self.client_id, command.get("response_id"),
                  ", ".join(action["tool_name"] for action in actions))
         try:

@@ -16,6 +16,8 @@ from typing import Any, TextIO
 from aip_wire.vocab import ResultStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+#: Interrupted (Ctrl-C or SIGTERM) while a plan ran; its session was cancelled.
+EXIT_INTERRUPTED = 130
 
 
 def dump(value: Any) -> str:

@@ -38,6 +38,7 @@ Tool = Callable[..., Any]
 DEFAULT_READ_LIMIT = 1024 * 1024
 DEFAULT_OUTPUT_CAP = 64 * 1024
 DEFAULT_SHELL_TIMEOUT = 60.0
+DEFAULT_KILL_GRACE = 1.0
 
 
 class ToolFailure(Exception):
@@ -254,11 +255,14 @@ def _cap(data: bytes, cap: int) -> tuple[str, bool]:
 
 
 def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
-                   output_cap: int = DEFAULT_OUTPUT_CAP) -> Tool:
+                   output_cap: int = DEFAULT_OUTPUT_CAP,
+                   grace: float = DEFAULT_KILL_GRACE) -> Tool:
     """The ``run_shell`` tool, bounded by ``timeout`` seconds and ``output_cap`` bytes.
 
     A command may ask for a shorter ``timeout``, never a longer one. A non-zero exit or a
-    timeout is a ``failure`` whose result still carries the (capped) output.
+    timeout is a ``failure`` whose result still carries the (capped) output. The command
+    runs in a process group of its own; on a timeout or a cancellation the whole group
+    is ended (:func:`end_process_group`, SIGKILL ``grace`` seconds after SIGTERM).
     """
 
     async def run_shell(cmd: str, timeout: float | None = None, cwd: str | None = None,
@@ -272,24 +276,28 @@ def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        timed_out = False
         started = time.monotonic()
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), limit)
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            timed_out = isinstance(exc, TimeoutError)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = await process.communicate()
-            if not timed_out:
-                raise
+        except TimeoutError:
+            await end_process_group(process, kill_grace)
+            stdout, stderr = await _drain(process, kill_grace)
+            out, _ = _cap(stdout, cap)
+            err, _ = _cap(stderr, cap)
+            raise ToolFailure(f"Command timed out after {limit:g}s", {
+                "cmd": cmd, "exit_code": process.returncode, "stdout": out, "stderr": err,
+                "truncated": len(stdout) > cap or len(stderr) > cap,
+                "duration_seconds": round(time.monotonic() - started, 3)}) from None
+        except asyncio.CancelledError:
+            # Its session ended or the device stops: the command and everything it
+            # started go, shielded so that a second cancel cannot leave them running.
+            await asyncio.shield(end_process_group(process, kill_grace))
+            raise
         out, out_cut = _cap(stdout, cap)
         err, err_cut = _cap(stderr, cap)
         result = {"cmd": cmd, "exit_code": process.returncode, "stdout": out, "stderr": err,
                   "truncated": out_cut or err_cut,
                   "duration_seconds": round(time.monotonic() - started, 3)}
-        if timed_out:
-            raise ToolFailure(f"Command timed out after {limit:g}s", result)
         if check and process.returncode != 0:
             tail = err.strip().splitlines()[-1:] or [""]
             raise ToolFailure(f"Command exited with code {process.returncode}: {tail[0]}",
@@ -298,7 +306,32 @@ def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
 
     max_timeout = float(timeout)
     cap = int(output_cap)
+    kill_grace = float(grace)
     return run_shell
+
+
+async def end_process_group(process: asyncio.subprocess.Process, grace: float) -> None:
+    """End ``process`` and every process of its group (it was started with
+    ``start_new_session``, so its pid is the group's id): SIGTERM, then SIGKILL to what is
+    left once the leader exited or ``grace`` seconds passed. Grandchildren go too."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), grace)
+    # The group's id stays taken while any member lives, so this cannot hit a stranger.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), grace)
+
+
+async def _drain(process: asyncio.subprocess.Process, grace: float) -> tuple[bytes, bytes]:
+    """What is left of an ended process's output; bounded, since a process that left
+    its group may still hold the pipes."""
+    try:
+        return await asyncio.wait_for(process.communicate(), grace)
+    except TimeoutError:
+        return b"", b""
 
 
 def builtin_registry(*, allow_shell: bool = False,

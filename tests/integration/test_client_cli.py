@@ -3,65 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, wait_for
+from tests.integration.cli_support import aip_device, aip_task
+from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(90)
 
-BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-async def _run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=ENV)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def aip_task(stack: Stack, *args: str, timeout: float = 30) -> tuple[int, str, str]:
-    return await _run(str(BIN / "aip-task"), "--url", stack.ws_url,
-                      "--session-service", stack.replica.address, *args, timeout=timeout)
-
-
-@contextlib.asynccontextmanager
-async def aip_device(stack: Stack, client_id: str, *extra: str) -> AsyncIterator[
-        asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "aip-device"), "--url", stack.ws_url, "--id", client_id,
-        "--backoff-min", "0.05", "--backoff-max", "0.5", *extra,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, env=ENV)
-    try:
-        await wait_for(lambda: stack.gateway.registry.is_device_connected(client_id)
-                       or process.returncode is not None, 20)
-        assert process.returncode is None, "aip-device exited"
-        yield process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
 
 
 async def test_a_plan_runs_end_to_end(stack: Stack) -> None:
