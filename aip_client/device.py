@@ -30,9 +30,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from aip_client import wire
+from aip_client.redact import redact, server_text
+from aip_client.refusals import PermanentRefusal, judge_close, judge_http_status
 from aip_client.tools import ToolRegistry, builtin_registry, platform_name, system_info
 from aip_wire.vocab import ClientType, CloseCode, MessageType, ResultStatus, Status
 
@@ -46,7 +48,12 @@ FrameCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 class RegistrationRefused(Exception):
-    """The server answered ``register`` with an error (or not with ``heartbeat``/``ok``)."""
+    """The server answered ``register`` with an error (or not with ``heartbeat``/``ok``);
+    ``close_code`` is the code it closed the socket with right after, if it did."""
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float,
@@ -195,10 +202,14 @@ class DeviceClient:
         """Connect, register and serve; after any drop back off and do it again.
 
         Returns when :meth:`stop` is called (or on a takeover with ``stop_on_takeover``).
+
+        :raises PermanentRefusal: a refusal retrying cannot fix (no WebSocket at the URL,
+            bad credentials, the ``client_id`` held by another live connection).
         """
         attempt = 0
         while not self._stopping.is_set():
             close_code: int | None = None
+            refusal: PermanentRefusal | None = None
             try:
                 async with connect(
                     self.url,
@@ -213,25 +224,38 @@ class DeviceClient:
                     attempt = 0
                     await self._serve(ws)
                     close_code = ws.close_code
+                    refusal = judge_close(close_code, server_text(ws.close_reason or ""))
             except RegistrationRefused as exc:
-                self.last_error = str(exc)
-                log.error("[%s] registration refused: %s", self.client_id, exc)
+                self.last_error = server_text(str(exc))
+                log.error("[%s] registration refused: %s", self.client_id, self.last_error)
+                close_code = exc.close_code
+                refusal = judge_close(close_code, self.last_error)
             except ConnectionClosed as exc:
                 close_code = exc.rcvd.code if exc.rcvd is not None else None
                 self.last_error = f"connection closed ({close_code})"
+                refusal = judge_close(close_code,
+                                      server_text(exc.rcvd.reason) if exc.rcvd else "")
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                self.last_error = f"HTTP {status} to the WebSocket upgrade"
+                refusal = judge_http_status(status, redact(self.url))
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = redact(f"{type(exc).__name__}: {exc}")
                 log.debug("[%s] connect failed: %s", self.client_id, self.last_error)
             except InvalidURI:
                 raise
             except Exception as exc:  # never let one bad connection end the device
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = redact(f"{type(exc).__name__}: {exc}")
                 log.exception("[%s] connection failed", self.client_id)
             finally:
                 self._ws = None
                 self.registered.clear()
             if self._stopping.is_set():
                 break
+            if refusal is not None:
+                self.last_error = str(refusal)
+                log.error("[%s] %s; not reconnecting", self.client_id, refusal)
+                raise refusal
             if close_code == CloseCode.REPLACED:
                 log.warning("[%s] another connection with this client_id took over",
                             self.client_id)
@@ -267,12 +291,16 @@ class DeviceClient:
             if frame["type"] == MessageType.HEARTBEAT and frame["status"] == Status.OK:
                 break
             if frame["type"] == MessageType.ERROR or frame["status"] == Status.ERROR:
-                raise RegistrationRefused(frame.get("error") or "registration refused")
+                # The close that follows a refusal says whether to try again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.wait_closed(), 2)
+                raise RegistrationRefused(frame.get("error") or "registration refused",
+                                          ws.close_code)
         self.registrations += 1
         self.last_error = None
         self.registered.set()
-        log.info("[%s] registered at %s (registration %d)", self.client_id, self.url,
-                 self.registrations)
+        log.info("[%s] registered at %s (registration %d)", self.client_id,
+                 redact(self.url), self.registrations)
         unsent, self._unsent = self._unsent, []
         for frame in unsent:  # results finished while disconnected
             await self._send_on(ws, frame)
@@ -348,11 +376,13 @@ class DeviceClient:
         elif kind == MessageType.DEVICE_INFO_REQUEST:
             self._spawn(self._push_info_quietly())
         elif kind == MessageType.TASK_END:
-            log.info("[%s] task %s ended: %s %s", self.client_id, frame.get("session_id"),
-                     frame["status"], frame.get("error") or "")
+            log.info("[%s] task %s ended: %s %s", self.client_id,
+                     server_text(frame.get("session_id")), server_text(frame["status"]),
+                     server_text(frame.get("error") or ""))
             self.cancel_session(frame.get("session_id"), f"task_end {frame['status']}")
         elif kind == MessageType.ERROR:
-            log.warning("[%s] server error: %s", self.client_id, frame.get("error"))
+            log.warning("[%s] server error: %s", self.client_id,
+                        server_text(frame.get("error")))
 
     def _spawn(self, coro: Awaitable[None], session_id: str | None = None) -> None:
         task = asyncio.ensure_future(coro)
@@ -382,7 +412,7 @@ class DeviceClient:
         if running:
             self.sessions_cancelled += 1
             log.info("[%s] session %s ended (%s): cancelled %d running command(s)",
-                     self.client_id, session_id, why, len(running))
+                     self.client_id, server_text(session_id), why, len(running))
         return len(running)
 
     async def _push_info_quietly(self) -> None:
@@ -413,8 +443,8 @@ class DeviceClient:
 
     async def _run_command(self, command: dict[str, Any]) -> None:
         actions = command.get("actions") or []
-        log.info("[%s] command %s: %s", self.client_id, command.get("response_id"),
-                 ", ".join(action["tool_name"] for action in actions))
+        log.info("[%s] command %s: %s", self.client_id, server_text(command.get("response_id")),
+                 server_text(", ".join(str(action["tool_name"]) for action in actions)))
         try:
             results = await self.execute(command)
         except Exception as exc:  # the registry never raises; this is a safety net

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -60,10 +61,13 @@ async def aip_device(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """A running ``aip-device``, registered with the stack's gateway; stopped at the end.
 
-    Its stderr goes to ``log`` when given (so that a test can read it), else nowhere.
+    Its stderr goes to ``log`` when given (so that a test can read it), else nowhere. Its
+    default working directory is in a temporary directory, removed at the end.
     """
     with contextlib.ExitStack() as files:
         stderr = files.enter_context(_sink(log)) if log else asyncio.subprocess.DEVNULL
+        # Its default working directory goes under a directory of its own, not $HOME.
+        data_home = files.enter_context(tempfile.TemporaryDirectory(prefix="aip-device-"))
         process = await asyncio.create_subprocess_exec(
             str(BIN / "aip-device"),
             "--url",
@@ -78,7 +82,7 @@ async def aip_device(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr,
-            env=ENV,
+            env={**ENV, "XDG_DATA_HOME": data_home},
         )
         try:
             await wait_for(
