@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 async def test_a_plan_runs_end_to_end(stack: Stack, tmp_path: Path) -> None:
+    real_tmp = await asyncio.to_thread(os.path.realpath, tmp_path)
     async with aip_device(stack, "cli-laptop", "--workdir", str(tmp_path)) as device:
         code, out, err = await aip_task(stack, "--device", "cli-laptop",
                                         str(EXAMPLES / "system-facts.json"))
@@ -40,7 +42,7 @@ async def test_a_plan_runs_end_to_end(stack: Stack, tmp_path: Path) -> None:
         read_back = outcome["result"][2][0]["result"]
         assert read_back["content"] == "Hello from an AIP plan!\nA second line, appended.\n"
         # Relative paths land in the device's working directory.
-        assert read_back["path"] == str(tmp_path.resolve() / "aip-demo" / "hello.txt")
+        assert read_back["path"] == os.path.join(real_tmp, "aip-demo", "hello.txt")
 
         device.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(device.wait(), 10) == 0

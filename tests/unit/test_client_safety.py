@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -89,7 +90,7 @@ async def test_shell_stays_off_unless_allowed_and_starts_in_the_workdir(tmp_path
     on = await builtin_registry(workdir=tmp_path, allow_shell=True).call(
         "run_shell", {"cmd": "pwd"}
     )
-    assert on.result["stdout"].strip() == os.path.realpath(tmp_path)
+    assert on.result["stdout"].strip() == await asyncio.to_thread(os.path.realpath, tmp_path)
 
 
 @pytest.mark.parametrize(
