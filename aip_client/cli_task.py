@@ -7,7 +7,9 @@
 
 A task is dispatched as a constellation over the WebSocket; its result (the ``task_end``)
 is printed on stdout and the exit code says how it went: 0 completed, 1 failed,
-2 bad usage or plan, 3 could not connect or refused, 4 timed out. Progress goes to
+2 bad usage or plan, 3 could not connect or refused, 4 timed out, 5 completed but some
+steps failed (``continue_on_failure``), 130 interrupted (its session cancelled), 141
+stdout closed early. Progress goes to
 stderr: each step as it is sent and answered, followed through the session service's
 gRPC ``WatchSession`` when ``--session-service`` is reachable (otherwise only the ack and
 the end). On a terminal it is a live display; otherwise plain lines.
@@ -34,15 +36,19 @@ from aip_client.constellation import ConstellationClient, DeviceInfoError, TaskR
 from aip_client.device import RegistrationRefused
 from aip_client.task_devices import list_devices
 from aip_client.task_output import (
+    EXIT_BROKEN_PIPE,
     EXIT_CONNECT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_STEPS_FAILED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     Progress,
     dump,
+    exit_code,
     fail,
+    failed_steps,
     print_result,
 )
 from aip_client.task_session_api import cancel_session, open_channel, watch_session
@@ -62,7 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="aip-task",
         description="Dispatch a plan to an AIP device and wait for its result. Exit code: "
-        "0 completed, 1 failed, 2 usage, 3 connection/refused, 4 timeout.",
+        "0 completed, 1 failed, 2 usage, 3 connection/refused, 4 timeout, "
+        "5 completed with failed steps, 130 interrupted, 141 stdout closed.",
     )
     parser.add_argument("plan", nargs="?",
                         help="a plan: a JSON file, '-' for stdin, or inline JSON text")
@@ -234,7 +241,11 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
         progress.finish()
         print_result(args, result.session_id, result.task_name, result.status,
                      result.result, result.error)
-        return EXIT_OK if result.ok else EXIT_FAILED
+        code = exit_code(result.ok, result.result)
+        if code == EXIT_STEPS_FAILED:
+            failed, total = failed_steps(result.result)
+            fail(f"the task completed, but {failed} of its {total} steps failed", code)
+        return code
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -297,8 +308,16 @@ def main(argv: list[str] | None = None) -> None:
                 code = fail(str(exc), EXIT_USAGE)
             else:
                 code = asyncio.run(run_plan(args, plan))
+        sys.stdout.flush()  # a closed stdout shows here, not at exit
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read stdout has gone: end quietly, and keep the interpreter's own
+        # flush at exit from failing again on the same pipe.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
     sys.exit(code)
 
 

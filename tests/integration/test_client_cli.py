@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_support import aip_device, aip_task
+from tests.integration.cli_support import BIN, ENV, aip_device, aip_task
 from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(90)
@@ -60,15 +60,52 @@ async def test_failure_exits_non_zero(stack: Stack) -> None:
         code, out, _ = await aip_task(stack, "--device", "cli-fail",
                                       str(EXAMPLES / "shell-commands.json"), "--json")
         outcome = json.loads(out)
-        assert code == 0  # the example continues on failure
+        # The example continues on failure: completed, but every step failed, and said so.
+        assert code == 5
+        assert outcome["status"] == "completed"
+        assert (outcome["failed_steps"], outcome["steps"]) == (3, 3)
         assert all(step[0]["status"] == "failure" for step in outcome["result"])
         assert "--allow-shell" in outcome["result"][0][0]["error"]
+
+        code, out, err = await aip_task(stack, "--device", "cli-fail",
+                                        str(EXAMPLES / "shell-commands.json"))
+        assert code == 5, (out, err)
+        assert "status: completed" in out and "failed steps: 3 of 3" in out
+        assert "the task completed, but 3 of its 3 steps failed" in err
+
+        # One failed step of two still tells.
+        mixed = json.dumps({"steps": [[{"tool_name": "get_system_info"}],
+                                      [{"tool_name": "read_file",
+                                        "parameters": {"path": "no/such/file"}}]],
+                            "continue_on_failure": True})
+        code, out, err = await aip_task(stack, "--device", "cli-fail", mixed)
+        assert code == 5 and "failed steps: 1 of 2" in out, (out, err)
 
     code, _, err = await aip_task(stack, "--device", "cli-nobody",
                                   str(EXAMPLES / "system-facts.json"))
     assert code == 3 and "not connected" in err
     code, _, err = await aip_task(stack, "--device", "cli-nobody", "missing.json")
     assert code == 2 and "no such plan file" in err
+
+
+async def test_a_closed_stdout_ends_aip_task_quietly(stack: Stack) -> None:
+    """``aip-task ... | head -0``: the reader is gone before anything is printed."""
+    async with aip_device(stack, "cli-pipe"):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                str(BIN / "aip-task"), "--url", stack.ws_url, "--session-service",
+                stack.replica.address, "--device", "cli-pipe",
+                str(EXAMPLES / "system-facts.json"), stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_end, stderr=asyncio.subprocess.PIPE, env=ENV)
+        finally:
+            os.close(write_end)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+        text = err.decode()
+        assert process.returncode == 141, text
+        assert "Traceback" not in text and "Exception ignored" not in text, text
+        assert "task completed" in text  # it ran; only printing the result failed
 
 
 async def test_shell_with_allow_shell_and_timeout(stack: Stack) -> None:
