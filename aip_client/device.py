@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from aip_client import wire
 from aip_client.redact import redact, server_text
 from aip_client.refusals import PermanentRefusal, judge_close, judge_http_status
+from aip_client.running import RunningWork
 from aip_client.tools import ToolRegistry, builtin_registry, platform_name, system_info
 from aip_wire.vocab import ClientType, CloseCode, MessageType, ResultStatus, Status
 
@@ -136,11 +137,8 @@ class DeviceClient:
         self._send_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._commands: set[asyncio.Task[None]] = set()
-        #: Running commands by session, cancelled when their session ends.
-        self._by_session: dict[str, set[asyncio.Task[None]]] = {}
-        #: Sessions whose running commands were cancelled by their end.
-        self.sessions_cancelled = 0
+        #: Commands and pushes in flight; a session's end cancels its commands.
+        self.work = RunningWork()
         self._unsent: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- lifecycle
@@ -184,10 +182,7 @@ class DeviceClient:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2)
-        for task in list(self._commands):
-            task.cancel()
-        if self._commands:
-            await asyncio.wait(self._commands, timeout=2)
+        await self.work.cancel_all(timeout=2)
         if self._runner is not None and self._runner is not asyncio.current_task():
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -367,14 +362,14 @@ class DeviceClient:
             if ending:
                 self.cancel_session(frame.get("session_id"), f"command {frame['status']}")
             if frame.get("actions") or not ending:  # an ending one without actions: done
-                self._spawn(self._run_command(frame), frame.get("session_id"))
+                self.work.spawn(self._run_command(frame), frame.get("session_id"))
         elif kind == MessageType.HEARTBEAT:
             if frame.get("session_id") is None:
                 self.heartbeat_acks += 1
         elif kind == MessageType.TASK:
             await self._accept_pushed_task(frame)
         elif kind == MessageType.DEVICE_INFO_REQUEST:
-            self._spawn(self._push_info_quietly())
+            self.work.spawn(self._push_info_quietly())
         elif kind == MessageType.TASK_END:
             log.info("[%s] task %s ended: %s %s", self.client_id,
                      server_text(frame.get("session_id")), server_text(frame["status"]),
@@ -384,36 +379,15 @@ class DeviceClient:
             log.warning("[%s] server error: %s", self.client_id,
                         server_text(frame.get("error")))
 
-    def _spawn(self, coro: Awaitable[None], session_id: str | None = None) -> None:
-        task = asyncio.ensure_future(coro)
-        self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
-        if isinstance(session_id, str) and session_id:
-            running = self._by_session.setdefault(session_id, set())
-            running.add(task)
-            task.add_done_callback(lambda done: self._forget(session_id, done))
-
-    def _forget(self, session_id: str, task: asyncio.Task[None]) -> None:
-        running = self._by_session.get(session_id)
-        if running is not None:
-            running.discard(task)
-            if not running:
-                del self._by_session[session_id]
-
     def cancel_session(self, session_id: object, why: str) -> int:
         """Cancel the commands still running for ``session_id`` (its end arrived): their
         tools are cancelled (``run_shell`` kills its process group) and their results,
         which nobody waits for any more, are not sent. Returns how many were cancelled."""
-        if not isinstance(session_id, str):
-            return 0
-        running = [task for task in self._by_session.pop(session_id, ()) if not task.done()]
-        for task in running:
-            task.cancel()
-        if running:
-            self.sessions_cancelled += 1
+        cancelled = self.work.cancel_session(session_id)
+        if cancelled:
             log.info("[%s] session %s ended (%s): cancelled %d running command(s)",
-                     self.client_id, server_text(session_id), why, len(running))
-        return len(running)
+                     self.client_id, server_text(session_id), why, cancelled)
+        return cancelled
 
     async def _push_info_quietly(self) -> None:
         try:
