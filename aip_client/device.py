@@ -219,17 +219,20 @@ class DeviceClient:
                     attempt = 0
                     await self._serve(ws)
                     close_code = ws.close_code
-                    refusal = judge_close(close_code, server_text(ws.close_reason or ""))
+                    refusal = judge_close(close_code, server_text(ws.close_reason or ""),
+                                          registered_before=True)
             except RegistrationRefused as exc:
                 self.last_error = server_text(str(exc))
                 log.error("[%s] registration refused: %s", self.client_id, self.last_error)
                 close_code = exc.close_code
-                refusal = judge_close(close_code, self.last_error)
+                refusal = judge_close(close_code, self.last_error,
+                                      registered_before=self.registrations > 0)
             except ConnectionClosed as exc:
                 close_code = exc.rcvd.code if exc.rcvd is not None else None
                 self.last_error = f"connection closed ({close_code})"
                 refusal = judge_close(close_code,
-                                      server_text(exc.rcvd.reason) if exc.rcvd else "")
+                                      server_text(exc.rcvd.reason) if exc.rcvd else "",
+                                      registered_before=self.registrations > 0)
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 self.last_error = f"HTTP {status} to the WebSocket upgrade"

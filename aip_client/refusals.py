@@ -59,9 +59,15 @@ def judge_http_status(status: int, url: str) -> PermanentRefusal | None:
     return None
 
 
-def judge_close(code: int | None, reason: str = "") -> PermanentRefusal | None:
+def judge_close(code: int | None, reason: str = "", *,
+                registered_before: bool = False) -> PermanentRefusal | None:
     """The refusal a close code means, ``None`` for one worth retrying (1006, 1011,
-    1012, 1013, 4000 taken over, 4408 too slow to register...)."""
+    1012, 1013, 4000 taken over, 4408 too slow to register...).
+
+    4409 (the ``client_id`` held by another live connection) is final only for a device
+    that never registered: after a drop, the holder may be its own previous connection,
+    which the server has not noticed is gone yet, so a reconnecting device tries again.
+    """
     detail = f": {reason}" if reason else ""
     if code == CloseCode.UNAUTHORIZED:
         return PermanentRefusal(
@@ -70,7 +76,7 @@ def judge_close(code: int | None, reason: str = "") -> PermanentRefusal | None:
             "and that the gateway's tokens file has this client_id as "
             "a device",
         )
-    if code == CloseCode.DUPLICATE:
+    if code == CloseCode.DUPLICATE and not registered_before:
         return PermanentRefusal(
             RefusalKind.ID_IN_USE,
             f"another live connection holds this client_id (close code "
