@@ -58,6 +58,7 @@ DEFAULT_SESSION_SERVICE = "127.0.0.1:50051"
 #: Signals that stop a running plan and cancel its session (Ctrl-C, and a polite kill).
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 CANCEL_REASON = "interrupted"
+TIMEOUT_REASON = "client_timeout"
 
 
 def _env(name: str, default: Any) -> Any:
@@ -229,8 +230,11 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
             result = await handle.wait(max(0.0, deadline - loop.time()))
         except TimeoutError:
             progress.line(f"no result within {args.timeout:g}s")
-            return fail(f"timed out after {args.timeout:g}s waiting for the task's end "
-                        f"(session {handle.session_id})", EXIT_TIMEOUT)
+            # Nobody will wait for it any more: stop it on the device too.
+            outcome = await cancel_session(args.session_service, handle.session_id,
+                                           args.session_token, TIMEOUT_REASON)
+            return fail(f"timed out after {args.timeout:g}s waiting for the task's end; "
+                        f"session {handle.session_id} {outcome}", EXIT_TIMEOUT)
         except ConnectionError as exc:
             return fail(f"connection lost before the task ended: {exc}", EXIT_CONNECT)
         if watcher is not None:  # let the last step's answer show before the end

@@ -139,10 +139,10 @@ def spawning_shell(pid_file: Path) -> str:
 
 async def pids_in(pid_file: Path, timeout: float = 15) -> list[int]:
     await wait_for(pid_file.exists, timeout, what=f"{pid_file} written")
-    pids = _read_pids(pid_file)
+    pids = read_pids(pid_file)
     assert len(pids) == 2 and all(alive(pid) for pid in pids), pids
     return pids
 
 
-def _read_pids(pid_file: Path) -> list[int]:
+def read_pids(pid_file: Path) -> list[int]:
     return [int(line) for line in pid_file.read_text().split()]

@@ -15,8 +15,10 @@ from tests.integration.cli_support import (
     BIN,
     ENV,
     aip_device,
+    aip_task,
     alive,
     pids_in,
+    read_pids,
     spawning_shell,
     stop,
 )
@@ -116,3 +118,18 @@ async def test_constellation_leaving_stops_the_work(stack: Stack, tmp_path: Path
         finally:
             await stop(task)
         await all_gone(pids)
+
+
+async def test_aip_task_timeout_cancels_its_session(stack: Stack, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    async with aip_device(stack, "late-dev", "--allow-shell"):
+        code, _, err = await aip_task(
+            stack, "--device", "late-dev", "--timeout", "1.5", shell_plan(pid_file)
+        )
+        assert code == 4, err
+        assert "is cancelled" in err, err
+        pids = await asyncio.to_thread(read_pids, pid_file)
+        assert len(pids) == 2, pids  # the command had started
+        await all_gone(pids)
+    [info] = [s for s in stack.service.manager.sessions.values()]
+    assert info.cancel_reason == "client_timeout"
