@@ -59,8 +59,9 @@ def judge_http_status(status: int, url: str) -> PermanentRefusal | None:
     return None
 
 
-def judge_close(code: int | None, reason: str = "", *,
-                registered_before: bool = False) -> PermanentRefusal | None:
+def judge_close(
+    code: int | None, reason: str = "", *, registered_before: bool = False
+) -> PermanentRefusal | None:
     """The refusal a close code means, ``None`` for one worth retrying (1006, 1011,
     1012, 1013, 4000 taken over, 4408 too slow to register...).
 
