@@ -6,6 +6,11 @@ Serves the built-in tools (``get_system_info``, ``list_directory``, ``read_file`
 ``write_file``, and ``run_shell`` with ``--allow-shell``), heartbeats, pushes refreshed
 device info on request or every ``--info-interval`` seconds, and reconnects forever
 after any drop. Ctrl-C (or SIGTERM) stops it.
+
+The file tools reach only the working directory (``--workdir``) and ``--allow-path``
+directories. Exit codes: 0 stopped, 1 unexpected error, 2 bad usage (or a bad
+``--allow-path``), and for refusals that reconnecting cannot fix 3 no WebSocket at the
+URL, 4 credentials rejected, 5 the client_id held by another live connection.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import sys
 from typing import Any
 
 from aip_client.device import DeviceClient
+from aip_client.file_tools import default_workdir
+from aip_client.redact import RedactingFilter, redact
+from aip_client.refusals import PermanentRefusal
 from aip_client.tools import DEFAULT_OUTPUT_CAP, DEFAULT_SHELL_TIMEOUT, builtin_registry
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
@@ -38,13 +46,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--url", default=_env("URL", DEFAULT_URL),
                         help=f"the server's WebSocket URL (default {DEFAULT_URL})")
-    parser.add_argument("--id", dest="client_id", default=_env("ID", socket.gethostname()),
+    parser.add_argument("--id", dest="client_id", default=_env("ID", None),
                         help="this device's client_id (default: the host name)")
     parser.add_argument("--token", default=_env("TOKEN", None),
                         help="credentials, sent as ?token= on the URL")
     parser.add_argument("--allow-shell", action="store_true",
                         default=_env("ALLOW_SHELL", "") not in ("", "0", "false"),
                         help="enable the run_shell tool (off by default)")
+    parser.add_argument("--workdir", default=_env("WORKDIR", None),
+                        help="the device's working directory, created when missing: "
+                        "relative paths resolve in it and run_shell starts in it "
+                        "(default $XDG_DATA_HOME/aip-device/<id>, else "
+                        "~/.local/share/aip-device/<id>)")
+    parser.add_argument("--allow-path", action="append", metavar="DIR",
+                        default=[p for p in _env("ALLOW_PATH", "").split(os.pathsep) if p],
+                        help="a directory the file tools may also reach, repeatable "
+                        "(AIP_DEVICE_ALLOW_PATH: several, separated by ':'); by default "
+                        "they reach only the working directory")
     parser.add_argument("--shell-timeout", type=float,
                         default=float(_env("SHELL_TIMEOUT", DEFAULT_SHELL_TIMEOUT)),
                         help="longest a shell command may run, in seconds (default 60)")
@@ -65,14 +83,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
+    args.id_source = "--id" if args.client_id is not None else "the host name"
+    if args.client_id is None:
+        args.client_id = socket.gethostname()
     if not args.client_id:
         parser.error("--id must not be empty")
+    for path in args.allow_path:
+        if not os.path.isdir(os.path.expanduser(path)):
+            parser.error(f"--allow-path {path}: not an existing directory")
     return args
 
 
 async def serve(args: argparse.Namespace) -> None:
     tools = builtin_registry(allow_shell=args.allow_shell, shell_timeout=args.shell_timeout,
-                             output_cap=args.output_cap)
+                             output_cap=args.output_cap,
+                             workdir=args.workdir or default_workdir(args.client_id),
+                             allow_paths=args.allow_path)
+    assert tools.roots is not None
     client = DeviceClient(
         args.url,
         args.client_id,
@@ -84,8 +111,12 @@ async def serve(args: argparse.Namespace) -> None:
         backoff_max=args.backoff_max,
     )
     log = logging.getLogger("aip.device")
-    log.info("device %s connecting to %s with tools: %s", args.client_id, args.url,
-             ", ".join(n for n in tools.names() if args.allow_shell or n != "run_shell"))
+    log.info("device id %s (from %s)", args.client_id, args.id_source)
+    log.info("device %s connecting to %s with tools: %s%s", args.client_id, args.url,
+             ", ".join(n for n in tools.names() if args.allow_shell or n != "run_shell"),
+             "" if args.allow_shell else " (run_shell off: --allow-shell enables it)")
+    log.info("file tools confined to: %s (working directory %s)", tools.roots.describe(),
+             tools.roots.workdir)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -106,12 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:
         pass
-    except Exception as exc:
+    except PermanentRefusal as exc:
         print(f"aip-device: {exc}", file=sys.stderr)
+        sys.exit(int(exc.kind))
+    except Exception as exc:
+        print(f"aip-device: {redact(f'{exc}')}", file=sys.stderr)
         sys.exit(1)
 
 

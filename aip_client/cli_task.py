@@ -7,7 +7,9 @@
 
 A task is dispatched as a constellation over the WebSocket; its result (the ``task_end``)
 is printed on stdout and the exit code says how it went: 0 completed, 1 failed,
-2 bad usage or plan, 3 could not connect or refused, 4 timed out. Progress goes to
+2 bad usage or plan, 3 could not connect or refused, 4 timed out, 5 completed but some
+steps failed (``continue_on_failure``), 130 interrupted (its session cancelled), 141
+stdout closed early. Progress goes to
 stderr: each step as it is sent and answered, followed through the session service's
 gRPC ``WatchSession`` when ``--session-service`` is reachable (otherwise only the ack and
 the end). On a terminal it is a live display; otherwise plain lines.
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -33,20 +36,29 @@ from aip_client.constellation import ConstellationClient, DeviceInfoError, TaskR
 from aip_client.device import RegistrationRefused
 from aip_client.task_devices import list_devices
 from aip_client.task_output import (
+    EXIT_BROKEN_PIPE,
     EXIT_CONNECT,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_STEPS_FAILED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     Progress,
     dump,
+    exit_code,
     fail,
+    failed_steps,
     print_result,
 )
-from aip_client.task_session_api import open_channel, watch_session
+from aip_client.task_session_api import cancel_session, open_channel, watch_session
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 DEFAULT_SESSION_SERVICE = "127.0.0.1:50051"
+#: Signals that stop a running plan and cancel its session (Ctrl-C, and a polite kill).
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+CANCEL_REASON = "interrupted"
+TIMEOUT_REASON = "client_timeout"
 
 
 def _env(name: str, default: Any) -> Any:
@@ -57,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="aip-task",
         description="Dispatch a plan to an AIP device and wait for its result. Exit code: "
-        "0 completed, 1 failed, 2 usage, 3 connection/refused, 4 timeout.",
+        "0 completed, 1 failed, 2 usage, 3 connection/refused, 4 timeout, "
+        "5 completed with failed steps, 130 interrupted, 141 stdout closed.",
     )
     parser.add_argument("plan", nargs="?",
                         help="a plan: a JSON file, '-' for stdin, or inline JSON text")
@@ -150,9 +163,34 @@ async def run_plan(args: argparse.Namespace, plan: str) -> int:
     channel: asyncio.Task[Any] | None = None
     if args.session_service and progress.enabled:  # connect while the WebSocket does
         channel = asyncio.ensure_future(open_channel(args.session_service))
+    client_id = args.client_id or _client_id()
+    session_id = f"{client_id}@t-{uuid.uuid4().hex[:8]}"
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    for sig in INTERRUPTS:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, interrupted.set)
+    work = asyncio.ensure_future(_run_plan(args, plan, progress, channel, client_id,
+                                           session_id))
+    waiter = asyncio.ensure_future(interrupted.wait())
     try:
-        return await _run_plan(args, plan, progress, channel)
+        await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if work.done():
+            return work.result()
+        # Cancel through the session service while the socket is still open: closing
+        # it first would end the session too, but as if this client had vanished.
+        progress.line(f"interrupted: cancelling session {session_id}")
+        outcome = await cancel_session(args.session_service, session_id,
+                                       args.session_token, CANCEL_REASON)
+        work.cancel()
+        with contextlib.suppress(BaseException):
+            await work
+        return fail(f"interrupted; session {session_id} {outcome}", EXIT_INTERRUPTED)
     finally:
+        waiter.cancel()
+        for sig in INTERRUPTS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
         progress.finish()
         if channel is not None:
             channel.cancel()
@@ -163,8 +201,9 @@ async def run_plan(args: argparse.Namespace, plan: str) -> int:
 
 
 async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
-                    channel: asyncio.Task[Any] | None) -> int:
-    client = await _connect(args, args.device)
+                    channel: asyncio.Task[Any] | None, client_id: str,
+                    session_id: str) -> int:
+    client = await _connect(args, args.device, client_id)
     if isinstance(client, int):
         return client
     watcher: asyncio.Task[bool] | None = None
@@ -173,7 +212,7 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
         deadline = loop.time() + args.timeout
         try:
             handle = await client.dispatch(plan, task_name=args.task_name,
-                                           ack_timeout=min(args.timeout, 30))
+                                           session_id=session_id, ack_timeout=min(args.timeout, 30))
         except TaskRefused as exc:
             return fail(f"task refused: {exc}", EXIT_CONNECT)
         except TimeoutError:
@@ -191,8 +230,11 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
             result = await handle.wait(max(0.0, deadline - loop.time()))
         except TimeoutError:
             progress.line(f"no result within {args.timeout:g}s")
-            return fail(f"timed out after {args.timeout:g}s waiting for the task's end "
-                        f"(session {handle.session_id})", EXIT_TIMEOUT)
+            # Nobody will wait for it any more: stop it on the device too.
+            outcome = await cancel_session(args.session_service, handle.session_id,
+                                           args.session_token, TIMEOUT_REASON)
+            return fail(f"timed out after {args.timeout:g}s waiting for the task's end; "
+                        f"session {handle.session_id} {outcome}", EXIT_TIMEOUT)
         except ConnectionError as exc:
             return fail(f"connection lost before the task ended: {exc}", EXIT_CONNECT)
         if watcher is not None:  # let the last step's answer show before the end
@@ -203,7 +245,11 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
         progress.finish()
         print_result(args, result.session_id, result.task_name, result.status,
                      result.result, result.error)
-        return EXIT_OK if result.ok else EXIT_FAILED
+        code = exit_code(result.ok, result.result)
+        if code == EXIT_STEPS_FAILED:
+            failed, total = failed_steps(result.result)
+            fail(f"the task completed, but {failed} of its {total} steps failed", code)
+        return code
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -221,10 +267,11 @@ async def _watch(channel: asyncio.Task[Any], session_id: str, progress: Progress
     return await watch_session(opened, session_id, progress, token)
 
 
-async def _connect(args: argparse.Namespace, target_id: str) -> ConstellationClient | int:
+async def _connect(args: argparse.Namespace, target_id: str,
+                   client_id: str | None = None) -> ConstellationClient | int:
     """A constellation registered for ``target_id``, or the exit code once said why not."""
-    client = ConstellationClient(args.url, args.client_id or _client_id(), target_id,
-                                 token=args.token)
+    client = ConstellationClient(args.url, client_id or args.client_id or _client_id(),
+                                 target_id, token=args.token)
     try:
         await client.connect()
     except RegistrationRefused as exc:
@@ -265,8 +312,16 @@ def main(argv: list[str] | None = None) -> None:
                 code = fail(str(exc), EXIT_USAGE)
             else:
                 code = asyncio.run(run_plan(args, plan))
+        sys.stdout.flush()  # a closed stdout shows here, not at exit
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whoever read stdout has gone: end quietly, and keep the interpreter's own
+        # flush at exit from failing again on the same pipe.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
     sys.exit(code)
 
 

@@ -30,9 +30,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from aip_client import wire
+from aip_client.redact import redact, server_text
+from aip_client.refusals import PermanentRefusal, judge_close, judge_http_status
+from aip_client.running import RunningWork
 from aip_client.tools import ToolRegistry, builtin_registry, platform_name, system_info
 from aip_wire.vocab import ClientType, CloseCode, MessageType, ResultStatus, Status
 
@@ -46,7 +49,12 @@ FrameCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
 class RegistrationRefused(Exception):
-    """The server answered ``register`` with an error (or not with ``heartbeat``/``ok``)."""
+    """The server answered ``register`` with an error (or not with ``heartbeat``/``ok``);
+    ``close_code`` is the code it closed the socket with right after, if it did."""
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 def backoff_delay(attempt: int, minimum: float, maximum: float,
@@ -129,7 +137,8 @@ class DeviceClient:
         self._send_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._commands: set[asyncio.Task[None]] = set()
+        #: Commands and pushes in flight; a session's end cancels its commands.
+        self.work = RunningWork()
         self._unsent: list[dict[str, Any]] = []
 
     # ---------------------------------------------------------------- lifecycle
@@ -173,10 +182,7 @@ class DeviceClient:
         if ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 2)
-        for task in list(self._commands):
-            task.cancel()
-        if self._commands:
-            await asyncio.wait(self._commands, timeout=2)
+        await self.work.cancel_all(timeout=2)
         if self._runner is not None and self._runner is not asyncio.current_task():
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -191,10 +197,14 @@ class DeviceClient:
         """Connect, register and serve; after any drop back off and do it again.
 
         Returns when :meth:`stop` is called (or on a takeover with ``stop_on_takeover``).
+
+        :raises PermanentRefusal: a refusal retrying cannot fix (no WebSocket at the URL,
+            bad credentials, the ``client_id`` held by another live connection).
         """
         attempt = 0
         while not self._stopping.is_set():
             close_code: int | None = None
+            refusal: PermanentRefusal | None = None
             try:
                 async with connect(
                     self.url,
@@ -209,25 +219,41 @@ class DeviceClient:
                     attempt = 0
                     await self._serve(ws)
                     close_code = ws.close_code
+                    refusal = judge_close(close_code, server_text(ws.close_reason or ""),
+                                          registered_before=True)
             except RegistrationRefused as exc:
-                self.last_error = str(exc)
-                log.error("[%s] registration refused: %s", self.client_id, exc)
+                self.last_error = server_text(str(exc))
+                log.error("[%s] registration refused: %s", self.client_id, self.last_error)
+                close_code = exc.close_code
+                refusal = judge_close(close_code, self.last_error,
+                                      registered_before=self.registrations > 0)
             except ConnectionClosed as exc:
                 close_code = exc.rcvd.code if exc.rcvd is not None else None
                 self.last_error = f"connection closed ({close_code})"
+                refusal = judge_close(close_code,
+                                      server_text(exc.rcvd.reason) if exc.rcvd else "",
+                                      registered_before=self.registrations > 0)
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                self.last_error = f"HTTP {status} to the WebSocket upgrade"
+                refusal = judge_http_status(status, redact(self.url))
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = redact(f"{type(exc).__name__}: {exc}")
                 log.debug("[%s] connect failed: %s", self.client_id, self.last_error)
             except InvalidURI:
                 raise
             except Exception as exc:  # never let one bad connection end the device
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = redact(f"{type(exc).__name__}: {exc}")
                 log.exception("[%s] connection failed", self.client_id)
             finally:
                 self._ws = None
                 self.registered.clear()
             if self._stopping.is_set():
                 break
+            if refusal is not None:
+                self.last_error = str(refusal)
+                log.error("[%s] %s; not reconnecting", self.client_id, refusal)
+                raise refusal
             if close_code == CloseCode.REPLACED:
                 log.warning("[%s] another connection with this client_id took over",
                             self.client_id)
@@ -263,12 +289,16 @@ class DeviceClient:
             if frame["type"] == MessageType.HEARTBEAT and frame["status"] == Status.OK:
                 break
             if frame["type"] == MessageType.ERROR or frame["status"] == Status.ERROR:
-                raise RegistrationRefused(frame.get("error") or "registration refused")
+                # The close that follows a refusal says whether to try again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.wait_closed(), 2)
+                raise RegistrationRefused(frame.get("error") or "registration refused",
+                                          ws.close_code)
         self.registrations += 1
         self.last_error = None
         self.registered.set()
-        log.info("[%s] registered at %s (registration %d)", self.client_id, self.url,
-                 self.registrations)
+        log.info("[%s] registered at %s (registration %d)", self.client_id,
+                 redact(self.url), self.registrations)
         unsent, self._unsent = self._unsent, []
         for frame in unsent:  # results finished while disconnected
             await self._send_on(ws, frame)
@@ -331,24 +361,36 @@ class DeviceClient:
             except Exception:
                 log.exception("[%s] on_frame callback failed", self.client_id)
         if kind == MessageType.COMMAND:
-            self._spawn(self._run_command(frame))
+            ending = frame["status"] in (Status.COMPLETED, Status.FAILED)
+            if ending:
+                self.cancel_session(frame.get("session_id"), f"command {frame['status']}")
+            if frame.get("actions") or not ending:  # an ending one without actions: done
+                self.work.spawn(self._run_command(frame), frame.get("session_id"))
         elif kind == MessageType.HEARTBEAT:
             if frame.get("session_id") is None:
                 self.heartbeat_acks += 1
         elif kind == MessageType.TASK:
             await self._accept_pushed_task(frame)
         elif kind == MessageType.DEVICE_INFO_REQUEST:
-            self._spawn(self._push_info_quietly())
+            self.work.spawn(self._push_info_quietly())
         elif kind == MessageType.TASK_END:
-            log.info("[%s] task %s ended: %s %s", self.client_id, frame.get("session_id"),
-                     frame["status"], frame.get("error") or "")
+            log.info("[%s] task %s ended: %s %s", self.client_id,
+                     server_text(frame.get("session_id")), server_text(frame["status"]),
+                     server_text(frame.get("error") or ""))
+            self.cancel_session(frame.get("session_id"), f"task_end {frame['status']}")
         elif kind == MessageType.ERROR:
-            log.warning("[%s] server error: %s", self.client_id, frame.get("error"))
+            log.warning("[%s] server error: %s", self.client_id,
+                        server_text(frame.get("error")))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
+    def cancel_session(self, session_id: object, why: str) -> int:
+        """Cancel the commands still running for ``session_id`` (its end arrived): their
+        tools are cancelled (``run_shell`` kills its process group) and their results,
+        which nobody waits for any more, are not sent. Returns how many were cancelled."""
+        cancelled = self.work.cancel_session(session_id)
+        if cancelled:
+            log.info("[%s] session %s ended (%s): cancelled %d running command(s)",
+                     self.client_id, server_text(session_id), why, cancelled)
+        return cancelled
 
     async def _push_info_quietly(self) -> None:
         try:
@@ -378,10 +420,8 @@ class DeviceClient:
 
     async def _run_command(self, command: dict[str, Any]) -> None:
         actions = command.get("actions") or []
-        if not actions and command["status"] in (Status.COMPLETED, Status.FAILED):
-            return  # the end of a task, nothing to run
-        log.info("[%s] command %s: %s", self.client_id, command.get("response_id"),
-                 ", ".join(action["tool_name"] for action in actions))
+        log.info("[%s] command %s: %s", self.client_id, server_text(command.get("response_id")),
+                 server_text(", ".join(str(action["tool_name"]) for action in actions)))
         try:
             results = await self.execute(command)
         except Exception as exc:  # the registry never raises; this is a safety net

@@ -16,6 +16,34 @@ from typing import Any, TextIO
 from aip_wire.vocab import ResultStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+#: The task completed, but some of its steps failed (``continue_on_failure``).
+EXIT_STEPS_FAILED = 5
+#: Interrupted (Ctrl-C or SIGTERM) while a plan ran; its session was cancelled.
+EXIT_INTERRUPTED = 130
+#: Stdout was closed before everything was written (``aip-task ... | head -1``), as for a
+#: process ended by SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
+def failed_steps(result: Any) -> tuple[int, int]:
+    """``(failed, total)`` steps of a task's result, the default agent's list of step
+    results; a step failed when any of its actions did. ``(0, 0)`` for other results."""
+    if not isinstance(result, list):
+        return 0, 0
+    failed = sum(
+        1 for step in result
+        if isinstance(step, list) and any(
+            isinstance(action, dict) and action.get("status") == ResultStatus.FAILURE
+            for action in step))
+    return failed, len(result)
+
+
+def exit_code(ok: bool, result: Any) -> int:
+    """The exit code of a task that ended: failed, completed, or completed with failed
+    steps."""
+    if not ok:
+        return EXIT_FAILED
+    return EXIT_STEPS_FAILED if failed_steps(result)[0] else EXIT_OK
 
 
 def dump(value: Any) -> str:
@@ -178,15 +206,19 @@ def _describe_action(action: dict[str, Any]) -> str:
 
 def print_result(args: argparse.Namespace, session_id: str, task_name: str | None,
                  status: str, result: Any, error: str | None) -> None:
+    failed, total = failed_steps(result)
     if args.json:
         print(json.dumps({"session_id": session_id, "task_name": task_name,
                           "device": args.device, "status": status, "result": result,
-                          "error": error}, ensure_ascii=False, default=str))
+                          "error": error, "failed_steps": failed, "steps": total},
+                         ensure_ascii=False, default=str))
         return
     print(f"status: {status}")
     print(f"session: {session_id}")
     if error:
         print(f"error: {error}")
+    if failed:
+        print(f"failed steps: {failed} of {total}")
     print("result:")
     print(dump(result))
 

@@ -88,3 +88,32 @@ async def devices_grpc(address: str, token: str | None) -> list[dict[str, Any]] 
              "active_sessions": d.active_sessions, "gateway_id": d.gateway_id,
              "device_info": json.loads(d.device_info_json) if d.device_info_json else None}
             for d in reply.devices]
+
+
+async def cancel_session(address: str, session_id: str, token: str | None,
+                         reason: str, timeout: float = 3.0) -> str:
+    """Cancel a session through gRPC ``CancelSession``, within ``timeout`` seconds in all.
+
+    Returns what happened, for the user: the session's state after the call, or why it
+    could not be cancelled this way.
+    """
+    if not address:
+        return "not cancelled through the session service (--session-service is off)"
+    try:
+        import grpc
+
+        from aip_grpc import session_api_pb2, session_api_pb2_grpc
+    except ImportError:
+        return "not cancelled through the session service (grpc is not installed)"
+    try:
+        async with asyncio.timeout(timeout), grpc.aio.insecure_channel(address) as channel:
+            stub = session_api_pb2_grpc.SessionApiStub(channel)
+            info = await stub.CancelSession(
+                session_api_pb2.CancelSessionRequest(session_id=session_id, reason=reason),
+                metadata=_metadata(token))
+    except TimeoutError:
+        return f"the session service at {address} did not answer within {timeout:g}s"
+    except grpc.aio.AioRpcError as exc:
+        return f"the session service refused to cancel it: {exc.code().name} {exc.details()}"
+    state = session_api_pb2.SessionState.Name(info.state).removeprefix("SESSION_STATE_")
+    return f"is {state.lower()}"

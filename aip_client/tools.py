@@ -20,32 +20,25 @@ import platform
 import shutil
 import signal
 import socket
-import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aip_client import wire
+from aip_client.errors import ToolFailure
+from aip_client.file_tools import FileRoots, default_workdir, file_tools
 from aip_wire.vocab import ResultStatus
 
 log = logging.getLogger("aip.client.tools")
 
 Tool = Callable[..., Any]
 
-DEFAULT_READ_LIMIT = 1024 * 1024
 DEFAULT_OUTPUT_CAP = 64 * 1024
 DEFAULT_SHELL_TIMEOUT = 60.0
-
-
-class ToolFailure(Exception):
-    """Raise from a tool to report ``failure`` with a message and, optionally, a result."""
-
-    def __init__(self, message: str, result: Any = None) -> None:
-        super().__init__(message)
-        self.result = result
+DEFAULT_KILL_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +60,8 @@ class ToolRegistry:
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        #: Where its file tools may go, when it has the built-in ones.
+        self.roots: FileRoots | None = None
 
     def add(self, name: str, func: Tool) -> None:
         if not name:
@@ -197,53 +192,6 @@ def get_system_info() -> dict[str, Any]:
     return system_info()
 
 
-def list_directory(path: str = ".", include_hidden: bool = False,
-                   limit: int = 1000) -> dict[str, Any]:
-    """Tool: the entries of a directory with type, size and modification time."""
-    base = Path(path).expanduser()
-    entries = []
-    names = sorted(os.listdir(base))
-    shown = [name for name in names if include_hidden or not name.startswith(".")]
-    for name in shown[:limit]:
-        full = base / name
-        try:
-            st = full.lstat()
-        except OSError:
-            continue
-        kind = ("directory" if stat.S_ISDIR(st.st_mode)
-                else "symlink" if stat.S_ISLNK(st.st_mode)
-                else "file" if stat.S_ISREG(st.st_mode) else "other")
-        entries.append({"name": name, "type": kind, "size": st.st_size,
-                        "modified": time.strftime("%Y-%m-%dT%H:%M:%S%z",
-                                                  time.localtime(st.st_mtime))})
-    return {"path": str(base.resolve()), "entries": entries, "count": len(shown),
-            "truncated": len(shown) > limit}
-
-
-def read_file(path: str, max_bytes: int = DEFAULT_READ_LIMIT,
-              encoding: str = "utf-8") -> dict[str, Any]:
-    """Tool: a text file's content, at most ``max_bytes`` of it."""
-    target = Path(path).expanduser()
-    size = target.stat().st_size
-    with open(target, "rb") as handle:
-        data = handle.read(max(0, int(max_bytes)))
-    return {"path": str(target.resolve()), "size": size,
-            "content": data.decode(encoding, errors="replace"),
-            "truncated": size > len(data)}
-
-
-def write_file(path: str, content: str, append: bool = False, make_dirs: bool = False,
-               encoding: str = "utf-8") -> dict[str, Any]:
-    """Tool: write (or append) text to a file; returns its path and size."""
-    target = Path(path).expanduser()
-    if make_dirs:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "a" if append else "w", encoding=encoding) as handle:
-        written = handle.write(content)
-    return {"path": str(target.resolve()), "written": written,
-            "size": target.stat().st_size}
-
-
 def _expand(path: str) -> str:
     return os.path.expanduser(path)
 
@@ -254,11 +202,15 @@ def _cap(data: bytes, cap: int) -> tuple[str, bool]:
 
 
 def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
-                   output_cap: int = DEFAULT_OUTPUT_CAP) -> Tool:
+                   output_cap: int = DEFAULT_OUTPUT_CAP,
+                   grace: float = DEFAULT_KILL_GRACE,
+                   default_cwd: Path | None = None) -> Tool:
     """The ``run_shell`` tool, bounded by ``timeout`` seconds and ``output_cap`` bytes.
 
     A command may ask for a shorter ``timeout``, never a longer one. A non-zero exit or a
-    timeout is a ``failure`` whose result still carries the (capped) output.
+    timeout is a ``failure`` whose result still carries the (capped) output. The command
+    runs in a process group of its own; on a timeout or a cancellation the whole group
+    is ended (:func:`end_process_group`, SIGKILL ``grace`` seconds after SIGTERM).
     """
 
     async def run_shell(cmd: str, timeout: float | None = None, cwd: str | None = None,
@@ -266,30 +218,34 @@ def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
         limit = max_timeout if timeout is None else min(float(timeout), max_timeout)
         process = await asyncio.create_subprocess_shell(
             cmd,
-            cwd=_expand(cwd) if cwd else None,
+            cwd=_expand(cwd) if cwd else default_cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        timed_out = False
         started = time.monotonic()
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), limit)
-        except (TimeoutError, asyncio.CancelledError) as exc:
-            timed_out = isinstance(exc, TimeoutError)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = await process.communicate()
-            if not timed_out:
-                raise
+        except TimeoutError:
+            await end_process_group(process, kill_grace)
+            stdout, stderr = await _drain(process, kill_grace)
+            out, _ = _cap(stdout, cap)
+            err, _ = _cap(stderr, cap)
+            raise ToolFailure(f"Command timed out after {limit:g}s", {
+                "cmd": cmd, "exit_code": process.returncode, "stdout": out, "stderr": err,
+                "truncated": len(stdout) > cap or len(stderr) > cap,
+                "duration_seconds": round(time.monotonic() - started, 3)}) from None
+        except asyncio.CancelledError:
+            # Its session ended or the device stops: the command and everything it
+            # started go, shielded so that a second cancel cannot leave them running.
+            await asyncio.shield(end_process_group(process, kill_grace))
+            raise
         out, out_cut = _cap(stdout, cap)
         err, err_cut = _cap(stderr, cap)
         result = {"cmd": cmd, "exit_code": process.returncode, "stdout": out, "stderr": err,
                   "truncated": out_cut or err_cut,
                   "duration_seconds": round(time.monotonic() - started, 3)}
-        if timed_out:
-            raise ToolFailure(f"Command timed out after {limit:g}s", result)
         if check and process.returncode != 0:
             tail = err.strip().splitlines()[-1:] or [""]
             raise ToolFailure(f"Command exited with code {process.returncode}: {tail[0]}",
@@ -298,20 +254,57 @@ def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
 
     max_timeout = float(timeout)
     cap = int(output_cap)
+    kill_grace = float(grace)
     return run_shell
+
+
+async def end_process_group(process: asyncio.subprocess.Process, grace: float) -> None:
+    """End ``process`` and every process of its group (it was started with
+    ``start_new_session``, so its pid is the group's id): SIGTERM, then SIGKILL to what is
+    left once the leader exited or ``grace`` seconds passed. Grandchildren go too."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), grace)
+    # The group's id stays taken while any member lives, so this cannot hit a stranger.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), grace)
+
+
+async def _drain(process: asyncio.subprocess.Process, grace: float) -> tuple[bytes, bytes]:
+    """What is left of an ended process's output; bounded, since a process that left
+    its group may still hold the pipes."""
+    try:
+        return await asyncio.wait_for(process.communicate(), grace)
+    except TimeoutError:
+        return b"", b""
 
 
 def builtin_registry(*, allow_shell: bool = False,
                      shell_timeout: float = DEFAULT_SHELL_TIMEOUT,
-                     output_cap: int = DEFAULT_OUTPUT_CAP) -> ToolRegistry:
-    """A registry with the built-in tools; ``run_shell`` only when ``allow_shell``."""
+                     output_cap: int = DEFAULT_OUTPUT_CAP,
+                     workdir: str | Path | None = None,
+                     allow_paths: Iterable[str | Path] = ()) -> ToolRegistry:
+    """A registry with the built-in tools; ``run_shell`` only when ``allow_shell``.
+
+    The file tools reach only ``workdir`` (created when missing; relative paths resolve
+    in it; default :func:`~aip_client.file_tools.default_workdir` of ``"default"``) and
+    ``allow_paths``; ``run_shell`` starts in ``workdir`` unless told another ``cwd``.
+
+    :raises ValueError: an allowed path that is not an existing directory.
+    """
+    roots = FileRoots.of(workdir if workdir is not None else default_workdir("default"),
+                         allow_paths)
     registry = ToolRegistry()
+    registry.roots = roots
     registry.add("get_system_info", get_system_info)
-    registry.add("list_directory", list_directory)
-    registry.add("read_file", read_file)
-    registry.add("write_file", write_file)
+    for name, func in file_tools(roots).items():
+        registry.add(name, func)
     if allow_shell:
-        registry.add("run_shell", make_run_shell(shell_timeout, output_cap))
+        registry.add("run_shell", make_run_shell(shell_timeout, output_cap,
+                                                 default_cwd=roots.workdir))
     else:
         registry.add("run_shell", _shell_disabled)
     return registry

@@ -156,11 +156,14 @@ def end_audience(
 ) -> tuple[bool, bool]:
     """Who hears a session's ``task_end``: ``(requester, device)``.
 
-    The requester hears it when it holds a socket; the device hears it when someone else
-    asked (a device that asked for itself hears it once, as the requester). Nobody hears
-    it when the session was cancelled because its constellation left, as in the
-    reference server: the requester is gone and the device's work was abandoned.
+    The requester hears it when it holds a socket and is still there (a constellation
+    that left does not). The device hears it when someone else asked (a device that
+    asked for itself hears it once, as the requester) and it did not leave itself:
+    whatever else ended the session, the device must stop the work it still runs.
     """
-    if cancel_reason == CancelReason.CONSTELLATION_DISCONNECTED:
-        return False, False
-    return requester_kind in SOCKET_REQUESTERS, requester_kind != RequesterKind.DEVICE
+    requester_left = (cancel_reason == CancelReason.CONSTELLATION_DISCONNECTED
+                      and requester_kind == RequesterKind.CONSTELLATION)
+    notify_requester = requester_kind in SOCKET_REQUESTERS and not requester_left
+    notify_device = (requester_kind != RequesterKind.DEVICE
+                     and cancel_reason != CancelReason.DEVICE_DISCONNECTED)
+    return notify_requester, notify_device

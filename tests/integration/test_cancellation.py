@@ -1,7 +1,7 @@
 """The seed's cancellation table and disconnection cleanup, over real sockets.
 
 | device disconnects        | device_disconnected        | constellation gets task_end failed |
-| constellation disconnects | constellation_disconnected | no task_end to anyone              |
+| constellation disconnects | constellation_disconnected | device gets task_end failed        |
 
 After each case nothing may be left behind: no registry entry, no route, no running
 session, no presence record, no per-connection task.
@@ -82,13 +82,16 @@ async def test_device_disconnect_mid_task_fails_constellation_task(stack: Stack)
     await assert_released(stack)
 
 
-async def test_constellation_disconnect_mid_task_is_silent(stack: Stack) -> None:
+async def test_constellation_disconnect_mid_task_tells_the_device(stack: Stack) -> None:
     device, constellation, _ = await start_constellation_task(stack, "c1@t-cd")
     await constellation.close()
     await wait_for(lambda: not stack.service.manager.sessions["c1@t-cd"].running)
     session = stack.service.manager.sessions["c1@t-cd"]
     assert session.cancel_reason == "constellation_disconnected"
-    # No callback: the device hears no task_end (and no further command).
+    # The device hears one task_end, so it can stop the work, and no further command.
+    end = await device.recv_type("task_end", timeout=3)
+    assert end["status"] == "failed" and end["session_id"] == "c1@t-cd", end
+    assert "constellation_disconnected" in (end["error"] or ""), end
     await device.expect_silence(0.5)
     info = await get_session(stack.replica.address, "c1@t-cd")
     assert info.state == session_api_pb2.SESSION_STATE_CANCELLED
@@ -104,6 +107,7 @@ async def test_late_results_after_constellation_left_are_dropped(stack: Stack) -
     device, constellation, command = await start_constellation_task(stack, "c1@t-late")
     await constellation.close()
     await wait_for(lambda: not stack.service.manager.sessions["c1@t-late"].running)
+    assert (await device.recv_type("task_end", timeout=3))["session_id"] == "c1@t-late"
     await device.send(results_for(command, "dev1"))
     await device.expect_silence(0.3)
     info = await get_session(stack.replica.address, "c1@t-late")

@@ -3,79 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, wait_for
+from tests.integration.cli_support import BIN, ENV, aip_device, aip_task
+from tests.stack import Stack
 
 pytestmark = pytest.mark.timeout(90)
 
-BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-async def _run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=ENV)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def aip_task(stack: Stack, *args: str, timeout: float = 30) -> tuple[int, str, str]:
-    return await _run(str(BIN / "aip-task"), "--url", stack.ws_url,
-                      "--session-service", stack.replica.address, *args, timeout=timeout)
-
-
-@contextlib.asynccontextmanager
-async def aip_device(stack: Stack, client_id: str, *extra: str) -> AsyncIterator[
-        asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "aip-device"), "--url", stack.ws_url, "--id", client_id,
-        "--backoff-min", "0.05", "--backoff-max", "0.5", *extra,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, env=ENV)
-    try:
-        await wait_for(lambda: stack.gateway.registry.is_device_connected(client_id)
-                       or process.returncode is not None, 20)
-        assert process.returncode is None, "aip-device exited"
-        yield process
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def test_a_plan_runs_end_to_end(stack: Stack) -> None:
-    async with aip_device(stack, "cli-laptop") as device:
+async def test_a_plan_runs_end_to_end(stack: Stack, tmp_path: Path) -> None:
+    real_tmp = await asyncio.to_thread(os.path.realpath, tmp_path)
+    async with aip_device(stack, "cli-laptop", "--workdir", str(tmp_path)) as device:
         code, out, err = await aip_task(stack, "--device", "cli-laptop",
                                         str(EXAMPLES / "system-facts.json"))
         assert code == 0, (out, err)
         assert "status: completed" in out
-        assert '"hostname"' in out and "PRETTY_NAME" in out  # system info, /etc/os-release
+        assert '"hostname"' in out and '"cpu_count"' in out  # system info
         # Progress on stderr, plain lines (not a TTY): every step sent and answered.
         assert "accepted on cli-laptop" in err
-        for number in (1, 2, 3):
-            assert f"step {number}/3 sent" in err
-            assert f"step {number}/3 answered" in err
+        for number in (1, 2):
+            assert f"step {number}/2 sent" in err
+            assert f"step {number}/2 answered" in err
         assert "task completed" in err
         assert "\x1b[" not in err
 
@@ -86,6 +41,8 @@ async def test_a_plan_runs_end_to_end(stack: Stack) -> None:
         assert outcome["status"] == "completed"
         read_back = outcome["result"][2][0]["result"]
         assert read_back["content"] == "Hello from an AIP plan!\nA second line, appended.\n"
+        # Relative paths land in the device's working directory.
+        assert read_back["path"] == os.path.join(real_tmp, "aip-demo", "hello.txt")
 
         device.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(device.wait(), 10) == 0
@@ -94,7 +51,7 @@ async def test_a_plan_runs_end_to_end(stack: Stack) -> None:
 async def test_failure_exits_non_zero(stack: Stack) -> None:
     async with aip_device(stack, "cli-fail"):
         inline = json.dumps([{"tool_name": "read_file",
-                              "parameters": {"path": "/no/such/file"}}])
+                              "parameters": {"path": "no/such/file"}}])
         code, out, err = await aip_task(stack, "--device", "cli-fail", inline)
         assert code == 1, (out, err)
         assert "status: failed" in out and "FileNotFoundError" in out
@@ -103,15 +60,52 @@ async def test_failure_exits_non_zero(stack: Stack) -> None:
         code, out, _ = await aip_task(stack, "--device", "cli-fail",
                                       str(EXAMPLES / "shell-commands.json"), "--json")
         outcome = json.loads(out)
-        assert code == 0  # the example continues on failure
+        # The example continues on failure: completed, but every step failed, and said so.
+        assert code == 5
+        assert outcome["status"] == "completed"
+        assert (outcome["failed_steps"], outcome["steps"]) == (3, 3)
         assert all(step[0]["status"] == "failure" for step in outcome["result"])
         assert "--allow-shell" in outcome["result"][0][0]["error"]
+
+        code, out, err = await aip_task(stack, "--device", "cli-fail",
+                                        str(EXAMPLES / "shell-commands.json"))
+        assert code == 5, (out, err)
+        assert "status: completed" in out and "failed steps: 3 of 3" in out
+        assert "the task completed, but 3 of its 3 steps failed" in err
+
+        # One failed step of two still tells.
+        mixed = json.dumps({"steps": [[{"tool_name": "get_system_info"}],
+                                      [{"tool_name": "read_file",
+                                        "parameters": {"path": "no/such/file"}}]],
+                            "continue_on_failure": True})
+        code, out, err = await aip_task(stack, "--device", "cli-fail", mixed)
+        assert code == 5 and "failed steps: 1 of 2" in out, (out, err)
 
     code, _, err = await aip_task(stack, "--device", "cli-nobody",
                                   str(EXAMPLES / "system-facts.json"))
     assert code == 3 and "not connected" in err
     code, _, err = await aip_task(stack, "--device", "cli-nobody", "missing.json")
     assert code == 2 and "no such plan file" in err
+
+
+async def test_a_closed_stdout_ends_aip_task_quietly(stack: Stack) -> None:
+    """``aip-task ... | head -0``: the reader is gone before anything is printed."""
+    async with aip_device(stack, "cli-pipe"):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                str(BIN / "aip-task"), "--url", stack.ws_url, "--session-service",
+                stack.replica.address, "--device", "cli-pipe",
+                str(EXAMPLES / "system-facts.json"), stdin=asyncio.subprocess.DEVNULL,
+                stdout=write_end, stderr=asyncio.subprocess.PIPE, env=ENV)
+        finally:
+            os.close(write_end)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+        text = err.decode()
+        assert process.returncode == 141, text
+        assert "Traceback" not in text and "Exception ignored" not in text, text
+        assert "task completed" in text  # it ran; only printing the result failed
 
 
 async def test_shell_with_allow_shell_and_timeout(stack: Stack) -> None:

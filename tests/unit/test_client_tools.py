@@ -76,7 +76,7 @@ async def test_results_are_made_json_safe() -> None:
 
 
 async def test_file_tools(tmp_path: Path) -> None:
-    registry = builtin_registry()
+    registry = builtin_registry(workdir=tmp_path)
     target = tmp_path / "sub" / "f.txt"
     written = await registry.call("write_file", {"path": str(target), "content": "abc",
                                                  "make_dirs": True})

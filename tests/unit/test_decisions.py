@@ -98,10 +98,10 @@ def test_backend_has_no_origin() -> None:
     assert _notices(RequesterKind.BACKEND, origin="", accepted="", now="") == []
 
 
-def test_constellation_left_tells_nobody_but_drops_routes() -> None:
+def test_constellation_left_tells_only_the_device() -> None:
     assert _notices(RequesterKind.CONSTELLATION, "constellation_disconnected",
                     accepted="g2", now="g2") == [
-        EndNotice("g1", False, False), EndNotice("g2", False, False)]
+        EndNotice("g1", False, False), EndNotice("g2", False, True)]
 
 
 @pytest.mark.parametrize(("holder", "verdict"), [

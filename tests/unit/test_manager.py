@@ -183,7 +183,7 @@ async def test_a_cancel_while_the_record_is_written_waits_for_the_ack(manager: A
     records.pending.pop()(True)
     assert events == ["announced None"] and session.ended.is_set()
     assert session.state == "cancelled" and session.cancel_reason == "device_disconnected"
-    assert gateways.sent == [("end", "g1", {"requester": True, "device": True})]
+    assert gateways.sent == [("end", "g1", {"requester": True, "device": False})]
     assert mgr.active == 0
 
 

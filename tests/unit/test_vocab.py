@@ -51,9 +51,11 @@ def test_close_codes() -> None:
     (RequesterKind.HTTP, None, (False, True)),
     (RequesterKind.BACKEND, None, (False, True)),
     (RequesterKind.DEVICE, CancelReason.DEVICE_DISCONNECTED, (True, False)),
-    (RequesterKind.CONSTELLATION, CancelReason.DEVICE_DISCONNECTED, (True, True)),
-    (RequesterKind.CONSTELLATION, CancelReason.CONSTELLATION_DISCONNECTED, (False, False)),
+    (RequesterKind.CONSTELLATION, CancelReason.DEVICE_DISCONNECTED, (True, False)),
+    (RequesterKind.CONSTELLATION, CancelReason.CONSTELLATION_DISCONNECTED, (False, True)),
+    (RequesterKind.BACKEND, CancelReason.DEVICE_DISCONNECTED, (False, False)),
     (RequesterKind.BACKEND, "requested", (False, True)),
+    (RequesterKind.HTTP, CancelReason.DEADLINE_EXCEEDED, (False, True)),
 ])
 def test_end_audience(kind: RequesterKind, reason: str | None,
                       expected: tuple[bool, bool]) -> None:
