@@ -191,6 +191,10 @@ async def watch_all(replica: Replica, session_id: str,
             updates.append(update)
 
 
+def sent_seen(updates: list[pb.SessionUpdate]) -> bool:
+    return any(u.kind == pb.UPDATE_KIND_COMMAND_SENT for u in updates)
+
+
 async def test_watch_cancel_and_devices_on_replicas_that_do_not_own(shared: Shared) -> None:
     """WatchSession and CancelSession on a replica that does not run the session reach
     the owner; ListDevices counts running sessions over every replica; an idempotency
@@ -215,7 +219,7 @@ async def test_watch_cancel_and_devices_on_replicas_that_do_not_own(shared: Shar
         updates: list[pb.SessionUpdate] = []
         watching = asyncio.get_running_loop().create_task(
             watch_all(not_owner(shared, owners[session_id]), session_id, updates))
-        await until(lambda: any(u.kind == pb.UPDATE_KIND_COMMAND_SENT for u in updates), 10,
+        await until(partial(sent_seen, updates), 10,
                     f"the watcher of {session_id} sees its first command")
         shared.held.discard(session_id)  # the second command is answered as it comes
         [first] = shared.device.of_type("command", session_id)
