@@ -40,6 +40,10 @@ SYSTEM_PROMPT = (
 )
 
 
+#: What replaces the images of an earlier step in the conversation.
+IMAGES_DROPPED = "[The images of an earlier step were removed; the latest ones follow later.]"
+
+
 @dataclass(slots=True)
 class ToolAnswer:
     """What one tool call gave the model: the tool message's text, and its images."""
@@ -174,6 +178,8 @@ class _Loop:
         self.by_name = {spec.function_name: spec for spec in specs}
         self.tools = functions(specs)
         self.steps = 0
+        #: Where the latest images are in ``messages`` (``None``: none yet).
+        self._images_at: int | None = None
         self.messages: list[dict[str, Any]] = [
             {
                 "role": "system",
@@ -198,6 +204,12 @@ class _Loop:
             turn = _turn(turns, self.model, completion)
             turns += 1
             self.context.record_turn(turn)
+            log.info(
+                "session %s: model turn %d: %s",
+                self.context.session_id,
+                turn["seq"],
+                ", ".join(call["name"] for call in turn["tool_calls"]) or "answered",
+            )
             message = completion.choices[0].message
             if message.refusal:
                 return self._failed(f"The model refused the task: {message.refusal}")
@@ -230,16 +242,25 @@ class _Loop:
                     {"role": "tool", "tool_call_id": call["id"], "content": answer.text}
                 )
                 images.extend(answer.images)
-            if images:  # tool messages carry text only
-                self.messages.append(
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "text", "text": "The images of the tool results above:"},
-                            *({"type": "image_url", "image_url": {"url": url}} for url in images),
-                        ],
-                    }
-                )
+            if images:
+                self._show_images(images)
+
+    def _show_images(self, images: list[str]) -> None:
+        """Tool messages carry text only: the step's images follow as a user message.
+        Only the latest step's images stay in the conversation (screenshots are large,
+        and every call sends the whole conversation again); older ones become a note."""
+        if self._images_at is not None:
+            self.messages[self._images_at] = {"role": "user", "content": IMAGES_DROPPED}
+        self._images_at = len(self.messages)
+        self.messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "The images of the tool results above:"},
+                    *({"type": "image_url", "image_url": {"url": url}} for url in images),
+                ],
+            }
+        )
 
     def _failed(self, error: str) -> Outcome:
         return Outcome({"steps": self.steps}, error)

@@ -267,3 +267,29 @@ async def test_an_llm_session_needs_a_configured_model(stack: Stack) -> None:
         assert "not JSON" in (refused.value.details() or "")
     finally:
         await device.close()
+
+
+async def test_only_the_latest_screenshots_stay_in_the_conversation(
+    make_stack: StackFactory,
+) -> None:
+    script = [
+        tool_call("screen_capture", {}, "call_1"),
+        tool_call("screen_capture", {}, "call_2"),
+        answer("seen twice"),
+    ]
+    async with ScriptedModel(script) as model:
+        stack = await make_stack(session=llm_settings(model))
+        async with device_serving(stack, {"screen.capture": [PNG]}):
+            end = await run_task(stack, "Look twice")
+    assert end["status"] == "completed", end
+    last = model.requests[2]["messages"]
+    urls = [
+        part["image_url"]["url"]
+        for message in last
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part["type"] == "image_url"
+    ]
+    assert urls == [PNG]  # the second step's; the first's became a note
+    assert any("earlier step were removed" in str(message["content"]) for message in last)
+    assert [m["role"] for m in last[-4:]] == ["user", "assistant", "tool", "user"]
