@@ -192,6 +192,8 @@ class _Loop:
         turns = 0
         while True:
             try:
+                # The messages and tools are plain JSON dicts of the documented shapes;
+                # the client's TypedDict unions cannot be inferred from them.
                 completion = await self.client.chat.completions.create(
                     model=self.model,
                     messages=self.messages,  # type: ignore[arg-type]

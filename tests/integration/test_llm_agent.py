@@ -24,6 +24,7 @@ from tests.integration.llm_support import (
     Status,
     ToolDevice,
     answer,
+    completion,
     llm_settings,
     tool_call,
 )
@@ -293,3 +294,17 @@ async def test_only_the_latest_screenshots_stay_in_the_conversation(
     assert urls == [PNG]  # the second step's; the first's became a note
     assert any("earlier step were removed" in str(message["content"]) for message in last)
     assert [m["role"] for m in last[-4:]] == ["user", "assistant", "tool", "user"]
+
+
+async def test_a_refusal_fails_the_session(make_stack: StackFactory) -> None:
+    refusal = completion(
+        {"role": "assistant", "content": None, "refusal": "I cannot help with that."}, "stop"
+    )
+    async with ScriptedModel([refusal]) as model:
+        stack = await make_stack(session=llm_settings(model))
+        async with device_serving(stack, {}):
+            end = await run_task(stack, "Do something bad")
+            info = await get_session(stack.replica.address, "c1@t-llm")
+    assert end["status"] == "failed"
+    assert end["error"] == "The model refused the task: I cannot help with that."
+    assert [turn.refusal for turn in info.turns] == ["I cannot help with that."]
