@@ -197,6 +197,8 @@ class SessionSettings(BaseSettings):
         self.llm_api_key_file = None
         if bool(self.llm_base_url) != bool(self.llm_model):
             raise ValueError("--llm-base-url and --llm-model go together")
+        if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
+            raise ValueError("--llm-base-url must be an http:// or https:// URL")
         return self
 
     @property

@@ -57,15 +57,18 @@ def _call_id() -> str:
 
 
 def describe_error(exc: openai.OpenAIError, config: LlmConfig) -> str:
-    """The cause of a failed model call, for the session's error (no credentials)."""
+    """The cause of a failed model call, for the session's error. An endpoint's message
+    is its own text: should it echo the key, the key is masked."""
     retries = f" (after {config.max_retries} retries)" if config.max_retries else ""
     if isinstance(exc, openai.APITimeoutError):
         return f"the model did not answer within {config.timeout:g}s{retries}"
-    if isinstance(exc, openai.APIStatusError):
-        return f"the model endpoint answered HTTP {exc.status_code}{retries}: {exc.message}"
     if isinstance(exc, openai.APIConnectionError):
         return f"cannot reach the model endpoint {config.base_url}{retries}"
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, openai.APIStatusError):
+        text = f"the model endpoint answered HTTP {exc.status_code}{retries}: {exc.message}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text.replace(config.api_key, "***") if config.api_key else text
 
 
 def _turn(seq: int, model: str, completion: Any) -> dict[str, Any]:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import openai
 import pytest
 
 from aip_grpc import session_api_pb2 as pb
+from session_service.agents.llm import describe_error
+from session_service.agents.llm_config import LlmConfig
 from session_service.agents.selection import AgentChoiceError, select_agent
 from session_service.agents.tools import (
     MAX_IMAGES,
@@ -177,3 +180,21 @@ def test_the_key_is_secret_and_read_from_a_file(tmp_path: Path) -> None:
         SessionSettings(llm_base_url="http://127.0.0.1:1/v1")
     with pytest.raises(ValueError, match="exclusive"):
         SessionSettings(llm_base_url="u", llm_model="m", llm_api_key="a", llm_api_key_file=path)
+
+
+def test_a_failed_call_is_described_without_the_key() -> None:
+    config = LlmConfig(
+        base_url="http://127.0.0.1:1/v1",
+        model="m",
+        api_key="sk-secret-1",
+        timeout=2.5,
+        max_retries=1,
+    )
+    text = describe_error(openai.OpenAIError("bad key sk-secret-1 given"), config)
+    assert "sk-secret-1" not in text and "***" in text
+    assert "sk-secret-1" not in repr(config)
+
+
+def test_the_base_url_must_be_http() -> None:
+    with pytest.raises(ValueError, match="http"):
+        SessionSettings(llm_base_url="127.0.0.1:8000", llm_model="m")
