@@ -20,6 +20,7 @@ from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from aip_wire.names import sanitize_task_name
 from aip_wire.vocab import CancelReason, RequesterKind, SessionState
 from session_service.agents.plan import PlanError, parse_plan
+from session_service.agents.selection import LLM, PLAN, AgentChoiceError, select_agent
 from session_service.api_errors import (
     ApiError,
     Reason,
@@ -64,16 +65,28 @@ T = TypeVar("T")
 SERVICE_NAME: str = session_api_pb2.DESCRIPTOR.services_by_name["SessionApi"].full_name
 
 
-def admission_problems(request: session_api_pb2.StartSessionRequest) -> list[tuple[str, str]]:
+def admission_problems(request: session_api_pb2.StartSessionRequest,
+                       llm_configured: bool = False) -> list[tuple[str, str]]:
     """What is wrong with a StartSession request, as ``(field, description)`` pairs;
-    empty when it may start. Pure: the plan is parsed as the plan agent will parse it,
-    so a request refused here is one the agent would have failed."""
+    empty when it may start. Pure: the agent is chosen as the manager will choose it
+    (:func:`~session_service.agents.selection.select_agent`), and a request for the plan
+    agent is parsed as it will parse it, so a request refused here is one the agent
+    would have failed. Any non-empty request may go to the llm agent."""
     problems = []
     if not request.device_id:
         problems.append(("device_id", "required"))
+    agent = ""
+    try:
+        agent = select_agent(request.request, request.agent, llm_configured=llm_configured)
+    except AgentChoiceError as exc:
+        problems.append(("agent", str(exc)))
+    if request.model and agent != LLM:
+        problems.append(("model", "only the llm agent uses a model"))
+    if len(request.model) > MAX_KEY_LENGTH:
+        problems.append(("model", f"longer than {MAX_KEY_LENGTH} characters"))
     if not request.request.strip():
         problems.append(("request", "required"))
-    else:
+    elif agent == PLAN:
         try:
             parse_plan(request.request)
         except PlanError as exc:
@@ -135,7 +148,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
     async def StartSession(
         self, request: session_api_pb2.StartSessionRequest, context: grpc.aio.ServicerContext
     ) -> session_api_pb2.SessionInfo:
-        problems = admission_problems(request)
+        problems = admission_problems(request, self.manager.settings.llm is not None)
         if problems:  # before anything is recorded or sent
             await abort(context, invalid(problems))
         requester_id = request.requester_id or "backend"
@@ -152,6 +165,8 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 requester_id=requester_id,
                 requester_kind=RequesterKind.BACKEND,
                 origin_gateway="",
+                agent_name=request.agent or None,
+                model=request.model,
                 idempotency_key=key,
             )
         except AlreadyYours as exc:  # this requester's retry: the first session

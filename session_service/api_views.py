@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aip_grpc import session_api_pb2 as pb
@@ -38,6 +39,7 @@ UPDATE_KINDS: dict[str, Any] = {
     UpdateKind.COMMAND_SENT: pb.UPDATE_KIND_COMMAND_SENT,
     UpdateKind.RESULTS_RECEIVED: pb.UPDATE_KIND_RESULTS_RECEIVED,
     UpdateKind.ENDED: pb.UPDATE_KIND_ENDED,
+    UpdateKind.MODEL_TURN: pb.UPDATE_KIND_MODEL_TURN,
 }
 
 COMMAND_STATUSES: dict[str, Any] = {
@@ -78,6 +80,7 @@ def session_info(session: Session, replica_id: str) -> pb.SessionInfo:
         steps_done=session.steps_done,
         steps_total=session.steps_total,
         replica_id=replica_id,
+        agent=session.agent_name,
     )
 
 
@@ -86,7 +89,43 @@ def detailed_info(session: Session, replica_id: str) -> pb.SessionInfo:
     info = session_info(session, replica_id)
     info.request = session.request
     info.commands.extend(live_commands(session.commands))
+    info.turns.extend(model_turn(turn) for turn in session.turns)
     return info
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def model_turn(turn: dict[str, Any]) -> pb.ModelTurn:
+    """One turn of the llm agent's transcript (as :func:`session_service.agents.llm`
+    records it) as the API's message."""
+    usage = turn.get("usage") or {}
+    return pb.ModelTurn(
+        seq=_count(turn.get("seq")),
+        time=timestamp(turn.get("at")),
+        model=str(turn.get("model") or ""),
+        text=str(turn.get("text") or ""),
+        tool_calls_json=dumps(turn.get("tool_calls") or []).decode(),
+        refusal=str(turn.get("refusal") or ""),
+        finish_reason=str(turn.get("finish_reason") or ""),
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        completion_tokens=_count(usage.get("completion_tokens")),
+        total_tokens=_count(usage.get("total_tokens")),
+    )
+
+
+def stored_turns(texts: list[str]) -> list[pb.ModelTurn]:
+    """Stored turns (JSON text each); a row that is not a JSON object is skipped."""
+    turns = []
+    for text in texts:
+        try:
+            turn = orjson.loads(text)
+        except ValueError:
+            continue
+        if isinstance(turn, dict):
+            turns.append(model_turn(turn))
+    return turns
 
 
 def live_commands(entries: list[CommandEntry]) -> list[pb.CommandRecord]:
@@ -141,10 +180,12 @@ def stored_info(record: SessionRecord, detailed: bool = False) -> pb.SessionInfo
         steps_total=record.steps_total,
         replica_id=record.replica_id,
         stored=True,
+        agent=record.agent,
     )
     if detailed:
         info.request = record.request
         info.commands.extend(stored_commands(record.commands))
+        info.turns.extend(stored_turns(record.turns))
     return info
 
 

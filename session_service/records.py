@@ -45,6 +45,9 @@ class SessionRecord:
     #: Written at creation, never read back into a record: the store's unique key on
     #: ``(requester_id, idempotency_key)`` is what uses it.
     idempotency_key: str = ""
+    #: The language-model agent's turns, JSON text each, in order (read with the
+    #: command log).
+    turns: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

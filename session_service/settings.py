@@ -7,10 +7,11 @@ import socket
 import uuid
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
+from session_service.agents.llm_config import LlmConfig
 
 
 def _default_replica_id() -> str:
@@ -146,6 +147,59 @@ class SessionSettings(BaseSettings):
         "anyone reaching the port can then pose as a gateway.",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
+    # The language-model agent (session_service/agents/llm.py); off unless both the URL
+    # and the model are given.
+    llm_base_url: str = Field(
+        "", description="Base URL of an OpenAI-compatible Chat Completions endpoint "
+        "(e.g. http://127.0.0.1:8000/v1); with --llm-model, natural-language requests "
+        "run the language-model agent.",
+    )
+    llm_model: str = Field("", description="Model the language-model agent asks by "
+                           "default (StartSession may name another).")
+    llm_api_key: SecretStr | None = Field(
+        None, description="API key of --llm-base-url; prefer AIP_SESSION_LLM_API_KEY or "
+        "--llm-api-key-file. Never logged nor recorded.",
+    )
+    llm_api_key_file: Path | None = Field(
+        None, description="Read --llm-api-key from this file (first line)."
+    )
+    llm_max_steps: int = Field(
+        30, ge=1, description="Most tool calls one language-model session may make; one "
+        "more fails the session.",
+    )
+    llm_timeout: float = Field(60.0, gt=0, description="Seconds one model call may take.")
+    llm_max_retries: int = Field(
+        2, ge=0, description="Retries of a model call that timed out or got 429/5xx, with "
+        "backoff; after them the session fails with the cause.",
+    )
+    llm_max_result_chars: int = Field(
+        20000, ge=100, description="Characters of one tool result's text the model is "
+        "shown; longer text is cut with a note (images are sent as images).",
+    )
+
+    @property
+    def llm(self) -> LlmConfig | None:
+        """The language-model agent's configuration; ``None`` when not configured."""
+        if not (self.llm_base_url and self.llm_model):
+            return None
+        key = self.llm_api_key.get_secret_value() if self.llm_api_key is not None else ""
+        return LlmConfig(
+            base_url=self.llm_base_url, model=self.llm_model, api_key=key,
+            max_steps=self.llm_max_steps, timeout=self.llm_timeout,
+            max_retries=self.llm_max_retries, max_result_chars=self.llm_max_result_chars,
+        )
+
+    @model_validator(mode="after")
+    def _llm_credential(self) -> SessionSettings:
+        given = self.llm_api_key.get_secret_value() if self.llm_api_key is not None else None
+        key = read_token(given, self.llm_api_key_file, "llm-api-key")
+        self.llm_api_key = SecretStr(key) if key is not None else None
+        self.llm_api_key_file = None
+        if bool(self.llm_base_url) != bool(self.llm_model):
+            raise ValueError("--llm-base-url and --llm-model go together")
+        if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
+            raise ValueError("--llm-base-url must be an http:// or https:// URL")
+        return self
 
     @property
     def store_location(self) -> str:

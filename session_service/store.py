@@ -237,6 +237,10 @@ class SessionStore:
         self._put(Write(store_sql.update_command,
                         (session_id, seq, results, received_at, status), size=size))
 
+    def record_turn(self, session_id: str, seq: int, turn: Any, at: float) -> None:
+        """Queue one model turn of the session's transcript."""
+        self._put(Write(store_sql.insert_turn, (session_id, seq, turn, at)))
+
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
                      steps_total: int, written: Written | None = None) -> None:

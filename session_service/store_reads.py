@@ -73,6 +73,10 @@ def one(db: Db, where: str, args: tuple[Any, ...],
             "received_at FROM commands WHERE session_id = ? ORDER BY seq",
             (record.session_id,),
         )]
+        record.turns = [row[0] for row in db.execute(
+            "SELECT turn_json FROM model_turns WHERE session_id = ? ORDER BY seq",
+            (record.session_id,),
+        )]
     return record
 
 

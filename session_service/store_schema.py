@@ -82,6 +82,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX sessions_by_idempotency_key
         ON sessions (requester_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
     """,
+    # 4: the language-model agent's transcript, one row per model turn.
+    """
+    CREATE TABLE model_turns (
+        session_id TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        turn_json  TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

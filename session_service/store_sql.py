@@ -79,6 +79,15 @@ def update_command(db: Db, session_id: str, seq: int, results: Any,
                (seq + 1, session_id, seq + 1))
 
 
+def insert_turn(db: Db, session_id: str, seq: int, turn: Any, at: float) -> None:
+    db.execute(
+        "INSERT INTO model_turns (session_id, seq, turn_json, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (session_id, seq) DO UPDATE SET turn_json = excluded.turn_json, "
+        "created_at = excluded.created_at",
+        (session_id, seq, _json(turn), at),
+    )
+
+
 def end_session(db: Db, session_id: str, state: str, result: Any,
                 error: str | None, cancel_reason: str | None, ended_at: float,
                 steps_done: int, steps_total: int) -> None:
@@ -95,6 +104,8 @@ def end_session(db: Db, session_id: str, state: str, result: Any,
 
 def prune(db: Db, ended_before: float) -> int:
     """Forget sessions (and their commands) that ended before ``ended_before``."""
+    db.execute("DELETE FROM model_turns WHERE session_id IN (SELECT session_id FROM "
+               "sessions WHERE ended_at IS NOT NULL AND ended_at < ?)", (ended_before,))
     db.execute("DELETE FROM commands WHERE session_id IN (SELECT session_id FROM sessions "
                "WHERE ended_at IS NOT NULL AND ended_at < ?)", (ended_before,))
     cursor = db.execute("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?",

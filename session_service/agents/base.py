@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from session_service.agents.llm_config import LlmConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +36,19 @@ class AgentContext(Protocol):
     request: str
     platform: str
     device_info: dict[str, Any]
+    #: The replica's language-model endpoint (``None``: not configured), and the model
+    #: the requester chose for this session (``""``: the endpoint's default).
+    llm: LlmConfig | None
+    model: str
 
     def set_total_steps(self, total: int) -> None: ...
 
     async def run_step(self, step: Step) -> list[dict[str, Any]]:
         """Send one step and return its results (failures on timeout)."""
+        ...
+
+    def record_turn(self, turn: dict[str, Any]) -> None:
+        """Add one model turn (JSON-able) to the session's transcript and tell watchers."""
         ...
 
 

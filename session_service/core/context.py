@@ -13,12 +13,13 @@ from session_service.core.log_budget import approx_bytes, keep_within
 from session_service.core.session import CommandEntry, Session, Update, UpdateKind
 
 if TYPE_CHECKING:
+    from session_service.agents.llm_config import LlmConfig
     from session_service.core.ports import RecordSink
 
 
 class AgentSessionContext:
     def __init__(self, session: Session, records: RecordSink, command_timeout: float,
-                 log_bytes: int) -> None:
+                 log_bytes: int, llm: LlmConfig | None = None) -> None:
         self._session = session
         self._records = records
         self._command_timeout = command_timeout
@@ -28,6 +29,8 @@ class AgentSessionContext:
         self.request = session.request
         self.platform = session.platform
         self.device_info = session.device_info
+        self.llm = llm
+        self.model = session.model
 
     def set_total_steps(self, total: int) -> None:
         self._session.steps_total = total
@@ -66,3 +69,10 @@ class AgentSessionContext:
             metrics.RESULTS_RELEASED.inc(keep_within(session, self._log_bytes))
         session.publish(Update(UpdateKind.RESULTS_RECEIVED, frame["response_id"], results))
         return results
+
+    def record_turn(self, turn: dict[str, Any]) -> None:
+        session = self._session
+        session.turns.append(turn)
+        self._records.record_turn(session.session_id, len(session.turns) - 1, turn,
+                                  time.time())
+        session.publish(Update(UpdateKind.MODEL_TURN, "", turn))

@@ -34,6 +34,7 @@ from aip_wire.vocab import (
 )
 from session_service import metrics
 from session_service.agents import AGENTS
+from session_service.agents.selection import select_agent
 from session_service.core import decisions
 from session_service.core.context import AgentSessionContext
 from session_service.core.lifecycle import (
@@ -97,14 +98,19 @@ class SessionManager(SessionQueries):
         requester_id: str,
         requester_kind: RequesterKind,
         origin_gateway: str,
-        agent_name: str = "plan",
+        agent_name: str | None = None,
+        model: str = "",
         idempotency_key: str = "",
     ) -> Session:
         """Admit a session; :meth:`start` runs it once its acceptance is announced.
+        ``agent_name`` ``None`` chooses the agent by the request
+        (:func:`~session_service.agents.selection.select_agent`).
 
         :raises ~session_service.core.decisions.SessionRejected: see
             :func:`~session_service.core.decisions.admit`.
         """
+        if agent_name is None:
+            agent_name = select_agent(request, llm_configured=self.settings.llm is not None)
         existing = self.sessions.get(session_id)
         device = self.presence.device(device_id)
         running = self._running_on.get(device_id, 0)
@@ -126,7 +132,7 @@ class SessionManager(SessionQueries):
             device_id=device_id, platform=device.platform if device is not None else "",
             device_info=device.device_info if device is not None else {},
             requester_id=requester_id, requester_kind=requester_kind,
-            origin_gateway=origin_gateway, agent_name=agent_name,
+            origin_gateway=origin_gateway, agent_name=agent_name, model=model,
             idempotency_key=idempotency_key,
             device_gateway=device.gateway_id if device is not None else "",
         )
@@ -224,7 +230,7 @@ class SessionManager(SessionQueries):
         of the timeout itself: a TimeoutError the agent raises on its own is a crash."""
         agent = AGENTS[session.agent_name]()
         context = AgentSessionContext(session, self.records, self.settings.command_timeout,
-                                      self.settings.session_log_bytes)
+                                      self.settings.session_log_bytes, self.settings.llm)
         seconds = self.settings.session_timeout
         deadline = asyncio.timeout(seconds)
         try:

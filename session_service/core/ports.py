@@ -58,6 +58,10 @@ class RecordSink(Protocol):
     def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
                        status: str, size: int = 0) -> None: ...
 
+    def record_turn(self, session_id: str, seq: int, turn: Any, at: float) -> None:
+        """One model turn of the session's transcript (JSON-able)."""
+        ...
+
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
                      steps_total: int, written: Written | None = None) -> None: ...
@@ -88,6 +92,9 @@ class NullRecords:
 
     def record_results(self, session_id: str, seq: int, results: Any, received_at: float,
                        status: str, size: int = 0) -> None:
+        pass
+
+    def record_turn(self, session_id: str, seq: int, turn: Any, at: float) -> None:
         pass
 
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,

@@ -26,6 +26,7 @@ class UpdateKind(StrEnum):
     STARTED = "started"
     COMMAND_SENT = "command_sent"
     RESULTS_RECEIVED = "results_received"
+    MODEL_TURN = "model_turn"  # the language-model agent's turn: its text and tool calls
     ENDED = "ended"
 
 
@@ -69,6 +70,8 @@ class Session:
     origin_gateway: str  # the gateway that submitted it ("" for backend calls)
     device_gateway: str  # the device's gateway when the session was accepted
     agent_name: str = "plan"
+    #: The model the requester chose for the llm agent ("": the replica's --llm-model).
+    model: str = ""
     #: The backend's StartSession idempotency key ("" for none): unique per requester
     #: in the store, so a retry on any replica finds this session.
     idempotency_key: str = ""
@@ -91,6 +94,8 @@ class Session:
     #: theirs back (:mod:`session_service.core.log_budget`).
     log_bytes: int = 0
     released: int = 0
+    #: The language-model agent's transcript: one JSON-able dict per model turn.
+    turns: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def state(self) -> SessionState:
