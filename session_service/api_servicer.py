@@ -98,13 +98,21 @@ def admission_problems(request: session_api_pb2.StartSessionRequest,
 
 
 def _past_updates(session: Session) -> list[Update]:
-    """The session's commands so far as the updates a watcher would have seen."""
-    updates = []
+    """The session's commands and model turns so far, in the order they happened, as
+    the updates a watcher would have seen."""
+    timed: list[tuple[float, Update]] = []
     for entry in session.commands:
-        updates.append(Update(UpdateKind.COMMAND_SENT, entry.response_id, entry.actions))
+        timed.append((entry.sent_at, Update(UpdateKind.COMMAND_SENT, entry.response_id,
+                                            entry.actions)))
         if entry.received_at is not None:
-            updates.append(Update(UpdateKind.RESULTS_RECEIVED, entry.response_id, entry.results))
-    return updates
+            timed.append((entry.received_at, Update(UpdateKind.RESULTS_RECEIVED,
+                                                    entry.response_id, entry.results)))
+    for turn in session.turns:
+        at = turn.get("at")
+        timed.append((at if isinstance(at, (int, float)) else 0.0,
+                      Update(UpdateKind.MODEL_TURN, "", turn)))
+    timed.sort(key=lambda pair: pair[0])  # stable: a command's results follow it
+    return [update for _, update in timed]
 
 
 class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
