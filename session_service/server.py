@@ -89,12 +89,16 @@ class SessionService:
             self._pruner = loop.create_task(self._prune_forever())
             self._leaser = loop.create_task(self._renew_forever())
         address = f"{self.settings.host}:{self.settings.port}"
-        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
-            self.port = self.server.add_secure_port(address, server_credentials(
-                self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca
-            ))
-        else:
-            self.port = self.server.add_insecure_port(address)
+        try:
+            if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+                self.port = self.server.add_secure_port(address, server_credentials(
+                    self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca
+                ))
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            # Recent grpcio raises where older releases returned port 0.
+            self.port = 0
         if not self.port:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         await self.server.start()
