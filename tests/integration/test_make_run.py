@@ -29,10 +29,22 @@ HOST = "127.0.0.1"
 
 def run_command(session_port: int, gateway_port: int) -> list[str]:
     if Path(sys.prefix).resolve() == (ROOT / ".venv").resolve():
-        return ["make", "--no-print-directory", "run", f"SESSION_PORT={session_port}",
-                f"GATEWAY_PORT={gateway_port}"]
-    return ["bash", str(ROOT / "scripts" / "run-services.sh"), str(Path(sys.executable).parent),
-            HOST, str(session_port), HOST, str(gateway_port)]
+        return [
+            "make",
+            "--no-print-directory",
+            "run",
+            f"SESSION_PORT={session_port}",
+            f"GATEWAY_PORT={gateway_port}",
+        ]
+    return [
+        "bash",
+        str(ROOT / "scripts" / "run-services.sh"),
+        str(Path(sys.executable).parent),
+        HOST,
+        str(session_port),
+        HOST,
+        str(gateway_port),
+    ]
 
 
 @contextmanager
@@ -41,12 +53,21 @@ def started(session_port: int, gateway_port: int) -> Iterator[subprocess.Popen[s
     on the way out (it holds only what this test started)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIP_")}
     process = subprocess.Popen(
-        run_command(session_port, gateway_port), cwd=ROOT, text=True,
+        run_command(session_port, gateway_port),
+        cwd=ROOT,
+        text=True,
         # PYTHONPATH: the console scripts import this checkout, whichever one the
         # environment was installed from.
-        env={**env, "PYTHONPATH": str(ROOT), "AIP_SESSION_STORE_PATH": ":memory:",
-             "AIP_SESSION_DRAIN_TIMEOUT": "2", "AIP_GATEWAY_DRAIN_TIMEOUT": "2"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        env={
+            **env,
+            "PYTHONPATH": str(ROOT),
+            "AIP_SESSION_STORE_PATH": ":memory:",
+            "AIP_SESSION_DRAIN_TIMEOUT": "2",
+            "AIP_GATEWAY_DRAIN_TIMEOUT": "2",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         yield process

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -22,16 +23,23 @@ MODULES = {"aip-session": "session_service", "aip-gateway": "gateway_service"}
 PREFIXES = {"aip-session": "AIP_SESSION_", "aip-gateway": "AIP_GATEWAY_"}
 
 
-def run_service(prog: str, *args: str, env: dict[str, str] | None = None,
-                timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_service(
+    prog: str, *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     """``prog`` run to its end (it is expected to refuse to start)."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("AIP_")}
     return subprocess.run(
         [sys.executable, "-m", MODULES[prog], "--host", HOST, *args],
         # Port 0 unless the test says otherwise (a flag wins over the environment).
-        env={**base, f"{PREFIXES[prog]}PORT": "0", "AIP_SESSION_STORE_PATH": ":memory:",
-             **(env or {})},
-        capture_output=True, text=True, timeout=timeout,
+        env={
+            **base,
+            f"{PREFIXES[prog]}PORT": "0",
+            "AIP_SESSION_STORE_PATH": ":memory:",
+            **(env or {}),
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -65,9 +73,21 @@ def test_a_busy_port_is_one_line_naming_it(prog: str) -> None:
 def test_a_second_replica_cannot_share_the_port() -> None:
     port = free_port()
     first = subprocess.Popen(
-        [sys.executable, "-m", "session_service", "--host", HOST, "--port", str(port),
-         "--store-path", ":memory:", "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "session_service",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--store-path",
+            ":memory:",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_listening(port, first)
@@ -139,19 +159,21 @@ def test_an_unknown_flag_is_one_line(prog: str) -> None:
     assert "unrecognized arguments: --no-such-flag" in line and "--help" in line
 
 
-def test_a_missing_tokens_file_names_the_flag_and_variable(tmp_path: object) -> None:
+def test_a_missing_tokens_file_names_the_flag_and_variable(tmp_path: Path) -> None:
     missing = f"{tmp_path}/tokens.txt"
-    result = run_service("aip-gateway",
-                         env={"AIP_GATEWAY_TOKENS_FILE": missing})
+    result = run_service("aip-gateway", env={"AIP_GATEWAY_TOKENS_FILE": missing})
     assert result.returncode == 2
     line = one_line(result)
-    assert line == (f"aip-gateway: --tokens-file (AIP_GATEWAY_TOKENS_FILE) {missing}: "
-                    "No such file or directory")
+    assert line == (
+        f"aip-gateway: --tokens-file (AIP_GATEWAY_TOKENS_FILE) {missing}: No such file or directory"
+    )
 
 
-def test_a_missing_certificate_is_refused_at_start(tmp_path: object) -> None:
-    result = run_service("aip-session", "--tls-cert", f"{tmp_path}/c.pem",
-                         "--tls-key", f"{tmp_path}/k.pem")
+def test_a_missing_certificate_is_refused_at_start(tmp_path: Path) -> None:
+    result = run_service(
+        "aip-session", "--tls-cert", f"{tmp_path}/c.pem", "--tls-key", f"{tmp_path}/k.pem"
+    )
     assert result.returncode == 2
     assert one_line(result).startswith(
-        f"aip-session: --tls-cert (AIP_SESSION_TLS_CERT) {tmp_path}/c.pem: No such file")
+        f"aip-session: --tls-cert (AIP_SESSION_TLS_CERT) {tmp_path}/c.pem: No such file"
+    )
