@@ -144,3 +144,55 @@ def _wait_healthy(port: int, process: subprocess.Popen[str], timeout: float = 90
             pass
         time.sleep(0.1)
     raise AssertionError("make run never became healthy")
+
+
+def _old_python(tmp_path: Path) -> Path:
+    """A stand-in interpreter that reports Python 3.10 and fails every version check."""
+    fake = tmp_path / "python3.10"
+    fake.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "Python 3.10.12"; exit 0; fi\nexit 1\n'
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+def _make_setup(venv: Path, python: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(ROOT),
+            "setup",
+            f"VENV={venv}",
+            f"PYTHON={python}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_make_refuses_an_old_python_and_says_how_to_get_one(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    result = _make_setup(venv, _old_python(tmp_path))
+    assert result.returncode != 0
+    assert "needs Python 3.11 or newer" in result.stderr
+    assert "Python 3.10.12" in result.stderr and "PYTHON=" in result.stderr
+    assert not venv.exists()
+
+
+def test_a_venv_without_pip_is_not_trusted(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60
+    )
+    (venv / ".installed").touch()
+    checker = ROOT / "scripts" / "venv-ok.sh"
+    assert subprocess.run(["bash", str(checker), str(venv / "bin" / "python")]).returncode == 1
+    assert subprocess.run(["bash", str(checker), sys.executable]).returncode == 0
+    # make drops the marker of the broken venv and goes on to rebuild it, which here
+    # stops at the interpreter check (rebuilding for real is an install of minutes).
+    result = _make_setup(venv, _old_python(tmp_path))
+    assert not (venv / ".installed").exists()
+    assert result.returncode != 0 and "needs Python 3.11 or newer" in result.stderr
