@@ -23,6 +23,7 @@ import grpc
 from prometheus_client import start_http_server
 
 from aip_link.channel import SERVER_OPTIONS
+from aip_runtime.cli import bind_error_text
 from aip_wire.vocab import CancelReason
 from session_service import api_servicer, leases, link_servicer
 from session_service.api_servicer import Health, SessionApiServicer
@@ -104,8 +105,14 @@ class SessionService:
         await self.server.start()
         await self.health.serving(self.store is None or self.store.writable)
         if self.settings.metrics_port is not None:
-            self._metrics, _ = start_http_server(self.settings.metrics_port,
-                                                 self.settings.host)
+            try:
+                self._metrics, _ = start_http_server(self.settings.metrics_port,
+                                                     self.settings.host)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"cannot serve metrics on {self.settings.host}:"
+                    f"{self.settings.metrics_port}: {bind_error_text(exc)} (--metrics-port, "
+                    "AIP_SESSION_METRICS_PORT)") from exc
         log.info("session service %s listening on %s:%d", self.settings.replica_id,
                  self.settings.host, self.port)
         return self.port

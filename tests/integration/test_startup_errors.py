@@ -177,3 +177,12 @@ def test_a_missing_certificate_is_refused_at_start(tmp_path: Path) -> None:
     assert one_line(result).startswith(
         f"aip-session: --tls-cert (AIP_SESSION_TLS_CERT) {tmp_path}/c.pem: No such file"
     )
+
+
+def test_a_busy_metrics_port_is_one_line_naming_the_flag() -> None:
+    with busy_port() as metrics_port:
+        result = run_service("aip-session", "--metrics-port", str(metrics_port))
+    assert result.returncode == 1
+    line = one_line(result)
+    assert line.startswith(f"aip-session: cannot serve metrics on {HOST}:{metrics_port}: ")
+    assert "already in use" in line and "AIP_SESSION_METRICS_PORT" in line
