@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Usage: run-services.sh BIN SESSION_HOST SESSION_PORT GATEWAY_HOST GATEWAY_PORT
 #
-# `make run`: one session-service replica and the gateway in the foreground. SIGINT or
-# SIGTERM stops both (each drains; a second signal cuts the drain short) and exits 0.
+# `make run`: one session-service replica and the gateway in the foreground. Ctrl-C (SIGINT
+# to the process group) or SIGTERM stops both (each drains; a second signal cuts the
+# drain short) and exits 0.
 # When either service stops by itself, a failure to bind its port included, the other is
 # stopped too and this exits non-zero (the first one's status, or 1).
 set -u
@@ -23,7 +24,11 @@ stop_both() {
   stopping=1
   kill -TERM "$gateway_pid" "$session_pid" 2>/dev/null
 }
-trap stop_both INT TERM
+# Ctrl-C reaches the whole foreground process group, the services included (each handles
+# SIGINT itself): passing it on as well would count as their second signal and cut the
+# drain short. SIGTERM reaches only make and this script, so it is passed on.
+trap 'stopping=1' INT
+trap stop_both TERM
 
 first=""
 wait -n -p first "$session_pid" "$gateway_pid"

@@ -196,3 +196,17 @@ def test_a_venv_without_pip_is_not_trusted(tmp_path: Path) -> None:
     result = _make_setup(venv, _old_python(tmp_path))
     assert not (venv / ".installed").exists()
     assert result.returncode != 0 and "needs Python 3.11 or newer" in result.stderr
+
+
+def test_ctrl_c_drains_both_services_once() -> None:
+    """SIGINT to the whole process group, as a terminal sends it: each service gets it
+    once and drains, rather than taking a forwarded copy for a second signal."""
+    session_port, gateway_port = free_port(), free_port()
+    with started(session_port, gateway_port) as process:
+        _wait_healthy(gateway_port, process)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert "shutting down: draining" in stderr
+        assert "second signal" not in stderr
+        assert "Traceback" not in stderr
+    assert port_free(session_port) and port_free(gateway_port)
