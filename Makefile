@@ -14,8 +14,26 @@ GATEWAY_PORT ?= 8000
 
 setup: $(VENV)/.installed $(PROTO_OUT)
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+# A .venv whose interpreter or pip does not work (`python3 -m venv` without Debian's
+# python3-venv leaves one without pip; a removed interpreter breaks one) is rebuilt
+# instead of failing every later run.
+ifneq ($(wildcard $(VENV)/.installed),)
+ifneq ($(shell bash scripts/venv-ok.sh $(BIN)/python && echo ok),ok)
+$(shell rm -f $(VENV)/.installed)
+endif
+endif
+
+$(VENV)/.installed: pyproject.toml setup.py
+	@if ! bash scripts/venv-ok.sh $(BIN)/python; then \
+		bash scripts/python-ok.sh $(PYTHON) || exit 1; \
+		rm -rf $(VENV); \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv $(VENV) && bash scripts/venv-ok.sh $(BIN)/python || { \
+			rm -rf $(VENV); \
+			echo "make: '$(PYTHON) -m venv' made no working venv with pip; on Debian or" \
+				"Ubuntu install python3-venv (apt-get install python3-venv) and run make again" >&2; \
+			exit 1; }; \
+	fi
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
@@ -27,13 +45,11 @@ $(PROTO_OUT): $(PROTO_SRC) $(VENV)/.installed
 	$(MAKE) protos
 
 # Both services on this machine: one session-service replica and the gateway; Ctrl-C
-# (or SIGTERM to make) drains and stops both.
+# (or SIGTERM to make) drains and stops both. Exits non-zero when either one stops (or
+# fails to start) by itself.
 run: setup
-	@$(BIN)/aip-session --host $(SESSION_HOST) --port $(SESSION_PORT) & session_pid=$$!; \
-	$(BIN)/aip-gateway --host $(GATEWAY_HOST) --port $(GATEWAY_PORT) \
-		--session-service $(SESSION_HOST):$(SESSION_PORT) & gateway_pid=$$!; \
-	trap 'kill $$gateway_pid $$session_pid 2>/dev/null' INT TERM; \
-	wait $$gateway_pid; kill $$session_pid 2>/dev/null; wait $$session_pid; true
+	@bash scripts/run-services.sh $(BIN) $(SESSION_HOST) $(SESSION_PORT) $(GATEWAY_HOST) \
+		$(GATEWAY_PORT)
 
 test: setup
 	$(BIN)/ruff check .

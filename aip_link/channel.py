@@ -43,5 +43,8 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [*_COMMON, ("grpc.enable_retries", 0)]
 
 #: For the replica's server.
 SERVER_OPTIONS: list[tuple[str, Any]] = [
-    *_COMMON, ("grpc.http2.min_ping_interval_without_data_ms", 5_000)
+    *_COMMON, ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    # gRPC sets SO_REUSEPORT by default: a second replica on a busy port would start and
+    # the kernel would spread connections over both. Without it the second one fails.
+    ("grpc.so_reuseport", 0),
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sys
 from types import FrameType
 from typing import cast
 
 import uvicorn
-from pydantic_settings import CliApp
 
+from aip_runtime.cli import bind_error_text, bind_failure, listening_socket, load_settings
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from gateway_service.app import GatewayApp, create_app
@@ -99,7 +100,17 @@ class GatewayServer(uvicorn.Server):
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = CliApp.run(GatewaySettings, cli_args=sys.argv[1:] if argv is None else argv)
+    settings = load_settings(GatewaySettings, sys.argv[1:] if argv is None else argv)
+    # Bound before anything starts, so a busy port is one clear line and exit status 1
+    # (uvicorn would first start the app, then log the failure among its own lines).
+    try:
+        listener = listening_socket(settings.host, settings.port)
+    except socket.gaierror as exc:
+        bind_failure("aip-gateway", settings.host, settings.port, "AIP_GATEWAY_",
+                     f"cannot resolve {settings.host}: {exc.strerror}")
+    except OSError as exc:
+        bind_failure("aip-gateway", settings.host, settings.port, "AIP_GATEWAY_",
+                     bind_error_text(exc))
     configure_logging(settings.log_level)
     fd_limit = raise_fd_limit()
     cap = cap_for_fd_limit(settings.max_unregistered, fd_limit)
@@ -112,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     log_socket_limits(settings)
     server = GatewayServer(config, settings)
     tune_gc()
-    server.run()
+    server.run(sockets=[listener])
 
 
 if __name__ == "__main__":

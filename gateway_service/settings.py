@@ -11,6 +11,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
+from aip_runtime.cli import LogLevel, check_readable
+from gateway_service.auth import Authenticator
 from gateway_service.replicas.resolver import split_host_port
 
 MiB = 1 << 20
@@ -160,7 +162,7 @@ class GatewaySettings(BaseSettings):
         description="A link that brings nothing back for this long (not even a pong) is "
         "taken for dead and reconnected, s.",
     )
-    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
 
     @field_validator("session_service")
     @classmethod
@@ -184,6 +186,19 @@ class GatewaySettings(BaseSettings):
     def _link_credential(self) -> GatewaySettings:
         self.link_token = read_token(self.link_token, self.link_token_file, "link-token")
         self.link_token_file = None
+        return self
+
+    @model_validator(mode="after")
+    def _files_readable(self) -> GatewaySettings:
+        # Missing certificates and token files are found at start, not at first use.
+        check_readable(self.session_tls_ca, "--session-tls-ca")
+        check_readable(self.session_tls_cert, "--session-tls-cert")
+        check_readable(self.session_tls_key, "--session-tls-key")
+        try:
+            Authenticator.from_settings(self.tokens_file, self.tokens)
+        except OSError as exc:
+            raise ValueError(f"--tokens-file {self.tokens_file}: {exc.strerror or exc}") \
+                from None
         return self
 
     def session_addresses(self) -> list[str]:

@@ -8,8 +8,7 @@ import logging
 import signal
 import sys
 
-from pydantic_settings import CliApp
-
+from aip_runtime.cli import bind_failure, listen_problem, load_settings
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from session_service.security import link_exposure
@@ -22,7 +21,17 @@ log = logging.getLogger("aip.session")
 async def serve(settings: SessionSettings) -> None:
     """Serve until SIGTERM or SIGINT, then drain (a second signal cuts the drain short)."""
     service = SessionService(settings)
-    await service.start()
+    try:
+        await service.start()
+    except (OSError, RuntimeError) as exc:
+        # Undo what started (the store, its lease), then one line instead of a traceback.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(service.stop(grace=0, drain_timeout=0), 10)
+        if service.port == 0 and isinstance(exc, OSError):
+            bind_failure("aip-session", settings.host, settings.port, "AIP_SESSION_",
+                         listen_problem(settings.host, settings.port)
+                         or "gRPC could not bind it")
+        sys.exit(f"aip-session: {exc}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -45,12 +54,15 @@ async def serve(settings: SessionSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = CliApp.run(SessionSettings, cli_args=sys.argv[1:] if argv is None else argv)
+    settings = load_settings(SessionSettings, sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    busy = listen_problem(settings.host, settings.port)
+    if busy is not None:
+        bind_failure("aip-session", settings.host, settings.port, "AIP_SESSION_", busy)
     problem = link_exposure(settings.host, settings.link_token, settings.insecure_link)
     if problem:
         sys.exit(f"aip-session: {problem}")

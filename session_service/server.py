@@ -24,6 +24,7 @@ import grpc
 from prometheus_client import start_http_server
 
 from aip_link.channel import SERVER_OPTIONS
+from aip_runtime.cli import bind_error_text
 from aip_wire.vocab import CancelReason
 from session_service import api_servicer, leases, link_servicer
 from session_service.api_forward import Owners
@@ -114,12 +115,16 @@ class SessionService:
             self._pruner = loop.create_task(self._prune_forever())
             self._leaser = loop.create_task(self._renew_forever())
         address = f"{self.settings.host}:{self.settings.port}"
-        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
-            self.port = self.server.add_secure_port(address, server_credentials(
-                self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca
-            ))
-        else:
-            self.port = self.server.add_insecure_port(address)
+        try:
+            if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+                self.port = self.server.add_secure_port(address, server_credentials(
+                    self.settings.tls_cert, self.settings.tls_key, self.settings.tls_client_ca
+                ))
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError:
+            # Recent grpcio raises where older releases returned port 0.
+            self.port = 0
         if not self.port:
             raise OSError(f"cannot listen on {self.settings.host}:{self.settings.port}")
         if self.store is not None and not self.settings.advertise_address \
@@ -130,8 +135,14 @@ class SessionService:
         await self.server.start()
         await self.health.serving(self.store is None or self.store.writable)
         if self.settings.metrics_port is not None:
-            self._metrics, _ = start_http_server(self.settings.metrics_port,
-                                                 self.settings.host)
+            try:
+                self._metrics, _ = start_http_server(self.settings.metrics_port,
+                                                     self.settings.host)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"cannot serve metrics on {self.settings.host}:"
+                    f"{self.settings.metrics_port}: {bind_error_text(exc)} (--metrics-port, "
+                    "AIP_SESSION_METRICS_PORT)") from exc
         log.info("session service %s listening on %s:%d", self.settings.replica_id,
                  self.settings.host, self.port)
         return self.port

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
 from session_service.agents.llm_config import LlmConfig
+from aip_runtime.cli import LogLevel, check_readable
 
 
 def _default_replica_id() -> str:
@@ -146,7 +147,7 @@ class SessionSettings(BaseSettings):
         False, description="Start without a link token although --host is not loopback: "
         "anyone reaching the port can then pose as a gateway.",
     )
-    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
     # The language-model agent (session_service/agents/llm.py); off unless both the URL
     # and the model are given.
     llm_base_url: str = Field(
@@ -218,6 +219,14 @@ class SessionSettings(BaseSettings):
             raise ValueError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return self
+
+    @model_validator(mode="after")
+    def _files_readable(self) -> SessionSettings:
+        # A missing certificate is found at start, not when the server binds.
+        check_readable(self.tls_cert, "--tls-cert")
+        check_readable(self.tls_key, "--tls-key")
+        check_readable(self.tls_client_ca, "--tls-client-ca")
         return self
 
     @model_validator(mode="after")
