@@ -63,7 +63,8 @@ class Clients:
         """Bind a validated registration to a new connection and announce it.
 
         A ``client_id`` already registered is taken over by the newcomer, unless
-        duplicates are refused.
+        duplicates are refused: whether the newcomer may take it over at all is decided
+        before (:mod:`gateway_service.takeover`).
 
         :raises Refusal: the ``client_id`` is taken and duplicates are refused.
         """
@@ -72,10 +73,8 @@ class Clients:
             if self.settings.refuse_duplicates:
                 raise Refusal(RefusalCode.DUPLICATE,
                               f"Client ID '{registration.client_id}' is already connected")
-            log.warning(
-                "[WS] %s reconnected: the newer connection takes over the old one",
-                registration.client_id,
-            )
+            log.info("[WS] %s: the newer connection replaces the old one (4000)",
+                     registration.client_id)
             self.unregister(previous)
             previous.close(CloseCode.REPLACED, "replaced by a newer connection")
 

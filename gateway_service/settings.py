@@ -59,6 +59,12 @@ class GatewaySettings(BaseSettings):
         description="Refuse a client_id that is already connected instead of letting "
         "the newer connection take over.",
     )
+    takeover_probe_timeout: float = Field(
+        2.0, gt=0,
+        description="Seconds the holder of a client_id has to answer a WebSocket ping "
+        "when another connection registers with that id without a token for it; a "
+        "holder that answers keeps the id and the newcomer is refused with 4409.",
+    )
     submit_timeout: float = Field(
         10.0, gt=0, description="Seconds to wait for a replica to accept a task."
     )

@@ -24,7 +24,15 @@ from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.registry import Connection
 from gateway_service.rules import Refusal, RefusalCode, check_registration, check_target
-from gateway_service.ws_protocol import ABORT_EXTENSION, REGISTERED_EXTENSION
+from gateway_service.takeover import (
+    TakeoverDecision,
+    TakeoverReason,
+    TakeoverStep,
+    after_probe,
+    first_step,
+    refusal_reason,
+)
+from gateway_service.ws_protocol import ABORT_EXTENSION, PROBE_EXTENSION, REGISTERED_EXTENSION
 
 log = logging.getLogger("aip.gateway.ws")
 
@@ -127,6 +135,44 @@ def presented_token(websocket: WebSocket, metadata: dict[str, Any] | None) -> st
     return token if isinstance(token, str) and token else None
 
 
+def _count_takeover(client_id: str, decision: TakeoverDecision) -> None:
+    metrics.TAKEOVERS.labels(decision.outcome, decision.reason or "").inc()
+    if decision.step == TakeoverStep.TAKE_OVER:
+        log.warning("[WS] %s registered again (%s): the newcomer takes over", client_id,
+                    decision.reason)
+    else:
+        log.warning("[WS] %s registered again while held (%s): newcomer refused (4409)",
+                    client_id, decision.reason)
+
+
+async def _admit_over_holder(gateway: Gateway, client_id: str, token_valid: bool) -> None:
+    """Let a newcomer through to a ``client_id`` that a connection holds, or refuse it.
+
+    :raises Refusal: the holder keeps the id (it answered the probe, or duplicates are
+        refused).
+    """
+    holder = gateway.registry.get(client_id)
+    if holder is None:
+        return
+    decision = first_step(refuse_duplicates=gateway.settings.refuse_duplicates,
+                          token_valid=token_valid)
+    if decision.step == TakeoverStep.PROBE:
+        answered = holder.probe is None or await holder.probe(
+            gateway.settings.takeover_probe_timeout)
+        decision = after_probe(answered=answered)
+        current = gateway.registry.get(client_id)
+        if decision.step == TakeoverStep.TAKE_OVER and current is not holder:
+            if current is None:
+                return  # the holder went meanwhile: an ordinary registration
+            # Another newcomer took the id during the probe: it is the live holder now.
+            decision = after_probe(answered=True)
+    _count_takeover(client_id, decision)
+    if decision.step == TakeoverStep.REFUSE:
+        raise Refusal(RefusalCode.DUPLICATE, refusal_reason(client_id)
+                      if decision.reason != TakeoverReason.DUPLICATES_REFUSED
+                      else f"Client ID '{client_id}' is already connected")
+
+
 async def _register(
     websocket: WebSocket, send: Send, gateway: Gateway, auth: Authenticator
 ) -> Connection | None:
@@ -162,7 +208,9 @@ async def _register(
             )
             if problem is not None:
                 raise Refusal(RefusalCode.UNAUTHORIZED, problem)
+        await _admit_over_holder(gateway, registration.client_id, token_valid=auth.enabled)
         conn = gateway.register(registration, _text_sender(send), _closer(websocket))
+        conn.probe = websocket.scope.get("extensions", {}).get(PROBE_EXTENSION)
     except FrameError as exc:
         await _refuse(websocket, Refusal(RefusalCode.BAD_REGISTRATION, str(exc)))
         return None
