@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
+from gateway_service.auth import parse_tokens
 from gateway_service.replicas.resolver import split_host_port
 
 MiB = 1 << 20
@@ -108,6 +109,12 @@ class GatewaySettings(BaseSettings):
         20.0, gt=0, description="Tasks per second one client may submit on average."
     )
     task_burst: int = Field(40, ge=1, description="Tasks one client may submit at once.")
+    max_body_bytes: int = Field(
+        1 * MiB, ge=1,
+        description="Largest HTTP API request body, bytes; a larger one is answered 413 "
+        "before it is read (Content-Length, or the bytes of a chunked body as they come).",
+    )
+
     silence_limit: float = Field(
         300.0,
         gt=0,
@@ -190,6 +197,24 @@ class GatewaySettings(BaseSettings):
     def _link_credential(self) -> GatewaySettings:
         self.link_token = read_token(self.link_token, self.link_token_file, "link-token")
         self.link_token_file = None
+        return self
+
+    @model_validator(mode="after")
+    def _tokens_fail_closed(self) -> GatewaySettings:
+        # A tokens file that names no client would turn authentication off without a word:
+        # refuse to start instead, as for one that cannot be read.
+        path = self.tokens_file
+        if path is not None:
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise ValueError(f"--tokens-file {path}: cannot be read ({reason})") from None
+            if not parse_tokens(text, f"--tokens-file {path}"):
+                raise ValueError(f"--tokens-file {path} has no token entries: with it, every "
+                                 "client must authenticate, so it must name at least one")
+        if self.tokens and self.tokens.strip() and not parse_tokens(self.tokens, "--tokens"):
+            raise ValueError("--tokens has no token entries: give at least one, or drop it")
         return self
 
     def session_addresses(self) -> list[str]:

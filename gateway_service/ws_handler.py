@@ -197,10 +197,9 @@ async def _register(
     try:
         frame = parse_client_frame(_payload(message))
         registration = check_registration(frame)
-        if registration.target_id is not None:
-            # Before auth, as clients have always seen it.
-            check_target(registration, await gateway.device_connected(registration.target_id))
         if auth.enabled:
+            # Before anything that answers about presence: an unauthenticated client must
+            # not learn whether a device is connected.
             problem = auth.check(
                 registration.client_id,
                 registration.client_type,
@@ -208,6 +207,8 @@ async def _register(
             )
             if problem is not None:
                 raise Refusal(RefusalCode.UNAUTHORIZED, problem)
+        if registration.target_id is not None:
+            check_target(registration, await gateway.device_connected(registration.target_id))
         await _admit_over_holder(gateway, registration.client_id, token_valid=auth.enabled)
         conn = gateway.register(registration, _text_sender(send), _closer(websocket))
         conn.probe = websocket.scope.get("extensions", {}).get(PROBE_EXTENSION)
