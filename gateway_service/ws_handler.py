@@ -22,6 +22,7 @@ from gateway_service import metrics
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
+from gateway_service.log_safety import clip
 from gateway_service.registry import Connection
 from gateway_service.rules import Refusal, RefusalCode, check_registration, check_target
 from gateway_service.takeover import (
@@ -93,7 +94,8 @@ async def _close(
 
 
 async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
-    code, reason = close_code(refusal), refusal.reason
+    # Refusal reasons quote what the client sent (its client_id, a parse error).
+    code, reason = close_code(refusal), clip(refusal.reason, 500)
     metrics.REGISTRATIONS.labels("refused").inc()
     log.warning("[WS] registration refused (%d): %s", code, reason)
     await _close(websocket, code, reason, farewell=frames.encode(frames.error_frame(reason)))
