@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             settings.max_unregistered, cap, fd_limit)
         settings = settings.model_copy(update={"max_unregistered": cap})
     config = uvicorn_config(settings)
+    configure_logging(settings.log_level)  # uvicorn.Config reset uvicorn's levels
     log_socket_limits(settings)
     server = GatewayServer(config, settings)
     tune_gc()

@@ -16,10 +16,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from gateway_service import log_safety
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.http_api import api_routes
+from gateway_service.http_guard import HttpGuard
 from gateway_service.settings import GatewaySettings
 from gateway_service.ws_handler import serve_socket
 
@@ -28,16 +30,19 @@ class GatewayApp:
     """The ASGI application: ``/ws`` directly, everything else through FastAPI."""
 
     def __init__(self, api: FastAPI,
-                 serve_ws: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+                 serve_ws: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 settings: GatewaySettings) -> None:
         self.api = api
         self.state = api.state
+        self._http = HttpGuard(api, api_key=settings.api_key,
+                               max_body_bytes=settings.max_body_bytes)
         self._serve_ws = serve_ws
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
             await self._serve_ws(scope, receive, send)
         else:
-            await self.api(scope, receive, send)
+            await self._http(scope, receive, send)
 
 
 WS_PATH = "/ws"
@@ -51,6 +56,8 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Here, once uvicorn has set up its loggers' handlers: they get the filter too.
+        log_safety.install()
         await gateway.start()
         try:
             yield
@@ -69,4 +76,4 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
         await serve_socket(scope, receive, send, gateway=gateway, router=frame_router,
                            auth=auth)
 
-    return GatewayApp(app, websocket_endpoint)
+    return GatewayApp(app, websocket_endpoint, settings)

@@ -18,7 +18,7 @@ from typing import Any
 from aip_link import messages as m
 from aip_wire.vocab import CloseCode
 from gateway_service import metrics
-from gateway_service.limits import TokenBucket
+from gateway_service.limits import BucketsByClient
 from gateway_service.registry import ClientRegistry, Connection, Outbox
 from gateway_service.rules import Refusal, RefusalCode, Registration
 from gateway_service.settings import GatewaySettings
@@ -34,6 +34,8 @@ class Clients:
         self.settings = settings
         self.registry = registry
         self._broadcast = broadcast
+        #: Task buckets per client_id, so that a reconnect does not reset the rate limit.
+        self.task_buckets = BucketsByClient(settings.task_rate, settings.task_burst)
         #: Set on SIGTERM: no new registrations, clients told to reconnect elsewhere.
         self.draining = False
 
@@ -63,7 +65,8 @@ class Clients:
         """Bind a validated registration to a new connection and announce it.
 
         A ``client_id`` already registered is taken over by the newcomer, unless
-        duplicates are refused.
+        duplicates are refused: whether the newcomer may take it over at all is decided
+        before (:mod:`gateway_service.takeover`).
 
         :raises Refusal: the ``client_id`` is taken and duplicates are refused.
         """
@@ -72,10 +75,8 @@ class Clients:
             if self.settings.refuse_duplicates:
                 raise Refusal(RefusalCode.DUPLICATE,
                               f"Client ID '{registration.client_id}' is already connected")
-            log.warning(
-                "[WS] %s reconnected: the newer connection takes over the old one",
-                registration.client_id,
-            )
+            log.info("[WS] %s: the newer connection replaces the old one (4000)",
+                     registration.client_id)
             self.unregister(previous)
             previous.close(CloseCode.REPLACED, "replaced by a newer connection")
 
@@ -89,7 +90,7 @@ class Clients:
             device_info=registration.device_info,
             outbox=outbox,
             close=close,
-            task_bucket=TokenBucket(self.settings.task_rate, self.settings.task_burst),
+            task_bucket=self.task_buckets.bucket(registration.client_id, time.monotonic()),
         )
         outbox.on_overflow = partial(self._overflowed, conn)
         self.registry.add(conn)

@@ -29,6 +29,7 @@ from gateway_service.replicas.transport import LinkSecurity
 from gateway_service.rules import Registration
 from gateway_service.sessions import Route, SessionTable
 from gateway_service.settings import GatewaySettings
+from gateway_service.takeover import RecentTakeovers
 
 log = logging.getLogger("aip.gateway")
 
@@ -56,6 +57,9 @@ class Gateway:
         self.registry = ClientRegistry()
         self.pool = ReplicaPool(settings, self, link_security(settings))
         self.clients = Clients(settings, self.registry, self.pool.broadcast)
+        #: Which client ids changed hands lately: a token takes one over unprobed only
+        #: once per window (:mod:`gateway_service.takeover`).
+        self.takeovers = RecentTakeovers()
         self.sessions = SessionTable(settings.gateway_id, settings.submit_timeout,
                                      self.registry, self.pool)
         self._inbound: dict[Replica, Inbound] = {}

@@ -19,6 +19,7 @@ from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
 from aip_wire.vocab import CLIENT_MESSAGE_TYPES, MessageType
 from gateway_service import metrics
 from gateway_service.gateway import Gateway
+from gateway_service.log_safety import clip
 from gateway_service.registry import Connection
 from gateway_service.rules import (
     Refusal,
@@ -64,22 +65,24 @@ class FrameRouter:
         try:
             frame = parse_client_frame(data)
         except FrameError as exc:
-            log.warning("[WS] malformed frame from %s: %s", conn.client_id, exc)
+            log.warning("[WS] malformed frame from %s: %s", clip(conn.client_id), clip(exc))
             metrics.FRAME_ERRORS.labels("malformed").inc()
-            conn.send(frames.error_frame(str(exc)))
+            conn.send(frames.error_frame(clip(exc)))
             return
         handler = self._routes.get(frame.type)
         self._counted[frame.type if handler else "unknown"].inc()
         if handler is None:
-            log.warning("[WS] unknown message type %r from %s", frame.type, conn.client_id)
+            log.warning("[WS] unknown message type '%s' from %s", clip(frame.type),
+                        clip(conn.client_id))
             metrics.FRAME_ERRORS.labels("unknown_type").inc()
-            conn.send(frames.error_frame(f"Unknown message type '{frame.type}'"))
+            conn.send(frames.error_frame(f"Unknown message type '{clip(frame.type)}'"))
             return
         problem = pin_identity(frame, conn.client_id, conn.client_type)
         if problem is not None:
-            log.warning("[WS] identity violation by %s: %s", conn.client_id, problem)
+            log.warning("[WS] identity violation by %s: %s", clip(conn.client_id),
+                        clip(problem, 500))
             metrics.FRAME_ERRORS.labels("identity").inc()
-            conn.send(frames.error_frame(problem, session_id=frame.session_id))
+            conn.send(frames.error_frame(clip(problem, 500), session_id=frame.session_id))
             return
         try:
             handler(conn, frame, data)
@@ -185,8 +188,8 @@ class FrameRouter:
         log.debug("[WS] device info of %s updated", conn.client_id)
 
     def client_error(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
-        log.warning("[WS] %s reported an error: %s", conn.client_id, frame.error)
-        conn.send(frames.error_frame(f"Error received: {frame.error}"))
+        log.warning("[WS] %s reported an error: %s", clip(conn.client_id), clip(frame.error))
+        conn.send(frames.error_frame(f"Error received: {clip(frame.error)}"))
 
     def client_task_end(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
         log.info("[WS] %s reported task_end for session %s (%s)",

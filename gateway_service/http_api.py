@@ -9,7 +9,6 @@ configured every route but health requires it in ``X-API-Key``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from aip_wire.frames import dumps
 from aip_wire.names import task_name_problem
 from aip_wire.vocab import RejectionCode, SessionState
 from gateway_service.gateway import Gateway
+from gateway_service.http_guard import api_key_valid
 from gateway_service.replicas import api
 from gateway_service.replicas.api import ReplicaApiError, SessionOutcome
 from gateway_service.replicas.pool import Replica
@@ -45,10 +45,9 @@ def _gateway(request: Request) -> Gateway:
 def require_api_key(
     request: Request, x_api_key: str | None = Header(default=None, alias="X-API-Key")
 ) -> None:
-    expected = _gateway(request).settings.api_key
-    if not expected:
-        return
-    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), expected.encode()):
+    # HttpGuard refused a missing key before the body was read; this stays for an
+    # application mounted without it.
+    if not api_key_valid(_gateway(request).settings.api_key, x_api_key):
         raise HTTPException(status_code=401, detail="Invalid or missing API key")
 
 
@@ -152,11 +151,16 @@ async def task_result(task_name: str, request: Request) -> dict[str, Any]:
 
 
 @api_routes.get("/health")
-async def health(request: Request) -> dict[str, Any]:
+async def health(
+    request: Request, x_api_key: str | None = Header(default=None, alias="X-API-Key")
+) -> dict[str, Any]:
     gateway = _gateway(request)
-    healthy = gateway.healthy_links()
+    status = "healthy" if gateway.healthy_links() else "degraded"
+    if gateway.settings.api_key and not api_key_valid(gateway.settings.api_key, x_api_key):
+        # Anyone may ask whether the gateway is up; who is connected is for key holders.
+        return {"status": status}
     return {
-        "status": "healthy" if healthy else "degraded",
+        "status": status,
         "gateway_id": gateway.gateway_id,
         "online_clients": [conn.client_id for conn in gateway.registry],
         "active_sessions": len(gateway.routes),

@@ -16,6 +16,11 @@ TASKS = Counter("aip_gateway_tasks_total", "Task lifecycle events", ["event"])
 DROPPED_RESULTS = Counter(
     "aip_gateway_dropped_command_results_total", "command_results dropped", ["reason"]
 )
+TAKEOVERS = Counter(
+    "aip_gateway_takeovers_total",
+    "Registrations with a client_id a live connection held: taken over or refused",
+    ["outcome", "reason"],
+)
 REPLICAS_UP = Gauge("aip_gateway_replicas_up", "Replicas with a healthy link")
 
 # Sockets: what the guards refused or cut off (gateway_service.socket_guard and the

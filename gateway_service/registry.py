@@ -181,6 +181,9 @@ class Connection:
     #: a shared empty frozenset until first used: most sockets never need them.
     sessions: set[str] | frozenset[str] = _NONE
     tasks: set[asyncio.Task[Any]] | frozenset[asyncio.Task[Any]] = _NONE
+    #: Pings the socket: whether a pong came within the timeout given (``None``: the
+    #: server offers no probe, and the connection counts as alive).
+    probe: Callable[[float], Awaitable[bool]] | None = None
     #: Monotonic time of the last frame received, for the silence limit.
     last_seen: float = field(default_factory=time.monotonic)
 

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
 from aip_runtime.cli import LogLevel, check_readable
-from gateway_service.auth import Authenticator
+from gateway_service.auth import Authenticator, parse_tokens
 from gateway_service.replicas.resolver import split_host_port
 
 MiB = 1 << 20
@@ -61,6 +61,12 @@ class GatewaySettings(BaseSettings):
         description="Refuse a client_id that is already connected instead of letting "
         "the newer connection take over.",
     )
+    takeover_probe_timeout: float = Field(
+        2.0, gt=0,
+        description="Seconds the holder of a client_id has to answer a WebSocket ping "
+        "when another connection registers with that id without a token for it; a "
+        "holder that answers keeps the id and the newcomer is refused with 4409.",
+    )
     submit_timeout: float = Field(
         10.0, gt=0, description="Seconds to wait for a replica to accept a task."
     )
@@ -104,6 +110,12 @@ class GatewaySettings(BaseSettings):
         20.0, gt=0, description="Tasks per second one client may submit on average."
     )
     task_burst: int = Field(40, ge=1, description="Tasks one client may submit at once.")
+    max_body_bytes: int = Field(
+        1 * MiB, ge=1,
+        description="Largest HTTP API request body, bytes; a larger one is answered 413 "
+        "before it is read (Content-Length, or the bytes of a chunked body as they come).",
+    )
+
     silence_limit: float = Field(
         300.0,
         gt=0,
@@ -186,6 +198,24 @@ class GatewaySettings(BaseSettings):
     def _link_credential(self) -> GatewaySettings:
         self.link_token = read_token(self.link_token, self.link_token_file, "link-token")
         self.link_token_file = None
+        return self
+
+    @model_validator(mode="after")
+    def _tokens_fail_closed(self) -> GatewaySettings:
+        # A tokens file that names no client would turn authentication off without a word:
+        # refuse to start instead, as for one that cannot be read.
+        path = self.tokens_file
+        if path is not None:
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise ValueError(f"--tokens-file {path}: cannot be read ({reason})") from None
+            if not parse_tokens(text, f"--tokens-file {path}"):
+                raise ValueError(f"--tokens-file {path} has no token entries: with it, every "
+                                 "client must authenticate, so it must name at least one")
+        if self.tokens and self.tokens.strip() and not parse_tokens(self.tokens, "--tokens"):
+            raise ValueError("--tokens has no token entries: give at least one, or drop it")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
@@ -22,9 +23,18 @@ from gateway_service import metrics
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
+from gateway_service.log_safety import clip
 from gateway_service.registry import Connection
 from gateway_service.rules import Refusal, RefusalCode, check_registration, check_target
-from gateway_service.ws_protocol import ABORT_EXTENSION, REGISTERED_EXTENSION
+from gateway_service.takeover import (
+    TakeoverDecision,
+    TakeoverReason,
+    TakeoverStep,
+    after_probe,
+    first_step,
+    refusal_reason,
+)
+from gateway_service.ws_protocol import ABORT_EXTENSION, PROBE_EXTENSION, REGISTERED_EXTENSION
 
 log = logging.getLogger("aip.gateway.ws")
 
@@ -85,7 +95,8 @@ async def _close(
 
 
 async def _refuse(websocket: WebSocket, refusal: Refusal) -> None:
-    code, reason = close_code(refusal), refusal.reason
+    # Refusal reasons quote what the client sent (its client_id, a parse error).
+    code, reason = close_code(refusal), clip(refusal.reason, 500)
     metrics.REGISTRATIONS.labels("refused").inc()
     log.warning("[WS] registration refused (%d): %s", code, reason)
     await _close(websocket, code, reason, farewell=frames.encode(frames.error_frame(reason)))
@@ -127,6 +138,48 @@ def presented_token(websocket: WebSocket, metadata: dict[str, Any] | None) -> st
     return token if isinstance(token, str) and token else None
 
 
+def _count_takeover(client_id: str, decision: TakeoverDecision) -> None:
+    metrics.TAKEOVERS.labels(decision.outcome, decision.reason or "").inc()
+    if decision.step == TakeoverStep.TAKE_OVER:
+        log.warning("[WS] %s registered again (%s): the newcomer takes over", client_id,
+                    decision.reason)
+    else:
+        log.warning("[WS] %s registered again while held (%s): newcomer refused (4409)",
+                    client_id, decision.reason)
+
+
+async def _admit_over_holder(gateway: Gateway, client_id: str, token_valid: bool) -> None:
+    """Let a newcomer through to a ``client_id`` that a connection holds, or refuse it.
+
+    :raises Refusal: the holder keeps the id (it answered the probe, or duplicates are
+        refused).
+    """
+    holder = gateway.registry.get(client_id)
+    if holder is None:
+        return
+    now = time.monotonic()
+    decision = first_step(refuse_duplicates=gateway.settings.refuse_duplicates,
+                          token_valid=token_valid,
+                          taken_over_recently=gateway.takeovers.recent(client_id, now))
+    if decision.step == TakeoverStep.PROBE:
+        answered = holder.probe is None or await holder.probe(
+            gateway.settings.takeover_probe_timeout)
+        decision = after_probe(answered=answered)
+        current = gateway.registry.get(client_id)
+        if decision.step == TakeoverStep.TAKE_OVER and current is not holder:
+            if current is None:
+                return  # the holder went meanwhile: an ordinary registration
+            # Another newcomer took the id during the probe: it is the live holder now.
+            decision = after_probe(answered=True)
+    _count_takeover(client_id, decision)
+    if decision.step == TakeoverStep.TAKE_OVER:
+        gateway.takeovers.note(client_id, time.monotonic())
+    if decision.step == TakeoverStep.REFUSE:
+        raise Refusal(RefusalCode.DUPLICATE, refusal_reason(client_id)
+                      if decision.reason != TakeoverReason.DUPLICATES_REFUSED
+                      else f"Client ID '{client_id}' is already connected")
+
+
 async def _register(
     websocket: WebSocket, send: Send, gateway: Gateway, auth: Authenticator
 ) -> Connection | None:
@@ -151,10 +204,9 @@ async def _register(
     try:
         frame = parse_client_frame(_payload(message))
         registration = check_registration(frame)
-        if registration.target_id is not None:
-            # Before auth, as clients have always seen it.
-            check_target(registration, await gateway.device_connected(registration.target_id))
         if auth.enabled:
+            # Before anything that answers about presence: an unauthenticated client must
+            # not learn whether a device is connected.
             problem = auth.check(
                 registration.client_id,
                 registration.client_type,
@@ -162,7 +214,11 @@ async def _register(
             )
             if problem is not None:
                 raise Refusal(RefusalCode.UNAUTHORIZED, problem)
+        if registration.target_id is not None:
+            check_target(registration, await gateway.device_connected(registration.target_id))
+        await _admit_over_holder(gateway, registration.client_id, token_valid=auth.enabled)
         conn = gateway.register(registration, _text_sender(send), _closer(websocket))
+        conn.probe = websocket.scope.get("extensions", {}).get(PROBE_EXTENSION)
     except FrameError as exc:
         await _refuse(websocket, Refusal(RefusalCode.BAD_REGISTRATION, str(exc)))
         return None

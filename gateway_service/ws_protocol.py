@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from asyncio import TimerHandle
 from typing import Any
 
@@ -59,6 +60,9 @@ log = logging.getLogger("aip.gateway.ws")
 
 #: Name of the ASGI extension that drops the connection at once.
 ABORT_EXTENSION = "aip.abort"
+#: Name of the ASGI extension that pings the peer: ``await probe(timeout)`` is whether a
+#: pong came back in time.
+PROBE_EXTENSION = "aip.probe"
 #: Name of the ASGI extension the application calls once the client has registered.
 REGISTERED_EXTENSION = "aip.registered"
 #: Seconds a connection may take to go once the application is done with it (uvicorn
@@ -88,6 +92,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self._write_blocked = False
         self._lingering = False
         self._close_deadline: TimerHandle | None = None
+        #: Liveness probes in flight: ping payload -> whether its pong came.
+        self._probes: dict[bytes, asyncio.Future[bool]] = {}
 
     # ------------------------------------------------------------------ life and death
 
@@ -103,6 +109,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions = self.scope["extensions"] = {}
         extensions[ABORT_EXTENSION] = self.abort  # type: ignore[assignment]
         extensions[REGISTERED_EXTENSION] = self.mark_registered  # type: ignore[assignment]
+        extensions[PROBE_EXTENSION] = self.probe  # type: ignore[assignment]
 
     def mark_registered(self) -> None:
         """The client registered: accept its full-size messages, give its slot back."""
@@ -123,12 +130,17 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self._close_deadline = None
         self._give_back_slot()
         self._set_partial(0)
+        for probe in self._probes.values():
+            if not probe.done():
+                probe.set_result(False)
+        self._probes.clear()
         self._break_cycles()
 
     def _break_cycles(self) -> None:
         extensions = getattr(self, "scope", {}).get("extensions") or {}
         extensions.pop(ABORT_EXTENSION, None)
         extensions.pop(REGISTERED_EXTENSION, None)
+        extensions.pop(PROBE_EXTENSION, None)
         # websockets' parser is a generator of the connection object, whose frame refers
         # back to it; closing the generator releases the frame.
         self.conn.parser.close()
@@ -235,6 +247,34 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             if not self._write_blocked:
                 self.transport.resume_reading()
         return message
+
+    async def probe(self, timeout: float) -> bool:
+        """Ping the peer; whether its pong came within ``timeout`` seconds.
+
+        The ping has a payload of its own, so the keepalive's pongs do not answer it. A
+        peer that does not read (writes blocked) or whose network is gone answers
+        nothing, which is what a probe is for.
+        """
+        if self.disconnected or self.close_sent or self.transport.is_closing():
+            return False
+        payload = os.urandom(8)
+        answered = self.loop.create_future()
+        self._probes[payload] = answered
+        try:
+            self.conn.send_ping(payload)
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            async with asyncio.timeout(timeout):
+                return await answered
+        except TimeoutError:
+            return False
+        finally:
+            self._probes.pop(payload, None)
+
+    def handle_pong(self, event: Any) -> None:
+        probe = self._probes.get(bytes(event.data))
+        if probe is not None and not probe.done():
+            probe.set_result(True)
+        super().handle_pong(event)
 
     def handle_ping(self) -> None:
         if self._write_blocked:

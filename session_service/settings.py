@@ -11,8 +11,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
-from session_service.agents.llm_config import LlmConfig
 from aip_runtime.cli import LogLevel, check_readable
+from session_service.agents.llm_config import LlmConfig
 
 
 def _default_replica_id() -> str:

@@ -146,6 +146,9 @@ async def test_device_disconnect_while_a_command_is_pending_frees_dispatcher(
 
 async def test_device_reconnect_takes_over_and_cancels_old_sessions(stack: Stack) -> None:
     device, constellation, _ = await start_constellation_task(stack, "c1@t-re")
+    # The old connection went quiet (a device that lost its network): it answers no
+    # ping, so the reconnect takes over after the probe.
+    device.ws.transport.pause_reading()
     newer = await register_device(stack.ws_url, "dev1")
     end = await constellation.recv_type("task_end", timeout=3)
     assert end["status"] == "failed" and "device_disconnected" in (end["error"] or "")

@@ -21,6 +21,7 @@ from aip_client import (
     ToolRegistry,
     builtin_registry,
 )
+from gateway_service.auth import hash_token
 from tests.conftest import StackFactory
 from tests.stack import HOST, GatewayProcess, Stack, wait_for
 
@@ -287,14 +288,20 @@ async def test_refusals(stack: Stack, device: DeviceClient) -> None:
         assert (await client.run_task([call("add", "y", a=1, b=1)], timeout=10)).ok
 
 
-async def test_a_newer_connection_takes_over(stack: Stack) -> None:
-    first = fast_device(stack.ws_url, "twin", stop_on_takeover=True)
+async def test_a_newer_connection_with_the_token_takes_over(
+    make_stack: StackFactory,
+) -> None:
+    # Without a token for the id, a live holder keeps it (tests/integration/test_takeover.py).
+    stack = await make_stack(gateway={"tokens": f"twin device {hash_token('twin-secret')};"
+                                                f"twin-c constellation {hash_token('c')}"})
+    first = fast_device(stack.ws_url, "twin", stop_on_takeover=True, token="twin-secret")
     await first.start(timeout=10)
     assert first._runner is not None
-    async with fast_device(stack.ws_url, "twin") as second:
+    async with fast_device(stack.ws_url, "twin", token="twin-secret") as second:
         await asyncio.wait_for(first._runner, 5)  # the first one stopped on takeover
         assert not first.connected and second.connected
-        async with ConstellationClient(stack.ws_url, "twin-c", target_id="twin") as client:
+        async with ConstellationClient(stack.ws_url, "twin-c", target_id="twin",
+                                       token="c") as client:
             assert (await client.run_task([call("echo", "e")], timeout=10)).ok
         assert second.commands_done == 1 and first.commands_done == 0
     await first.stop()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from gateway_service.auth import hash_token
 from tests.conftest import StackFactory
 from tests.stack import (
     Client,
@@ -299,10 +300,30 @@ async def test_second_register_after_registration_is_an_error_not_a_close(
 # ---------------------------------------------------------------- duplicate client ids
 
 
-async def test_duplicate_client_id_newer_connection_takes_over(stack: Stack) -> None:
-    old = await register_device(stack.ws_url, "dev1")
+async def test_duplicate_client_id_refused_while_the_holder_answers(stack: Stack) -> None:
+    holder = await register_device(stack.ws_url, "dev1")
+    holder_conn = stack.gateway.registry.get("dev1")
+    newcomer = await Client.connect(stack.ws_url)
+    await newcomer.send(register_frame("dev1"))
+    frame, code = await expect_refusal(newcomer)
+    assert code == 4409
+    assert "another live connection holds client_id 'dev1'" in frame["error"]
+    assert stack.gateway.registry.get("dev1") is holder_conn
+    await heartbeat_acked(holder, "dev1")
+    await holder.close()
+
+
+TOKENS = f"dev1 device {hash_token('dev-secret')};c1 constellation {hash_token('c-secret')}"
+
+
+async def test_duplicate_client_id_newer_connection_with_token_takes_over(
+    make_stack: StackFactory,
+) -> None:
+    stack = await make_stack(gateway={"tokens": TOKENS})
+    url = stack.ws_url + "?token=dev-secret"
+    old = await register_device(url, "dev1")
     old_conn = stack.gateway.registry.get("dev1")
-    new = await register_device(stack.ws_url, "dev1")
+    new = await register_device(url, "dev1")
     new_conn = stack.gateway.registry.get("dev1")
     assert new_conn is not None and new_conn is not old_conn
 
@@ -329,15 +350,18 @@ async def test_duplicate_client_id_newer_connection_takes_over(stack: Stack) -> 
 
 
 async def test_takeover_then_old_client_closing_itself_keeps_the_new_one(
-    stack: Stack,
+    make_stack: StackFactory,
 ) -> None:
-    old = await register_device(stack.ws_url, "dev1")
-    new = await register_device(stack.ws_url, "dev1")
+    stack = await make_stack(gateway={"tokens": TOKENS})
+    url = stack.ws_url + "?token=dev-secret"
+    old = await register_device(url, "dev1")
+    new = await register_device(url, "dev1")
     new_conn = stack.gateway.registry.get("dev1")
     await old.close()  # whatever the old socket's state, closing it changes nothing
     await asyncio.sleep(0.2)
     assert stack.gateway.registry.get("dev1") is new_conn
-    constellation = await register_constellation(stack.ws_url, "c1", "dev1")
+    constellation = await register_constellation(stack.ws_url + "?token=c-secret", "c1",
+                                                 "dev1")
     await heartbeat_acked(new, "dev1")
     await new.close()
     await constellation.close()

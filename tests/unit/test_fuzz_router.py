@@ -20,6 +20,7 @@ from aip_wire.frames import FrameError, parse_client_frame
 from aip_wire.vocab import CLIENT_MESSAGE_TYPES
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
+from gateway_service.log_safety import clip
 from gateway_service.registry import Connection
 from gateway_service.rules import Registration, device_info_scope, pin_identity
 from gateway_service.settings import GatewaySettings
@@ -144,7 +145,7 @@ def run_router(data: str | bytes, as_constellation: bool, target: str | None) ->
     if expected == ["error"] and parsed.type == "task" and parsed.session_id is not None:
         assert sent[0]["session_id"] == parsed.session_id
     if parsed.type not in CLIENT_MESSAGE_TYPES:
-        assert sent[0]["error"] == f"Unknown message type '{parsed.type}'"
+        assert sent[0]["error"] == f"Unknown message type '{clip(parsed.type)}'"
     if expected == ["device_info_response"]:
         answer = sent[0]
         if parsed.request_id is not None:
