@@ -23,8 +23,8 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
+from aip_client.cli_env import EnvDefaults
 from aip_client.device import DeviceClient
 from aip_client.file_tools import default_workdir
 from aip_client.redact import RedactingFilter, redact
@@ -32,56 +32,56 @@ from aip_client.refusals import PermanentRefusal
 from aip_client.tools import DEFAULT_OUTPUT_CAP, DEFAULT_SHELL_TIMEOUT, builtin_registry
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
-
-
-def _env(name: str, default: Any) -> Any:
-    return os.environ.get(f"AIP_DEVICE_{name}", default)
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = EnvDefaults("AIP_DEVICE_")
     parser = argparse.ArgumentParser(
         prog="aip-device",
         description="Connect this machine to an AIP server as a device and serve its "
         "built-in tools. Every flag also reads AIP_DEVICE_<FLAG> from the environment.",
     )
-    parser.add_argument("--url", default=_env("URL", DEFAULT_URL),
+    parser.add_argument("--url", default=env.text("URL", DEFAULT_URL),
                         help=f"the server's WebSocket URL (default {DEFAULT_URL})")
-    parser.add_argument("--id", dest="client_id", default=_env("ID", None),
+    parser.add_argument("--id", dest="client_id", default=env.text("ID", None),
                         help="this device's client_id (default: the host name)")
-    parser.add_argument("--token", default=_env("TOKEN", None),
+    parser.add_argument("--token", default=env.text("TOKEN", None),
                         help="credentials, sent as ?token= on the URL")
     parser.add_argument("--allow-shell", action="store_true",
-                        default=_env("ALLOW_SHELL", "") not in ("", "0", "false"),
+                        default=env.switch("ALLOW_SHELL"),
                         help="enable the run_shell tool (off by default)")
-    parser.add_argument("--workdir", default=_env("WORKDIR", None),
+    parser.add_argument("--workdir", default=env.text("WORKDIR", None),
                         help="the device's working directory, created when missing: "
                         "relative paths resolve in it and run_shell starts in it "
                         "(default $XDG_DATA_HOME/aip-device/<id>, else "
                         "~/.local/share/aip-device/<id>)")
     parser.add_argument("--allow-path", action="append", metavar="DIR",
-                        default=[p for p in _env("ALLOW_PATH", "").split(os.pathsep) if p],
+                        default=[p for p in (env.text("ALLOW_PATH") or "").split(os.pathsep)
+                                 if p],
                         help="a directory the file tools may also reach, repeatable "
                         "(AIP_DEVICE_ALLOW_PATH: several, separated by ':'); by default "
                         "they reach only the working directory")
     parser.add_argument("--shell-timeout", type=float,
-                        default=float(_env("SHELL_TIMEOUT", DEFAULT_SHELL_TIMEOUT)),
+                        default=env.number("SHELL_TIMEOUT", DEFAULT_SHELL_TIMEOUT),
                         help="longest a shell command may run, in seconds (default 60)")
     parser.add_argument("--output-cap", type=int,
-                        default=int(_env("OUTPUT_CAP", DEFAULT_OUTPUT_CAP)),
+                        default=env.integer("OUTPUT_CAP", DEFAULT_OUTPUT_CAP),
                         help="bytes of stdout/stderr kept per shell command (default 64 KiB)")
     parser.add_argument("--heartbeat-interval", type=float,
-                        default=float(_env("HEARTBEAT_INTERVAL", 30)),
+                        default=env.number("HEARTBEAT_INTERVAL", 30),
                         help="seconds between heartbeats (default 30)")
     parser.add_argument("--info-interval", type=float,
-                        default=float(_env("INFO_INTERVAL", 0)),
+                        default=env.number("INFO_INTERVAL", 0),
                         help="push refreshed device info every N seconds (default: off; "
                         "info is always pushed when the server asks)")
-    parser.add_argument("--backoff-min", type=float, default=float(_env("BACKOFF_MIN", 0.5)),
+    parser.add_argument("--backoff-min", type=float, default=env.number("BACKOFF_MIN", 0.5),
                         help="first reconnect delay in seconds (default 0.5)")
-    parser.add_argument("--backoff-max", type=float, default=float(_env("BACKOFF_MAX", 30)),
+    parser.add_argument("--backoff-max", type=float, default=env.number("BACKOFF_MAX", 30),
                         help="longest reconnect delay in seconds (default 30)")
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=env.choice("LOG_LEVEL", "info", LOG_LEVELS),
+                        type=str.lower, choices=LOG_LEVELS)
+    env.check(parser)
     args = parser.parse_args(argv)
     args.id_source = "--id" if args.client_id is not None else "the host name"
     if args.client_id is None:

@@ -32,6 +32,7 @@ import sys
 import uuid
 from typing import Any
 
+from aip_client.cli_env import EnvDefaults
 from aip_client.constellation import ConstellationClient, DeviceInfoError, TaskRefused
 from aip_client.device import RegistrationRefused
 from aip_client.task_devices import list_devices
@@ -61,11 +62,8 @@ CANCEL_REASON = "interrupted"
 TIMEOUT_REASON = "client_timeout"
 
 
-def _env(name: str, default: Any) -> Any:
-    return os.environ.get(f"AIP_TASK_{name}", default)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = EnvDefaults("AIP_TASK_")
     parser = argparse.ArgumentParser(
         prog="aip-task",
         description="Dispatch a plan to an AIP device and wait for its result. Exit code: "
@@ -74,33 +72,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("plan", nargs="?",
                         help="a plan: a JSON file, '-' for stdin, or inline JSON text")
-    parser.add_argument("--url", default=_env("URL", DEFAULT_URL),
+    parser.add_argument("--url", default=env.text("URL", DEFAULT_URL),
                         help=f"the server's WebSocket URL (default {DEFAULT_URL})")
-    parser.add_argument("--device", default=_env("DEVICE", None),
+    parser.add_argument("--device", default=env.text("DEVICE", None),
                         help="the device that runs the plan")
     parser.add_argument("--list-devices", action="store_true",
                         help="list the connected devices and exit")
     parser.add_argument("--device-info", metavar="DEVICE",
                         help="print a device's info and exit")
     parser.add_argument("--task-name", help="the task's name (default: generated)")
-    parser.add_argument("--timeout", type=float, default=float(_env("TIMEOUT", 300)),
+    parser.add_argument("--timeout", type=float, default=env.number("TIMEOUT", 300),
                         help="seconds to wait for the task's end (default 300)")
-    parser.add_argument("--session-service", default=_env("SESSION_SERVICE",
-                                                          DEFAULT_SESSION_SERVICE),
+    parser.add_argument("--session-service",
+                        default=env.text("SESSION_SERVICE", DEFAULT_SESSION_SERVICE),
                         help="HOST:PORT of the session service's gRPC API, for live step "
                         f"progress and --list-devices (default {DEFAULT_SESSION_SERVICE}); "
                         "'' to disable")
-    parser.add_argument("--session-token", default=_env("SESSION_TOKEN", None),
+    parser.add_argument("--session-token", default=env.text("SESSION_TOKEN", None),
                         help="bearer token for a session service started with --auth-token")
     parser.add_argument("--no-progress", action="store_true", help="show no progress")
     parser.add_argument("--json", action="store_true",
                         help="print the outcome as one JSON object")
-    parser.add_argument("--token", default=_env("TOKEN", None),
+    parser.add_argument("--token", default=env.text("TOKEN", None),
                         help="credentials, sent as ?token= on the URL")
-    parser.add_argument("--api-key", default=_env("API_KEY", None),
+    parser.add_argument("--api-key", default=env.text("API_KEY", None),
                         help="X-API-Key for the gateway's HTTP API (--list-devices fallback)")
     parser.add_argument("--client-id", default=None,
                         help="this constellation's client_id (default: generated)")
+    env.check(parser)
     args = parser.parse_args(argv)
     modes = sum(bool(x) for x in (args.list_devices, args.device_info, args.plan))
     if modes != 1:
