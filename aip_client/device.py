@@ -248,6 +248,12 @@ class DeviceClient:
             finally:
                 self._ws = None
                 self.registered.clear()
+                # The server cancels a device's sessions when its connection goes
+                # (device_disconnected): their work here is abandoned too.
+                dropped = self.work.cancel_sessions()
+                if dropped:
+                    log.warning("[%s] connection lost: stopped the work of %d session(s)",
+                                self.client_id, dropped)
             if self._stopping.is_set():
                 break
             if refusal is not None:

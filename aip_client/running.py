@@ -46,6 +46,14 @@ class RunningWork:
             self.sessions_cancelled += 1
         return len(running)
 
+    def cancel_sessions(self) -> int:
+        """Cancel every session's running commands (not the other tasks); how many
+        sessions had some."""
+        cancelled = 0
+        for session_id in list(self._by_session):
+            cancelled += bool(self.cancel_session(session_id))
+        return cancelled
+
     async def cancel_all(self, timeout: float) -> None:
         """Cancel every task and wait up to ``timeout`` seconds for them to end."""
         for task in list(self.tasks):

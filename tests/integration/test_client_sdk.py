@@ -24,6 +24,7 @@ from aip_client import (
 from gateway_service.auth import hash_token
 from tests.conftest import StackFactory
 from tests.stack import HOST, GatewayProcess, Stack, wait_for
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -318,3 +319,40 @@ async def test_pending_tasks_fail_when_the_connection_drops(
     with pytest.raises(ConnectionError):
         await handle.wait(5)
     await client.close()
+
+
+async def test_a_dropped_connection_stops_the_work_of_its_sessions(stack: Stack) -> None:
+    """The server cancels a device's sessions when its connection goes; the device stops
+    their running tool calls too, instead of sending their results after reconnecting."""
+    proxy = await TcpProxy("127.0.0.1", stack.gw.port).start()
+    events: list[str] = []
+    registry = tools()
+
+    @registry.tool()
+    async def long_nap() -> str:
+        events.append("start")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+        return "woke"
+
+    device = DeviceClient(f"ws://{proxy.address}/ws", "drop-dev", registry,
+                          backoff_min=0.05, backoff_max=0.3)
+    await device.start(timeout=10)
+    try:
+        async with ConstellationClient(stack.ws_url, "drop-c", target_id="drop-dev") as c:
+            running = asyncio.get_running_loop().create_task(c.run_task(
+                {"steps": [[call("long_nap", "n1")]]}, task_name="drop", timeout=20))
+            await wait_for(lambda: events == ["start"], 10)
+            proxy.cut()
+            result = await asyncio.wait_for(running, 15)
+            assert result.status == "failed"
+            await wait_for(lambda: events == ["start", "cancelled"], 5)
+            proxy.restore()
+            await wait_for(lambda: device.connected, 10)
+            assert device.commands_done == 0
+    finally:
+        await device.stop()
+        await proxy.stop()
