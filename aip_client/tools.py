@@ -30,7 +30,8 @@ from typing import Any
 from aip_client import wire
 from aip_client.errors import ToolFailure
 from aip_client.file_tools import FileRoots, default_workdir, file_tools
-from aip_wire.vocab import ResultStatus
+from aip_client.tool_schemas import descriptor
+from aip_wire.vocab import ResultStatus, ToolType
 
 log = logging.getLogger("aip.client.tools")
 
@@ -55,30 +56,61 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+#: The command a server sends to learn a device's tools (answered by the registry unless
+#: a tool of that name is registered).
+LIST_TOOLS = "list_tools"
+
+
 class ToolRegistry:
-    """Tools by name. Register with :meth:`add` or as a decorator with :meth:`tool`."""
+    """Tools by name. Register with :meth:`add` or as a decorator with :meth:`tool`.
+
+    Each tool has a ``tool_type`` (``action`` changes something, ``data_collection``
+    only reads); ``list_tools`` answers with the descriptors of the tools of the asked
+    type (all without one), see :mod:`aip_client.tool_schemas`. A tool added with
+    ``listed=False`` is callable but not offered.
+    """
 
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self._types: dict[str, str] = {}
+        self._unlisted: set[str] = set()
         #: Where its file tools may go, when it has the built-in ones.
         self.roots: FileRoots | None = None
 
-    def add(self, name: str, func: Tool) -> None:
+    def add(self, name: str, func: Tool, tool_type: str = ToolType.ACTION,
+            listed: bool = True) -> None:
         if not name:
             raise ValueError("a tool needs a name")
+        if tool_type not in (ToolType.ACTION, ToolType.DATA_COLLECTION):
+            raise ValueError(f"tool_type must be action or data_collection, not {tool_type!r}")
         self._tools[name] = func
+        self._types[name] = str(tool_type)
+        if listed:
+            self._unlisted.discard(name)
+        else:
+            self._unlisted.add(name)
 
-    def tool(self, name: str | None = None) -> Callable[[Tool], Tool]:
+    def tool(self, name: str | None = None,
+             tool_type: str = ToolType.ACTION) -> Callable[[Tool], Tool]:
         """Decorator: ``@registry.tool()`` registers a function under its own name."""
 
         def register(func: Tool) -> Tool:
-            self.add(name or func.__name__, func)
+            self.add(name or func.__name__, func, tool_type)
             return func
 
         return register
 
     def remove(self, name: str) -> None:
         self._tools.pop(name, None)
+        self._types.pop(name, None)
+        self._unlisted.discard(name)
+
+    def describe(self, tool_type: str | None = None) -> list[dict[str, Any]]:
+        """The descriptors ``list_tools`` answers with, of ``tool_type`` (``None``: all)."""
+        return [descriptor(name, self._tools[name], self._types[name])
+                for name in self.names()
+                if name not in self._unlisted
+                and (tool_type is None or self._types[name] == tool_type)]
 
     def names(self) -> list[str]:
         return sorted(self._tools)
@@ -92,6 +124,13 @@ class ToolRegistry:
     async def call(self, name: str, parameters: dict[str, Any] | None = None) -> ToolOutcome:
         """Run one tool; never raises (except for cancellation)."""
         func = self._tools.get(name)
+        if func is None and name == LIST_TOOLS:
+            asked = (parameters or {}).get("tool_type")
+            if asked is not None and asked not in (ToolType.ACTION, ToolType.DATA_COLLECTION):
+                return ToolOutcome(ResultStatus.FAILURE,
+                                   error=f"Bad parameters for 'list_tools': tool_type must be "
+                                   f"action or data_collection, not {asked!r}")
+            return ToolOutcome(ResultStatus.SUCCESS, result=jsonable(self.describe(asked)))
         if func is None:
             known = ", ".join(self.names()) or "none"
             return ToolOutcome(ResultStatus.FAILURE,
@@ -299,14 +338,15 @@ def builtin_registry(*, allow_shell: bool = False,
                          allow_paths)
     registry = ToolRegistry()
     registry.roots = roots
-    registry.add("get_system_info", get_system_info)
+    registry.add("get_system_info", get_system_info, ToolType.DATA_COLLECTION)
     for name, func in file_tools(roots).items():
-        registry.add(name, func)
+        registry.add(name, func, ToolType.ACTION if name == "write_file"
+                     else ToolType.DATA_COLLECTION)
     if allow_shell:
         registry.add("run_shell", make_run_shell(shell_timeout, output_cap,
                                                  default_cwd=roots.workdir))
-    else:
-        registry.add("run_shell", _shell_disabled)
+    else:  # callable, to say why it fails; never offered
+        registry.add("run_shell", _shell_disabled, listed=False)
     return registry
 
 

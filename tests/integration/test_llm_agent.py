@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from aip_client import DeviceClient, builtin_registry
 from aip_grpc import session_api_pb2 as pb
 from tests.conftest import StackFactory
 from tests.integration.llm_support import (
@@ -308,3 +309,27 @@ async def test_a_refusal_fails_the_session(make_stack: StackFactory) -> None:
     assert end["status"] == "failed"
     assert end["error"] == "The model refused the task: I cannot help with that."
     assert [turn.refusal for turn in info.turns] == ["I cannot help with that."]
+
+
+async def test_an_sdk_device_offers_its_own_tools_to_the_model(
+    make_stack: StackFactory, tmp_path: Any
+) -> None:
+    """A DeviceClient answers list_tools from its registry: the model is offered its
+    tools with schemas from their signatures, and its call runs the real tool."""
+    (tmp_path / "notes.txt").write_text("buy milk")
+    script = [tool_call("read_file", {"path": "notes.txt"}), answer("It says: buy milk.")]
+    async with ScriptedModel(script) as model:
+        stack = await make_stack(session=llm_settings(model))
+        device = DeviceClient(stack.ws_url, "dev1", builtin_registry(workdir=tmp_path))
+        await device.start(timeout=10)
+        try:
+            end = await run_task(stack, "What do my notes say?")
+        finally:
+            await device.stop()
+    assert end["status"] == "completed", end
+    assert end["result"] == {"answer": "It says: buy milk.", "steps": 1}
+    offered = {tool["function"]["name"]: tool["function"] for tool in model.requests[0]["tools"]}
+    assert set(offered) == {"get_system_info", "list_directory", "read_file", "write_file"}
+    assert offered["read_file"]["parameters"]["required"] == ["path"]
+    assert offered["write_file"]["parameters"]["properties"]["append"]["type"] == "boolean"
+    assert "buy milk" in model.requests[1]["messages"][-1]["content"]
