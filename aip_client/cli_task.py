@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "5 completed with failed steps, 130 interrupted, 141 stdout closed.",
     )
     parser.add_argument("plan", nargs="?",
-                        help="a plan: a JSON file, '-' for stdin, or inline JSON text")
+                        help="a plan (a JSON file, '-' for stdin, or inline JSON text) or a "
+                        "natural-language request in words, for a session service "
+                        "configured with a language model")
     parser.add_argument("--url", default=env.text("URL", DEFAULT_URL),
                         help=f"the server's WebSocket URL (default {DEFAULT_URL})")
     parser.add_argument("--device", default=env.text("DEVICE", None),
@@ -112,19 +114,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_plan(source: str) -> str:
-    """The plan text from a file, stdin (``-``) or inline JSON.
+    """The request from a file, stdin (``-``), inline JSON, or inline words.
 
-    :raises ValueError: neither an existing file nor inline JSON, or not valid JSON.
+    JSON (from anywhere) must be valid: it is meant as a plan. Words that name no file
+    are a natural-language request, for a session service with a language model; a
+    single word that looks like a file name (``plan.json``) is taken as a missing file.
+
+    :raises ValueError: invalid JSON, or a missing file.
     """
+    def is_json(text: str) -> bool:
+        return text.lstrip()[:1] in ("{", "[")
+
     if source == "-":
         text = sys.stdin.read()
     elif os.path.isfile(source):
         with open(source, encoding="utf-8") as handle:
             text = handle.read()
-    elif source.lstrip()[:1] in ("{", "["):
+    elif is_json(source):
         text = source
+    elif " " in source.strip():
+        return source  # words: natural language
     else:
         raise ValueError(f"no such plan file: {source}")
+    if not is_json(text):
+        return text  # a file or stdin holding a natural-language request
     try:
         json.loads(text)
     except ValueError as exc:

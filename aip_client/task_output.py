@@ -133,6 +133,19 @@ class Progress:
         self.total = steps_total or self.total
         self.status = "running"
 
+    def model_turn(self, turn: dict[str, Any]) -> None:
+        """One turn of the language-model agent: the tools it chose, or its answer."""
+        calls = turn.get("tool_calls") or []
+        usage = turn.get("usage") or {}
+        tokens = f" ({usage.get('total_tokens')} tokens)" if usage.get("total_tokens") else ""
+        if calls:
+            chosen = ", ".join(str(call.get("name", "?")) for call in calls
+                               if isinstance(call, dict))
+            self.line(f"model chose: {chosen}{tokens}")
+        else:
+            text = str(turn.get("refusal") or turn.get("text") or "").replace("\n", " ")
+            self.line(f"model answered: {text[:200]}{tokens}")
+
     def _label(self, number: int) -> str:
         return f"step {number}/{self.total}" if self.total else f"step {number}"
 

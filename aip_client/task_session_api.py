@@ -61,6 +61,8 @@ async def watch_session(channel: Any, session_id: str, progress: Progress,
             elif update.kind == session_api_pb2.UPDATE_KIND_RESULTS_RECEIVED:
                 progress.results_received(update.response_id, detail or [],
                                           info.steps_total)
+            elif update.kind == session_api_pb2.UPDATE_KIND_MODEL_TURN:
+                progress.model_turn(detail if isinstance(detail, dict) else {})
             elif update.kind == session_api_pb2.UPDATE_KIND_ENDED:
                 return True
     except grpc.aio.AioRpcError:

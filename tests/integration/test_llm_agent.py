@@ -17,6 +17,7 @@ import pytest
 from aip_client import DeviceClient, builtin_registry
 from aip_grpc import session_api_pb2 as pb
 from tests.conftest import StackFactory
+from tests.integration.cli_support import aip_device, aip_task
 from tests.integration.llm_support import (
     FAKE_KEY,
     PNG,
@@ -333,3 +334,20 @@ async def test_an_sdk_device_offers_its_own_tools_to_the_model(
     assert offered["read_file"]["parameters"]["required"] == ["path"]
     assert offered["write_file"]["parameters"]["properties"]["append"]["type"] == "boolean"
     assert "buy milk" in model.requests[1]["messages"][-1]["content"]
+
+
+async def test_aip_task_runs_a_request_in_words_and_shows_the_models_turns(
+    make_stack: StackFactory, tmp_path: Any
+) -> None:
+    (tmp_path / "notes.txt").write_text("buy milk")
+    script = [tool_call("read_file", {"path": "notes.txt"}), answer("It says: buy milk.")]
+    async with ScriptedModel(script) as model:
+        stack = await make_stack(session=llm_settings(model))
+        async with aip_device(stack, "cli-llm", "--workdir", str(tmp_path)):
+            code, out, err = await aip_task(stack, "--device", "cli-llm",
+                                            "What do my notes say?")
+    assert code == 0, (out, err)
+    assert "status: completed" in out and "It says: buy milk." in out
+    assert "model chose: read_file (18 tokens)" in err
+    assert "model answered: It says: buy milk." in err
+    assert model.requests[0]["messages"][-1]["content"] == "What do my notes say?"

@@ -177,3 +177,11 @@ def test_plans_load_from_files_or_inline(tmp_path: Path) -> None:
         load_plan(str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="not valid JSON"):
         load_plan("{oops")
+
+
+def test_words_are_a_natural_language_request(tmp_path: Path) -> None:
+    assert load_plan("open the editor and type hello") == "open the editor and type hello"
+    words = tmp_path / "request.txt"
+    words.write_text("collect the disk usage of /var\n")
+    assert load_plan(str(words)) == "collect the disk usage of /var\n"
+    assert plan_steps("open the editor") == []
