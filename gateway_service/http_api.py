@@ -2,8 +2,9 @@
 
 ``POST /api/dispatch`` starts a session on a connected device, ``GET /api/clients`` lists
 who is connected, ``GET /api/task_result/{task_name}`` reads a session's outcome from
-the replicas, ``GET /api/health`` reports the gateway and its links. When an API key is
-configured every route but health requires it in ``X-API-Key``.
+the replicas, ``GET /api/health`` reports the gateway and its links, ``/api/health/live``
+and ``/api/health/ready`` answer probes. When an API key is configured every route but
+the health ones requires it in ``X-API-Key``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from aip_wire.frames import dumps
@@ -148,6 +150,33 @@ async def task_result(task_name: str, request: Request) -> dict[str, Any]:
     answer["result"] = orjson.loads(info.result_json) if info.result_json else None
     answer["error"] = info.error or None
     return answer
+
+
+@api_routes.get("/health/live")
+async def health_live() -> dict[str, str]:
+    """Liveness: the process serves HTTP (an orchestrator restarts it when this fails)."""
+    return {"status": "alive"}
+
+
+@api_routes.get("/health/ready")
+async def health_ready(request: Request) -> JSONResponse:
+    """Readiness: 200 while the gateway can take work (a replica link is up and it is
+    not draining), 503 otherwise, so a balancer sends clients elsewhere."""
+    gateway = _gateway(request)
+    problem = readiness_problem(draining=gateway.draining,
+                                healthy_links=len(gateway.healthy_links()))
+    if problem is None:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "not_ready", "reason": problem}, status_code=503)
+
+
+def readiness_problem(*, draining: bool, healthy_links: int) -> str | None:
+    """Why the gateway is not ready (``None``: it is)."""
+    if draining:
+        return "draining"
+    if healthy_links == 0:
+        return "no session-service replica link is up"
+    return None
 
 
 @api_routes.get("/health")

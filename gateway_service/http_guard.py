@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Routes any caller may read (it tells only whether the gateway is healthy).
-OPEN_PATHS = frozenset({"/api/health"})
+OPEN_PATHS = frozenset({"/api/health", "/api/health/live", "/api/health/ready"})
 
 
 def api_key_valid(expected: str | None, presented: str | None) -> bool:
