@@ -113,6 +113,7 @@ def _encode_gateway(message: m.GatewayMessage) -> link_pb2.GatewayMessage:
                 requester_id=message.requester_id,
                 requester_kind=_REQUESTER_TO_PB[message.requester_kind],
                 device_id=message.device_id, gateway_id=message.gateway_id,
+                agent=message.agent, model=message.model,
             ))
         case m.ClientOnline():
             return pb(client_online=link_pb2.ClientOnline(client=_presence_pb(message.client)))
@@ -155,7 +156,7 @@ _GATEWAY_DECODERS: dict[str, Callable[[Any], m.GatewayMessage]] = {
         submit_id=b.submit_id, session_id=b.session_id, task_name=b.task_name,
         request=b.request, requester_id=b.requester_id,
         requester_kind=_requester(b.requester_kind), device_id=b.device_id,
-        gateway_id=b.gateway_id,
+        gateway_id=b.gateway_id, agent=b.agent, model=b.model,
     ),
     "client_online": lambda b: m.ClientOnline(client=_presence(b.client)),
     "client_offline": lambda b: m.ClientOffline(

@@ -86,6 +86,10 @@ class TaskSubmit:
     requester_kind: RequesterKind
     device_id: str
     gateway_id: str
+    #: The agent asked for ("" lets the replica choose by the request), and the llm
+    #: agent's model for this session ("" its default).
+    agent: str = ""
+    model: str = ""
 
 
 @dataclass(slots=True)

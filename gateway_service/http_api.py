@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -55,9 +56,15 @@ def require_api_key(
 
 class DispatchBody(BaseModel):
     client_id: str = Field(min_length=1, description="The device that runs the task.")
-    request: str | dict[str, Any] | list[Any] = Field(description="The task: a JSON plan.")
+    request: str | dict[str, Any] | list[Any] = Field(
+        description="The task: a JSON plan, or words for the llm agent.")
     task_name: str | None = None
     session_id: str | None = None
+    agent: Literal["plan", "llm"] | None = Field(
+        None, description="The agent that runs the task; by default the replica chooses "
+        "by the request (a JSON plan: plan, words: llm when configured).")
+    model: str | None = Field(None, max_length=200,
+                              description="The llm agent's model for this task.")
 
 
 #: The ``/api`` routes; FastAPI calls such a collection a router.
@@ -91,7 +98,8 @@ async def dispatch(body: DispatchBody, request: Request) -> dict[str, Any]:
         task_text = task_text.decode()
     ask = TaskAsk(task_text, body.task_name, body.session_id, target_id=body.client_id)
     try:
-        plan = plan_task(ask, HTTP_REQUESTER.client_id, HTTP_REQUESTER.kind, HTTP_TASKS)
+        plan = replace(plan_task(ask, HTTP_REQUESTER.client_id, HTTP_REQUESTER.kind,
+                                 HTTP_TASKS), agent=body.agent or "", model=body.model or "")
         check_device(plan, await gateway.device_connected(plan.device_id), HTTP_TASKS)
         session_id = await gateway.sessions.submit(plan, HTTP_REQUESTER)
     except Refusal as refusal:

@@ -155,6 +155,9 @@ class TaskPlan:
     request: str
     device_id: str
     check_device: bool = False
+    #: Asked by the HTTP API only: the agent ("" lets the replica choose) and model.
+    agent: str = ""
+    model: str = ""
 
 
 class TaskAsk:

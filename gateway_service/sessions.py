@@ -156,6 +156,8 @@ class SessionTable:
             requester_kind=requester.kind,
             device_id=plan.device_id,
             gateway_id=self.gateway_id,
+            agent=plan.agent,
+            model=plan.model,
         ))
         if not sent:
             del self.pending[submit_id]

@@ -365,6 +365,8 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 requester_id=body.requester_id,
                 requester_kind=body.requester_kind,
                 origin_gateway=body.gateway_id or peer.gateway_id,
+                agent_name=body.agent or None,
+                model=body.model,
             )
         except SessionRejected as exc:
             self._submitted.pop((peer.gateway_id, body.submit_id), None)

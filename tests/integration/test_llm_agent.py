@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from aip_client import DeviceClient, builtin_registry
@@ -351,3 +352,37 @@ async def test_aip_task_runs_a_request_in_words_and_shows_the_models_turns(
     assert "model chose: read_file (18 tokens)" in err
     assert "model answered: It says: buy milk." in err
     assert model.requests[0]["messages"][-1]["content"] == "What do my notes say?"
+
+
+async def test_the_http_api_may_name_the_agent_and_model(make_stack: StackFactory) -> None:
+    script = [answer("Done by the model.")]
+    async with ScriptedModel(script) as model:
+        stack = await make_stack(session=llm_settings(model))
+        async with device_serving(stack, {}), httpx.AsyncClient(timeout=10) as http:
+            url = f"{stack.http_url}/api/dispatch"
+            accepted = await http.post(url, json={
+                "client_id": "dev1", "request": "tidy the desktop", "task_name": "by-http",
+                "agent": "llm", "model": "other-model"})
+            assert accepted.status_code == 200, accepted.text
+            info = await wait_ended(stack, accepted.json()["session_id"])
+            assert info.agent == "llm" and info.state == pb.SESSION_STATE_COMPLETED, info
+            assert model.requests[0]["model"] == "other-model"
+            # Words forced onto the plan agent fail as a plan would.
+            forced = await http.post(url, json={"client_id": "dev1", "request": "tidy up",
+                                                "agent": "plan"})
+            info = await wait_ended(stack, forced.json()["session_id"])
+            assert info.agent == "plan" and info.state == pb.SESSION_STATE_FAILED
+            assert "not a valid plan" in info.error
+            bogus = await http.post(url, json={"client_id": "dev1", "request": "x",
+                                               "agent": "wizard"})
+            assert bogus.status_code == 422
+
+
+async def wait_ended(stack: Stack, session_id: str) -> pb.SessionInfo:
+    info = await get_session(stack.replica.address, session_id)
+    for _ in range(100):
+        if info.state != pb.SESSION_STATE_RUNNING:
+            return info
+        await asyncio.sleep(0.1)
+        info = await get_session(stack.replica.address, session_id)
+    raise AssertionError(f"{session_id} still runs: {info}")
