@@ -332,7 +332,11 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
             return stored_info(record)  # ended: nothing to cancel
         self.manager.cancel(session.session_id, request.reason or CancelReason.REQUESTED)
         try:
-            await asyncio.wait_for(session.ended.wait(), timeout=5.0)
+            # Until the end is in the store too, so that any replica's next read (a
+            # ListSessions by state, say) already agrees with this answer.
+            async with asyncio.timeout(5.0):
+                await session.ended.wait()
+                await session.end_recorded.wait()
         except TimeoutError:
             pass
         return self._info(session)

@@ -324,7 +324,7 @@ class SessionManager(SessionQueries):
             session.session_id, state=ended.state, result=ended.result, error=ended.error,
             cancel_reason=ended.cancel_reason, ended_at=session.ended_at,
             steps_done=session.steps_done, steps_total=session.steps_total,
-            written=lambda _: self._settled(held),
+            written=lambda _: self._settled(held, session),
         )
         metrics.ENDED.labels(ended.state).inc()
         log.info("session %s %s%s", session.session_id, ended.state,
@@ -334,9 +334,10 @@ class SessionManager(SessionQueries):
         session.ended.set()
         self.prune_memory()
 
-    def _settled(self, held: Held) -> None:
+    def _settled(self, held: Held, session: Session) -> None:
         """An end record is committed (or lost for good): its session may be evicted."""
         held.settled = True
+        session.end_recorded.set()
         self.prune_memory()
 
     def _notify_gateways(self, session: Session) -> None:

@@ -89,6 +89,9 @@ class Session:
     task: asyncio.Task[AgentEnd] | None = None
     watchers: set[asyncio.Queue[Update]] = field(default_factory=set)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Set once the end's record is settled in the store (committed, or lost for good):
+    #: from then on every replica's reads agree with this memory about the end.
+    end_recorded: asyncio.Event = field(default_factory=asyncio.Event)
     commands: list[CommandEntry] = field(default_factory=list)
     #: Bytes of results the command log holds, and how many of its oldest entries gave
     #: theirs back (:mod:`session_service.core.log_budget`).

@@ -165,7 +165,8 @@ def test_a_missing_tokens_file_names_the_flag_and_variable(tmp_path: Path) -> No
     assert result.returncode == 2
     line = one_line(result)
     assert line == (
-        f"aip-gateway: --tokens-file (AIP_GATEWAY_TOKENS_FILE) {missing}: No such file or directory"
+        f"aip-gateway: --tokens-file (AIP_GATEWAY_TOKENS_FILE) {missing}: "
+        "cannot be read (No such file or directory)"
     )
 
 
