@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class EnvDefaults:
@@ -29,25 +32,22 @@ class EnvDefaults:
         value = self._raw(name)
         return default if value is None else value
 
-    def number(self, name: str, default: float) -> float:
+    def _converted(self, name: str, default: T, convert: Callable[[str], T],
+                   accepted: str) -> T:
         value = self._raw(name)
         if value is None:
             return default
         try:
-            return float(value)
+            return convert(value)
         except ValueError:
-            self._bad(name, value, "expected a number")
+            self._bad(name, value, accepted)
             return default
 
+    def number(self, name: str, default: float) -> float:
+        return self._converted(name, default, float, "expected a number")
+
     def integer(self, name: str, default: int) -> int:
-        value = self._raw(name)
-        if value is None:
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            self._bad(name, value, "expected a whole number")
-            return default
+        return self._converted(name, default, int, "expected a whole number")
 
     def choice(self, name: str, default: str, choices: Sequence[str]) -> str:
         value = self._raw(name)

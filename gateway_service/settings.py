@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
 from aip_runtime.cli import LogLevel, check_readable
-from gateway_service.auth import Authenticator, parse_tokens
+from gateway_service.auth import parse_tokens
 from gateway_service.replicas.resolver import split_host_port
 
 MiB = 1 << 20
@@ -220,15 +220,10 @@ class GatewaySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _files_readable(self) -> GatewaySettings:
-        # Missing certificates and token files are found at start, not at first use.
+        # Missing certificates are found at start, not at first use (token files: above).
         check_readable(self.session_tls_ca, "--session-tls-ca")
         check_readable(self.session_tls_cert, "--session-tls-cert")
         check_readable(self.session_tls_key, "--session-tls-key")
-        try:
-            Authenticator.from_settings(self.tokens_file, self.tokens)
-        except OSError as exc:
-            raise ValueError(f"--tokens-file {self.tokens_file}: {exc.strerror or exc}") \
-                from None
         return self
 
     def session_addresses(self) -> list[str]:
