@@ -92,10 +92,15 @@ class CloseCode(IntEnum):
 class SessionState(StrEnum):
     """A session as its records and the public API show it."""
 
+    QUEUED = "queued"  # waiting for its device, behind the sessions that run on it
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+#: The states of a session that has not ended (stored states compare equal as text).
+LIVE_STATES = frozenset({SessionState.QUEUED, SessionState.RUNNING})
 
 
 class RequesterKind(StrEnum):
@@ -123,6 +128,7 @@ class CancelReason(StrEnum):
     REPLICA_SHUTDOWN = "replica_shutdown"
     REPLICA_RESTARTED = "replica_restarted"
     REPLICA_LOST = "replica_lost"  # its replica's lease in the shared store lapsed
+    QUEUE_TIMEOUT = "queue_timeout"  # it waited for its device longer than allowed
     SUBMIT_TIMEOUT = "submit_timeout"
     LINK_LOST = "link_lost"
 
@@ -144,7 +150,7 @@ class RejectionCode(StrEnum):
     EXISTS = "exists"  # the session id is taken
     NOT_FOUND = "not_found"  # the device is not connected
     INVALID = "invalid"  # the request itself is wrong
-    LIMIT = "limit"  # the device runs as many sessions as allowed
+    LIMIT = "limit"  # as many sessions run on and wait for the device as allowed
     DRAINING = "draining"  # the replica is shutting down
     RATE_LIMITED = "rate_limited"  # the client sends tasks too fast
     UNAVAILABLE = "unavailable"  # no replica is reachable

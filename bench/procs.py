@@ -104,7 +104,7 @@ class Launcher:
         proc = await self.spawn("session", [
             executable("aip-session"), "--host", HOST, "--port", str(port),
             "--log-level", "warning", "--store-path", store,
-            "--max-sessions-per-device", "0", *flags], port=port)
+            "--max-running-per-device", "0", *flags], port=port)
         await wait_tcp(proc, port)
         return proc
 

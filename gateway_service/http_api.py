@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from aip_wire.frames import dumps
 from aip_wire.names import task_name_problem
-from aip_wire.vocab import RejectionCode, SessionState
+from aip_wire.vocab import LIVE_STATES, RejectionCode
 from gateway_service.gateway import Gateway
 from gateway_service.http_guard import api_key_valid
 from gateway_service.replicas import api
@@ -151,7 +151,7 @@ async def task_result(task_name: str, request: Request) -> dict[str, Any]:
         "client_id": info.device_id,
         "state": info.state,
     }
-    if info.state == SessionState.RUNNING:
+    if info.state in LIVE_STATES:
         answer["status"] = "pending"
         return answer
     answer["status"] = "done"

@@ -25,7 +25,7 @@ import grpc
 
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
 from aip_link.channel import CHANNEL_OPTIONS
-from aip_wire.vocab import SessionState
+from aip_wire.vocab import LIVE_STATES
 from session_service import leases
 from session_service.api_errors import ApiError, Reason, abort, not_found
 from session_service.api_views import snapshot, stored_info
@@ -111,7 +111,7 @@ class Owners:
     def runs_elsewhere(self, record: SessionRecord,
                        context: grpc.aio.ServicerContext) -> bool:
         """Whether a call about ``record`` goes to another replica, which runs it."""
-        return (record.state == SessionState.RUNNING
+        return (record.state in LIVE_STATES
                 and record.replica_id != self.replica_id
                 and not was_forwarded(context.invocation_metadata()))
 
@@ -180,7 +180,7 @@ class Owners:
             record = await asyncio.to_thread(self.store.get, session_id, False)
             if record is None:
                 raise LookupError(session_id)
-            if record.state != SessionState.RUNNING:
+            if record.state not in LIVE_STATES:
                 return record
             if time.monotonic() >= deadline:
                 return None

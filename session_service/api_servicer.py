@@ -343,11 +343,16 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
 
     async def _devices(self, records: list[ClientRecord],
                        context: grpc.aio.ServicerContext) -> list[session_api_pb2.Device]:
-        """The devices with their running sessions counted over every replica: this
-        one's from memory, the others' from the store."""
-        elsewhere = await self._read(context, SessionStore.running_elsewhere) or {}
-        return [device_of(record, self.manager.active_on(record.client_id)
-                          + elsewhere.get(record.client_id, 0)) for record in records]
+        """The devices with their running and queued sessions counted over every
+        replica: this one's from memory, the others' from the store."""
+        elsewhere = await self._read(context, SessionStore.live_elsewhere) or {}
+        here = self.manager.live_counts()
+        devices = []
+        for record in records:
+            running, queued = here.get(record.client_id, (0, 0))
+            more_running, more_queued = elsewhere.get(record.client_id, (0, 0))
+            devices.append(device_of(record, running + more_running, queued + more_queued))
+        return devices
 
     async def ListDevices(
         self, request: session_api_pb2.ListDevicesRequest, context: grpc.aio.ServicerContext

@@ -14,12 +14,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aip_grpc import session_api_pb2 as pb
 from aip_wire.frames import dumps
-from aip_wire.vocab import CommandStatus, SessionState
+from aip_wire.vocab import LIVE_STATES, CommandStatus, SessionState
 from session_service.core.session import CommandEntry, Session, Update, UpdateKind
 from session_service.presence import ClientRecord
 from session_service.records import CommandRecord, SessionRecord
 
 STATES: dict[str, Any] = {
+    SessionState.QUEUED: pb.SESSION_STATE_QUEUED,
     SessionState.RUNNING: pb.SESSION_STATE_RUNNING,
     SessionState.COMPLETED: pb.SESSION_STATE_COMPLETED,
     SessionState.FAILED: pb.SESSION_STATE_FAILED,
@@ -40,6 +41,7 @@ UPDATE_KINDS: dict[str, Any] = {
     UpdateKind.RESULTS_RECEIVED: pb.UPDATE_KIND_RESULTS_RECEIVED,
     UpdateKind.ENDED: pb.UPDATE_KIND_ENDED,
     UpdateKind.MODEL_TURN: pb.UPDATE_KIND_MODEL_TURN,
+    UpdateKind.QUEUED: pb.UPDATE_KIND_QUEUED,
 }
 
 COMMAND_STATUSES: dict[str, Any] = {
@@ -81,6 +83,7 @@ def session_info(session: Session, replica_id: str) -> pb.SessionInfo:
         steps_total=session.steps_total,
         replica_id=replica_id,
         agent=session.agent_name,
+        queue_position=session.queue_position,
     )
 
 
@@ -171,7 +174,7 @@ def stored_info(record: SessionRecord, detailed: bool = False) -> pb.SessionInfo
         requester_id=record.requester_id,
         requester_kind=record.requester_kind,
         state=_STORED_STATES.get(record.state, pb.SESSION_STATE_UNSPECIFIED),
-        result_json=record.result_json or "" if record.state != SessionState.RUNNING else "",
+        result_json="" if record.state in LIVE_STATES else record.result_json or "",
         error=record.error or "",
         cancel_reason=record.cancel_reason or "",
         created_time=timestamp(record.created_at),
@@ -181,6 +184,7 @@ def stored_info(record: SessionRecord, detailed: bool = False) -> pb.SessionInfo
         replica_id=record.replica_id,
         stored=True,
         agent=record.agent,
+        queue_position=record.queue_position,
     )
     if detailed:
         info.request = record.request
@@ -203,11 +207,13 @@ def snapshot(kind: UpdateKind, info: pb.SessionInfo) -> pb.SessionUpdate:
     return pb.SessionUpdate(kind=UPDATE_KINDS[kind], session=info)
 
 
-def device_of(record: ClientRecord, active_sessions: int) -> pb.Device:
+def device_of(record: ClientRecord, running: int, queued: int) -> pb.Device:
     return pb.Device(
         device_id=record.client_id,
         platform=record.platform,
         gateway_id=record.gateway_id,
         device_info_json=dumps(record.device_info).decode(),
-        active_sessions=active_sessions,
+        active_sessions=running + queued,
+        running_sessions=running,
+        queued_sessions=queued,
     )

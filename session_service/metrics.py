@@ -2,7 +2,9 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-ACTIVE = Gauge("aip_session_active", "Running sessions on this replica")
+ACTIVE = Gauge("aip_session_active", "Sessions of this replica not ended yet (queued or "
+               "running)")
+QUEUED = Gauge("aip_session_queued", "Sessions of this replica waiting for their device")
 ENDED = Counter("aip_session_ended_total", "Sessions ended, by final state", ["state"])
 COMMAND_SECONDS = Histogram(
     "aip_session_command_seconds",

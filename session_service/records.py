@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from session_service.core.device_queue import RUN, Placement
+
 
 @dataclass(slots=True)
 class CommandRecord:
@@ -48,6 +50,8 @@ class SessionRecord:
     #: The language-model agent's turns, JSON text each, in order (read with the
     #: command log).
     turns: list[str] = field(default_factory=list)
+    #: A queued session's place in its device's line (1: next), read with the record.
+    queue_position: int = 0
 
 
 @dataclass(slots=True)
@@ -55,6 +59,8 @@ class Claim:
     """The outcome of a session's creation in the store, filled in by its writer before
     the creation's callback runs: ``winner`` is the record that already held the id
     (``None``: this creation won it). The holder may be another session of the same
-    requester under the same idempotency key."""
+    requester under the same idempotency key. ``placement`` is where the new session
+    stands in its device's line (:mod:`~session_service.core.device_queue`)."""
 
     winner: SessionRecord | None = None
+    placement: Placement = RUN

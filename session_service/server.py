@@ -70,6 +70,7 @@ class SessionService:
             settings.store_location, settings.replica_id, settings.store_commit_interval,
             address=settings.advertise_address or advertised(settings.host, settings.port),
             lease_ttl=settings.lease_ttl, backlog_bytes=settings.store_backlog_bytes,
+            limits=settings.queue_limits,
         ) if settings.store_location else None
         self.manager = SessionManager(settings, self.presence, self.hub, self.store,
                                       reader=self.store)

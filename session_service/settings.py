@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aip_link.credentials import read_token
 from aip_runtime.cli import LogLevel, check_readable
 from session_service.agents.llm_config import LlmConfig
+from session_service.core.device_queue import QueueLimits
 
 
 def _default_replica_id() -> str:
@@ -113,9 +114,19 @@ class SessionSettings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, seconds running sessions may take to finish "
         "before they are cancelled with reason replica_shutdown.",
     )
-    max_sessions_per_device: int = Field(
-        8, ge=0, description="Most sessions running at once on one device through this "
-        "replica; 0 means no limit.",
+    max_running_per_device: int = Field(
+        1, ge=0, description="Most sessions running at once on one device, across every "
+        "replica sharing the store (a replica without a store counts its own); further "
+        "ones wait in the device's queue, first come first served. 0: no limit, nothing "
+        "waits.",
+    )
+    max_queued_per_device: int = Field(
+        16, ge=0, description="Most sessions waiting for one device; one more is refused "
+        "(RESOURCE_EXHAUSTED, or an error frame). 0: a busy device refuses at once.",
+    )
+    queue_timeout: float = Field(
+        300.0, gt=0, description="Seconds a session may wait for its device before it is "
+        "cancelled with reason queue_timeout.",
     )
     tls_cert: Path | None = Field(
         None, description="Serve TLS with this certificate (PEM); needs --tls-key."
@@ -201,6 +212,10 @@ class SessionSettings(BaseSettings):
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
             raise ValueError("--llm-base-url must be an http:// or https:// URL")
         return self
+
+    @property
+    def queue_limits(self) -> QueueLimits:
+        return QueueLimits(self.max_running_per_device, self.max_queued_per_device)
 
     @property
     def store_location(self) -> str:

@@ -51,7 +51,16 @@ from typing import Any
 
 from aip_runtime.throttled_log import Throttled
 from aip_wire.vocab import CancelReason
-from session_service import leases, metrics, store_db, store_reads, store_schema, store_sql
+from session_service import (
+    leases,
+    metrics,
+    store_db,
+    store_reads,
+    store_schema,
+    store_slots,
+    store_sql,
+)
+from session_service.core.device_queue import Placement, QueueLimits
 from session_service.core.log_budget import approx_bytes
 from session_service.records import Claim, SessionRecord
 from session_service.store_backlog import Backlog, elided
@@ -97,8 +106,11 @@ class SessionStore:
     def __init__(self, path: str, replica_id: str, commit_interval: float = 0.0,
                  probe_interval: float = PROBE_INTERVAL, address: str = "",
                  lease_ttl: float = leases.TTL,
-                 backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
+                 backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+                 limits: QueueLimits | None = None) -> None:
         self.path = path
+        #: The devices' queues' limits; every replica sharing the store shares the lines.
+        self.limits = limits if limits is not None else QueueLimits()
         #: Results queued and not yet written, in bytes; over the bound, results are
         #: recorded elided (:mod:`session_service.store_backlog`).
         self.backlog = Backlog(backlog_bytes)
@@ -163,7 +175,7 @@ class SessionStore:
         assert self._db is not None
         with self._lock:
             instances = [row[0] for row in self._db.execute(
-                "SELECT DISTINCT instance FROM sessions WHERE state = 'running'")]
+                f"SELECT DISTINCT instance FROM sessions WHERE {store_sql.LIVE}")]
         dead = [instance for instance in instances if owners.is_dead(instance)]
         if not dead:
             return 0
@@ -208,10 +220,23 @@ class SessionStore:
     def record_started(self, record: SessionRecord, written: Written | None = None,
                        claim: Claim | None = None) -> None:
         """Queue a session's creation; ``written`` makes it urgent (an ack waits on it).
-        ``claim`` learns, before ``written`` runs, whether the id was taken already."""
+        ``claim`` learns, before ``written`` runs, whether the id was taken already, and
+        where the session stands in its device's line."""
         self._put(Write(store_sql.claim_session,
-                        (record, self.instance, claim if claim is not None else Claim()),
-                        written), urgent=written is not None)
+                        (record, self.instance, claim if claim is not None else Claim(),
+                         self.limits), written), urgent=written is not None)
+
+    def poll_slots(self, session_ids: builtins.list[str],
+                   done: Callable[[dict[str, Placement] | None], None]) -> None:
+        """Start what may start among this replica's waiting sessions; ``done`` gets
+        where each stands (``None`` when the store could not answer)."""
+        answers: dict[str, Placement] = {}
+        self._put(Write(_poll_into, (session_ids, self.limits, answers),
+                        lambda ok: done(answers if ok else None)), urgent=True)
+
+    def release_slot(self, session_id: str, written: Written | None = None) -> None:
+        """Give back a session's ticket (again: its end's write failed)."""
+        self._put(Write(store_slots.release, (session_id,), written))
 
     def renew_lease(self) -> None:
         """Queue this replica's lease renewal (and the reaping of lapsed ones)."""
@@ -385,10 +410,11 @@ class SessionStore:
         with self._lock:
             return store_reads.page(self._connection(), filters, page_size, page_token)
 
-    def running_elsewhere(self) -> dict[str, int]:
-        """Running sessions per device in the other replicas (this one counts its own)."""
+    def live_elsewhere(self) -> dict[str, tuple[int, int]]:
+        """``(running, queued)`` sessions per device in the other replicas (this one
+        counts its own)."""
         with self._lock:
-            return store_reads.running_by_device(self._connection(), self.replica_id)
+            return store_reads.live_by_device(self._connection(), self.replica_id)
 
     def replicas(self) -> builtins.list[store_reads.Lease]:
         """Every replica with a lease: where to reach it, and until when."""
@@ -412,6 +438,12 @@ def _call_all(outcomes: list[tuple[Written, bool]]) -> None:
             written(ok)
         except Exception:
             log.exception("a store write's callback failed")
+
+
+def _poll_into(db: store_db.Db, session_ids: builtins.list[str], limits: QueueLimits,
+               answers: dict[str, Placement]) -> None:
+    answers.clear()  # a batch that failed is applied again, write by write
+    answers.update(store_slots.poll(db, session_ids, limits))
 
 
 def _prune(db: store_db.Db, ended_before: float) -> None:

@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from session_service import store_slots
 from session_service.records import CommandRecord, SessionRecord
 from session_service.store_db import Db
-from session_service.store_sql import COLUMNS
+from session_service.store_sql import COLUMNS, LIVE
 
 #: The largest page :func:`page` returns, whatever is asked.
 MAX_PAGE = 1000
@@ -30,7 +31,7 @@ class Filters:
     """Which sessions a query keeps; an empty field keeps all."""
 
     device_id: str = ""
-    state: str = ""  # running, completed, failed, cancelled
+    state: str = ""  # queued, running, completed, failed, cancelled
     requester_id: str = ""
     task_name: str = ""
     replica_id: str = ""  # the replica that ran it
@@ -66,7 +67,7 @@ def one(db: Db, where: str, args: tuple[Any, ...],
                      "ORDER BY created_at DESC LIMIT 1", args).fetchone()
     if row is None:
         return None
-    record = SessionRecord(*row)
+    record = _record(db, row)
     if with_commands:
         record.commands = [CommandRecord(*command) for command in db.execute(
             "SELECT seq, response_id, actions_json, sent_at, status, results_json, "
@@ -94,7 +95,7 @@ def newest(db: Db, device_id: str, running_only: bool, limit: int,
         args.append(replica_id)
     sql = (f"SELECT {COLUMNS} FROM sessions WHERE {' AND '.join(where)} "
            "ORDER BY created_at DESC LIMIT ?")
-    return [SessionRecord(*row) for row in db.execute(sql, (*args, limit)).fetchall()]
+    return [_record(db, row) for row in db.execute(sql, (*args, limit)).fetchall()]
 
 
 def page(db: Db, filters: Filters, page_size: int,
@@ -121,16 +122,29 @@ def page(db: Db, filters: Filters, page_size: int,
     rows = db.execute(
         f"SELECT {COLUMNS} FROM sessions WHERE {' AND '.join(where)} "
         "ORDER BY created_at DESC, session_id DESC LIMIT ?", (*args, size + 1)).fetchall()
-    records = [SessionRecord(*row) for row in rows[:size]]
+    records = [_record(db, row) for row in rows[:size]]
     last = records[-1] if len(rows) > size else None
     return Page(records, encode_token(last.created_at, last.session_id) if last else "")
 
 
-def running_by_device(db: Db, other_than: str) -> dict[str, int]:
-    """How many sessions run on each device in replicas other than ``other_than``."""
-    return dict(db.execute(
-        "SELECT device_id, COUNT(*) FROM sessions WHERE state = 'running' "
-        "AND replica_id <> ? GROUP BY device_id", (other_than,)).fetchall())
+def _record(db: Db, row: Any) -> SessionRecord:
+    record = SessionRecord(*row)
+    if record.state == "queued":
+        record.queue_position = store_slots.position(db, record.session_id)
+    return record
+
+
+def live_by_device(db: Db, other_than: str) -> dict[str, tuple[int, int]]:
+    """``(running, queued)`` sessions of each device in replicas other than
+    ``other_than``."""
+    found: dict[str, tuple[int, int]] = {}
+    for device_id, state, count in db.execute(
+            f"SELECT device_id, state, COUNT(*) FROM sessions WHERE {LIVE} "
+            "AND replica_id <> ? GROUP BY device_id, state", (other_than,)).fetchall():
+        running, queued = found.get(device_id, (0, 0))
+        found[device_id] = (running, queued + count) if state == "queued" \
+            else (running + count, queued)
+    return found
 
 
 def encode_token(created_at: float, session_id: str) -> str:

@@ -92,6 +92,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, seq)
     ) WITHOUT ROWID;
     """,
+    # 5: the devices' queues (one ticket per live session) and the queued state.
+    """
+    CREATE TABLE device_slots (
+        session_id TEXT PRIMARY KEY,
+        device_id  TEXT NOT NULL,
+        instance   TEXT NOT NULL,     -- the store user whose session holds it
+        ticket     INTEGER NOT NULL,  -- its place in the device's line: 1, 2, ...
+        running    INTEGER NOT NULL   -- 1: it holds one of the device's slots
+    ) WITHOUT ROWID;
+    CREATE INDEX device_slots_by_device ON device_slots (device_id, running, ticket);
+    CREATE INDEX sessions_live ON sessions (instance) WHERE state IN ('queued', 'running');
+    """,
 )
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from aip_wire.frames import dumps
 from aip_wire.vocab import CancelReason
+from session_service import store_slots
+from session_service.core.device_queue import QueueLimits, Verdict
 from session_service.records import Claim, SessionRecord
 from session_service.store_db import Db
 
@@ -27,12 +29,20 @@ def _json(value: Any) -> str:
     return dumps(value).decode()
 
 
+#: The states of a session that has not ended, in SQL.
+LIVE = "state IN ('queued', 'running')"
+
+
 def claim_session(db: Db, record: SessionRecord, instance: str,
-                  claim: Claim) -> None:
+                  claim: Claim, limits: QueueLimits | None = None) -> None:
     """Create the session unless its id, or its requester's idempotency key, is taken;
     the unique keys decide, whichever replica asks. A taken id is never overwritten
     while its record is retained: the holder is read back into ``claim`` for the
-    ownership rule (a key's holder is the same requester's first session)."""
+    ownership rule (a key's holder is the same requester's first session).
+
+    A new session then takes its ticket in its device's line (``limits``; none or no
+    running limit: it runs at once): it is stored ``queued`` while it waits, and not
+    at all when the line is full (``claim.placement`` says which)."""
     key = record.idempotency_key or None
     cursor = db.execute(
         "INSERT INTO sessions (session_id, task_name, request, device_id, requester_id, "
@@ -44,6 +54,16 @@ def claim_session(db: Db, record: SessionRecord, instance: str,
     )
     if cursor.rowcount == 1:
         claim.winner = None
+        claim.placement = store_slots.RUN
+        if limits is None or not limits.max_running:
+            return
+        claim.placement = store_slots.enqueue(db, record.session_id, record.device_id,
+                                              instance, limits)
+        if claim.placement.verdict is Verdict.FULL:
+            db.execute("DELETE FROM sessions WHERE session_id = ?", (record.session_id,))
+        elif claim.placement.verdict is Verdict.WAIT:
+            db.execute("UPDATE sessions SET state = 'queued' WHERE session_id = ?",
+                       (record.session_id,))
         return
     row = db.execute(f"SELECT {COLUMNS} FROM sessions WHERE session_id = ?",
                      (record.session_id,)).fetchone()
@@ -93,11 +113,11 @@ def end_session(db: Db, session_id: str, state: str, result: Any,
                 steps_done: int, steps_total: int) -> None:
     db.execute(
         "UPDATE sessions SET state = ?, result_json = ?, error = ?, cancel_reason = ?, "
-        "ended_at = ?, steps_done = ?, steps_total = ? WHERE session_id = ? AND "
-        "state = 'running'",
+        f"ended_at = ?, steps_done = ?, steps_total = ? WHERE session_id = ? AND {LIVE}",
         (state, _json(result), error, cancel_reason, ended_at, steps_done, steps_total,
          session_id),
     )
+    store_slots.release(db, session_id)
     db.execute("UPDATE commands SET status = 'unanswered' WHERE session_id = ? AND "
                "status = 'sent'", (session_id,))
 
@@ -140,15 +160,16 @@ def renew_lease(db: Db, instance: str, replica_id: str, address: str,
 
 def fail_orphans(db: Db, now: float, reason: str, why: str,
                  instances: list[str] | None = None) -> int:
-    """Mark failed the running sessions of ``instances``, or of every instance without
-    a live lease; returns how many."""
+    """Mark failed the live sessions of ``instances``, or of every instance without a
+    live lease, and take back their tickets in the devices' lines; returns how many."""
     scope: tuple[str, tuple[Any, ...]]
     if instances is None:
         scope = ("instance NOT IN (SELECT instance FROM replicas WHERE lease_expires >= ?)",
                  (now,))
     else:
         scope = (f"instance IN ({', '.join('?' * len(instances))})", tuple(instances))
-    where = f"state = 'running' AND {scope[0]}"
+    store_slots.release_where(db, scope[0], scope[1])
+    where = f"{LIVE} AND {scope[0]}"
     db.execute("UPDATE commands SET status = 'unanswered' WHERE status = 'sent' AND "
                f"session_id IN (SELECT session_id FROM sessions WHERE {where})", scope[1])
     cursor = db.execute(

@@ -22,6 +22,7 @@ from gateway_service.replicas.pool import Replica
 log = logging.getLogger("aip.gateway.replicas")
 
 _STATE_OF_PB = {
+    session_api_pb2.SESSION_STATE_QUEUED: SessionState.QUEUED,
     session_api_pb2.SESSION_STATE_RUNNING: SessionState.RUNNING,
     session_api_pb2.SESSION_STATE_COMPLETED: SessionState.COMPLETED,
     session_api_pb2.SESSION_STATE_FAILED: SessionState.FAILED,

@@ -92,15 +92,14 @@ def admit(
     recordable: bool = True,
     device_connected: bool,
     agents: Collection[str],
-    limit: int,
-    running_on_device: int,
 ) -> Admission:
     """Whether a session may start; checked in this order, first refusal wins.
 
     :raises SessionRejected: the replica drains, its store cannot write (``recordable``
         false: the session could not get the record its ack promises), the id belongs
-        to another requester or is running, the device is not connected, the agent is
-        unknown, or the device runs ``limit`` sessions already (``limit`` 0: no limit).
+        to another requester or is running, the device is not connected, or the agent
+        is unknown. Whether the device is free is the device queue's to say, once the
+        store has the session (:mod:`~session_service.core.device_queue`).
         ``existing`` is the session this replica holds in memory under the id, a fast
         path only: the store's claim decides (:func:`reuse`).
     """
@@ -121,12 +120,16 @@ def admit(
         raise SessionRejected(f"Device '{device_id}' is not connected", RejectionCode.NOT_FOUND)
     if agent_name not in agents:
         raise SessionRejected(f"Unknown agent '{agent_name}'", RejectionCode.INVALID)
-    if limit and running_on_device >= limit:
-        raise SessionRejected(
-            f"Device '{device_id}' already runs {running_on_device} session(s): the limit "
-            f"is {limit} per device (max_sessions_per_device)", RejectionCode.LIMIT,
-        )
     return Admission.ADMIT
+
+
+def queue_full(device_id: str, max_queued: int) -> SessionRejected:
+    """The refusal of a session that its device's queue has no room for."""
+    if not max_queued:
+        return SessionRejected(f"Device '{device_id}' is busy and sessions may not wait "
+                               "for it (max_queued_per_device is 0)", RejectionCode.LIMIT)
+    return SessionRejected(f"Device '{device_id}' is busy and {max_queued} session(s) "
+                           "already wait for it (max_queued_per_device)", RejectionCode.LIMIT)
 
 
 def foreign(session_id: str) -> SessionRejected:
@@ -150,6 +153,7 @@ def end_notices(
     origin_gateway: str,
     accepted_device_gateway: str,
     device_gateway: str,
+    started: bool = True,
 ) -> list[EndNotice]:
     """Every gateway that may hold a route for the session, each exactly once.
 
@@ -157,9 +161,13 @@ def end_notices(
     the device when it started and ``device_gateway`` has it now (they differ when the
     device reconnected elsewhere). Every one of them hears of the end, notified or not,
     so that no route outlives its session; the device's ``task_end`` goes through the
-    gateway that has the device now.
+    gateway that has the device now. A session that never ``started`` (it ended while
+    queued) never reached the device: only its submitter hears of it.
     """
     notify_requester, notify_device = end_audience(requester_kind, cancel_reason)
+    if not started:
+        return [EndNotice(origin_gateway, notify_requester, False)] if origin_gateway \
+            else []
     notices = []
     if origin_gateway:
         notices.append(EndNotice(origin_gateway, notify_requester,

@@ -9,9 +9,15 @@ of sending a second ``task_end``.
 ::
 
     PENDING --start--> RUNNING --agent ended--> COMPLETED | FAILED | CANCELLED
-       |                  |
-       |                  +--cancel--> CANCELLING --agent ended--> CANCELLED
-       +--cancel (END_NOW)-----------> CANCELLING
+       |                  ^   |
+     queue              start +--cancel--> CANCELLING --agent ended--> CANCELLED
+       v                  |
+    QUEUED ---------------+
+       |
+       +--cancel (END_NOW, also from PENDING)--> CANCELLING
+
+A session waits in QUEUED while its device runs as many sessions as it may
+(:mod:`~session_service.core.device_queue`); it never ran, so a cancel ends it at once.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Phase(Enum):
     """Where a session is; finer than :class:`SessionState`, which the API shows."""
 
     PENDING = auto()  # accepted, its agent not started yet
+    QUEUED = auto()  # accepted, waiting for its device
     RUNNING = auto()
     CANCELLING = auto()  # a cancel was requested; the agent is unwinding
     COMPLETED = auto()
@@ -41,6 +48,7 @@ class Phase(Enum):
 
 _PUBLIC = {
     Phase.PENDING: SessionState.RUNNING,
+    Phase.QUEUED: SessionState.QUEUED,
     Phase.RUNNING: SessionState.RUNNING,
     Phase.CANCELLING: SessionState.RUNNING,
     Phase.COMPLETED: SessionState.COMPLETED,
@@ -129,15 +137,20 @@ class Lifecycle:
     def _refuse(self, move: str) -> IllegalTransition:
         return IllegalTransition(f"cannot {move} a session that is {self.phase.name}")
 
-    def start(self) -> None:
+    def queue(self) -> None:
         if self.phase is not Phase.PENDING:
+            raise self._refuse("queue")
+        self.phase = Phase.QUEUED
+
+    def start(self) -> None:
+        if self.phase not in (Phase.PENDING, Phase.QUEUED):
             raise self._refuse("start")
         self.phase = Phase.RUNNING
 
     def request_cancel(self, reason: str) -> CancelDecision:
         if self.phase is Phase.RUNNING:
             decision = CancelDecision.STOP_AGENT
-        elif self.phase is Phase.PENDING:
+        elif self.phase in (Phase.PENDING, Phase.QUEUED):
             decision = CancelDecision.END_NOW
         else:
             return CancelDecision.IGNORE

@@ -37,6 +37,7 @@ from session_service.agents import AGENTS
 from session_service.agents.selection import select_agent
 from session_service.core import decisions
 from session_service.core.context import AgentSessionContext
+from session_service.core.device_queue import Verdict
 from session_service.core.lifecycle import (
     AgentCrashed,
     AgentEnd,
@@ -50,6 +51,7 @@ from session_service.core.queries import SessionQueries
 from session_service.core.retention import EndedSessions, Held, estimated_bytes
 from session_service.core.reuse import answer_reuse
 from session_service.core.session import Session, Update, UpdateKind
+from session_service.core.waiting import WaitingRoom
 from session_service.dispatcher import CommandDispatcher
 from session_service.presence import Presence
 from session_service.records import Claim
@@ -73,7 +75,8 @@ class SessionManager(SessionQueries):
         self.settings = settings
         self.presence = presence
         self.gateways = gateways
-        self.records: RecordSink = records if records is not None else NullRecords()
+        self.records: RecordSink = records if records is not None \
+            else NullRecords(settings.queue_limits)
         #: The shared store's reads (every replica's sessions); none without a store.
         self.reader = reader
         self.replica_id = replica_id or settings.replica_id
@@ -81,8 +84,11 @@ class SessionManager(SessionQueries):
         self.ended = EndedSessions(settings.ended_memory_bytes, settings.max_records,
                                    settings.record_retention)
         self.active = 0
-        #: Running sessions per device, for --max-sessions-per-device.
-        self._running_on: dict[str, int] = {}
+        #: The sessions that wait for their device (--max-running-per-device).
+        self.waiting = WaitingRoom(
+            lambda ids, done: self.records.poll_slots(ids, done), settings.queue_timeout, start=self.start,
+            expire=lambda s: self._end_waiting(s, CancelReason.QUEUE_TIMEOUT),
+            lost=lambda s: self._end_waiting(s, CancelReason.REPLICA_LOST))
         #: Set when the replica drains: new sessions are refused.
         self.draining = False
 
@@ -113,7 +119,6 @@ class SessionManager(SessionQueries):
             agent_name = select_agent(request, llm_configured=self.settings.llm is not None)
         existing = self.sessions.get(session_id)
         device = self.presence.device(device_id)
-        running = self._running_on.get(device_id, 0)
         try:
             admission = decisions.admit(
                 session_id=session_id, requester_id=requester_id, device_id=device_id,
@@ -121,8 +126,7 @@ class SessionManager(SessionQueries):
                 existing=None if existing is None
                 else decisions.Existing(existing.requester_id, existing.running),
                 recordable=self.records.writable, device_connected=device is not None,
-                agents=AGENTS, limit=self.settings.max_sessions_per_device,
-                running_on_device=running,
+                agents=AGENTS,
             )
         except decisions.AlreadyYours as exc:
             exc.existing = existing
@@ -142,11 +146,10 @@ class SessionManager(SessionQueries):
         session.dispatcher = CommandDispatcher(session_id,
                                                lambda frame: self._deliver(session, frame))
         self.sessions[session_id] = session
-        self._running_on[device_id] = running + 1
         self.active += 1
         metrics.ACTIVE.set(self.active)
         log.info(
-            "session %s (%s) started on %s for %s %s",
+            "session %s (%s) accepted for %s, from %s %s",
             session_id, task_name, device_id, requester_kind, requester_id,
         )
         return session
@@ -193,7 +196,18 @@ class SessionManager(SessionQueries):
             log.info("session %s not started: its id is held (%s)", session.session_id,
                      verdict.name.lower())
             return
+        if claim.placement.verdict is Verdict.FULL:
+            self._withdraw(session)
+            log.info("session %s refused: the queue of device %s is full",
+                     session.session_id, session.device_id)
+            announce(decisions.queue_full(session.device_id,
+                                          self.settings.max_queued_per_device))
+            return
         announce(None)
+        if claim.placement.verdict is Verdict.WAIT \
+                and session.lifecycle.cancel_reason is None:
+            self.waiting.add(session, claim.placement.position)
+            return
         self.start(session)
 
     def _withdraw(self, session: Session) -> None:
@@ -203,11 +217,6 @@ class SessionManager(SessionQueries):
 
     def _count_out(self, session: Session) -> None:
         self.active -= 1
-        left = self._running_on.get(session.device_id, 1) - 1
-        if left > 0:
-            self._running_on[session.device_id] = left
-        else:
-            self._running_on.pop(session.device_id, None)
         metrics.ACTIVE.set(self.active)
 
     def start(self, session: Session) -> None:
@@ -217,6 +226,11 @@ class SessionManager(SessionQueries):
             self._finish(session, AgentStopped())
             return
         session.lifecycle.start()
+        session.started_at = time.time()
+        log.info("session %s started on %s", session.session_id, session.device_id)
+        device = self.presence.device(session.device_id)
+        if device is not None:  # it may have moved to another gateway while queued
+            session.device_gateway = device.gateway_id
         if session.device_gateway != session.origin_gateway:
             self.gateways.open_session(session.device_gateway, session)
         task = asyncio.get_running_loop().create_task(self._run(session),
@@ -289,6 +303,11 @@ class SessionManager(SessionQueries):
             self._finish(session, AgentStopped())
         return session
 
+    def _end_waiting(self, session: Session, reason: CancelReason) -> None:
+        log.warning("session %s ends while it waits for device %s: %s",
+                    session.session_id, session.device_id, reason)
+        self.cancel(session.session_id, reason)
+
     def client_offline(self, client_id: str, kind: ClientType) -> None:
         """Cancel what depended on a client that left, with the seed's reasons."""
         for session in list(self.sessions.values()):
@@ -318,14 +337,16 @@ class SessionManager(SessionQueries):
             if entry.status == CommandStatus.SENT:  # as the store records it
                 entry.status = CommandStatus.UNANSWERED
         self._count_out(session)
+        self.waiting.remove(session)
         held = self.ended.add(session, session.ended_at,
                               estimated_bytes(session.request, session.commands, ended.result))
         self.records.record_ended(
             session.session_id, state=ended.state, result=ended.result, error=ended.error,
             cancel_reason=ended.cancel_reason, ended_at=session.ended_at,
             steps_done=session.steps_done, steps_total=session.steps_total,
-            written=lambda _: self._settled(held, session),
+            written=lambda ok: self._settled(held, session, ok),
         )
+        self.waiting.freed(session.device_id)
         metrics.ENDED.labels(ended.state).inc()
         log.info("session %s %s%s", session.session_id, ended.state,
                  f": {ended.error}" if ended.error else "")
@@ -334,11 +355,23 @@ class SessionManager(SessionQueries):
         session.ended.set()
         self.prune_memory()
 
-    def _settled(self, held: Held, session: Session) -> None:
-        """An end record is committed (or lost for good): its session may be evicted."""
+    def _settled(self, held: Held, session: Session, ok: bool = True) -> None:
+        """An end record is committed (or lost for good): its session may be evicted.
+        Its ticket in the device's line must not be lost with it, or the device would
+        stay busy for every replica: its release is tried again until it is written."""
         held.settled = True
         session.end_recorded.set()
         self.prune_memory()
+        if not ok:
+            self._release_later(session.session_id)
+
+    def _release_later(self, session_id: str) -> None:
+        def retried(ok: bool) -> None:
+            if not ok:
+                self._release_later(session_id)
+
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, self.records.release_slot, session_id, retried)
 
     def _notify_gateways(self, session: Session) -> None:
         text = frames.dumps(frames.task_end_frame(
@@ -355,6 +388,7 @@ class SessionManager(SessionQueries):
             origin_gateway=session.origin_gateway,
             accepted_device_gateway=session.device_gateway,
             device_gateway=self._device_gateway(session),
+            started=session.started_at is not None,
         ):
             self.gateways.end_session(
                 notice.gateway_id, session, notify_requester=notice.notify_requester,
@@ -397,6 +431,7 @@ class SessionManager(SessionQueries):
         return self.active
 
     async def shutdown(self, reason: str = CancelReason.REPLICA_SHUTDOWN) -> None:
+        await self.waiting.close()
         running = [s for s in self.sessions.values() if s.running]
         for session in running:
             self.cancel(session.session_id, reason)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from session_service.core.device_queue import MemorySlots, Placement, QueueLimits
+
 if TYPE_CHECKING:
     from session_service.core.session import Session
     from session_service.records import Claim, SessionRecord
@@ -49,7 +51,18 @@ class RecordSink(Protocol):
     def record_started(self, record: SessionRecord, written: Written | None = None,
                        claim: Claim | None = None) -> None:
         """Create the session's record unless its id is held; ``claim.winner`` is the
-        holder (set before ``written`` runs), ``None`` when this creation won."""
+        holder (set before ``written`` runs), ``None`` when this creation won, and
+        ``claim.placement`` the new session's place in its device's line."""
+        ...
+
+    def poll_slots(self, session_ids: list[str],
+                   done: Callable[[dict[str, Placement] | None], None]) -> None:
+        """Start what may start among waiting sessions; ``done`` gets where each
+        stands, or ``None`` when the sink could not answer."""
+        ...
+
+    def release_slot(self, session_id: str, written: Written | None = None) -> None:
+        """Give back a session's ticket; its end's record does it too."""
         ...
 
     def record_command(self, session_id: str, seq: int, response_id: str, actions: Any,
@@ -77,12 +90,27 @@ class RecordReader(Protocol):
 
 class NullRecords:
     """The sink of a replica without a store: sessions live in memory only, every write
-    counts as done at once, and every id is free (memory alone knows its holders)."""
+    counts as done at once, every id is free (memory alone knows its holders), and the
+    devices' queues are this replica's own."""
 
     writable = True
 
+    def __init__(self, limits: QueueLimits | None = None) -> None:
+        self.slots = MemorySlots(limits if limits is not None else QueueLimits())
+
     def record_started(self, record: SessionRecord, written: Written | None = None,
                        claim: Claim | None = None) -> None:
+        if claim is not None and self.slots.limits.max_running:
+            claim.placement = self.slots.enqueue(record.session_id, record.device_id)
+        if written is not None:
+            written(True)
+
+    def poll_slots(self, session_ids: list[str],
+                   done: Callable[[dict[str, Placement] | None], None]) -> None:
+        done(self.slots.poll(session_ids))
+
+    def release_slot(self, session_id: str, written: Written | None = None) -> None:
+        self.slots.release(session_id)
         if written is not None:
             written(True)
 
@@ -100,5 +128,6 @@ class NullRecords:
     def record_ended(self, session_id: str, *, state: str, result: Any, error: str | None,
                      cancel_reason: str | None, ended_at: float, steps_done: int,
                      steps_total: int, written: Written | None = None) -> None:
+        self.slots.release(session_id)
         if written is not None:
             written(True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from aip_wire.vocab import SessionState
 from session_service.core.ports import RecordReader
 from session_service.core.session import Session
 from session_service.records import SessionRecord
@@ -23,7 +24,6 @@ class SessionQueries:
     replica_id: str
     sessions: dict[str, Session]
     reader: RecordReader | None
-    _running_on: dict[str, int]
 
     async def get(self, session_id: str,
                   with_commands: bool = True) -> Session | SessionRecord | None:
@@ -64,8 +64,15 @@ class SessionQueries:
         selected.sort(key=lambda s: s.created_at, reverse=True)
         return selected[:limit]
 
-    def active_on(self, device_id: str) -> int:
-        return self._running_on.get(device_id, 0)
+    def live_counts(self) -> dict[str, tuple[int, int]]:
+        """``(running, queued)`` sessions of this replica per device."""
+        counts: dict[str, tuple[int, int]] = {}
+        for session in self.sessions.values():
+            if session.running:
+                running, queued = counts.get(session.device_id, (0, 0))
+                counts[session.device_id] = (running, queued + 1) \
+                    if session.state is SessionState.QUEUED else (running + 1, queued)
+        return counts
 
 
 def _matches(session: Session, filters: Filters, replica_id: str) -> bool:

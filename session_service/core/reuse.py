@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aip_wire import frames
-from aip_wire.vocab import SessionState, Status
+from aip_wire.vocab import LIVE_STATES, SessionState, Status
 from session_service.core import decisions
 from session_service.core.ports import GatewayPort
 from session_service.core.session import Session
@@ -33,7 +33,7 @@ Announce = Callable[[decisions.SessionRejected | None], None]
 
 def holder_of(existing: Session | SessionRecord) -> decisions.Existing:
     running = existing.running if isinstance(existing, Session) \
-        else existing.state == SessionState.RUNNING
+        else existing.state in LIVE_STATES
     return decisions.Existing(existing.requester_id, running)
 
 

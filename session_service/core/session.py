@@ -23,6 +23,7 @@ class UpdateKind(StrEnum):
     """What a watcher of a session is told; the public API sends these as ``kind``."""
 
     WATCHING = "watching"  # first, with the session as it is when the watch begins
+    QUEUED = "queued"  # it waits for its device; detail: {"position": n} (1: next)
     STARTED = "started"
     COMMAND_SENT = "command_sent"
     RESULTS_RECEIVED = "results_received"
@@ -77,6 +78,12 @@ class Session:
     idempotency_key: str = ""
     created_at: float = field(default_factory=time.time)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    #: Its place in its device's line while it waits (1: next), else 0.
+    queue_position: int = 0
+    #: When it began to wait (monotonic clock), for the queue timeout.
+    queued_at: float | None = None
+    #: Set when its agent starts; a session that never started never reached its device.
+    started_at: float | None = None
     ended_at: float | None = None
     #: Accepted, its creation record not yet durable: its ack and start wait for it.
     awaiting_record: bool = False

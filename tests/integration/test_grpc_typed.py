@@ -143,7 +143,7 @@ async def test_an_idempotency_key_returns_the_first_session(stack: Stack, api: S
 
 
 async def test_pages_and_filters_over_250_sessions(make_stack: StackFactory) -> None:
-    stack = await make_stack(session={"max_sessions_per_device": 0})
+    stack = await make_stack(session={"max_running_per_device": 0})
     devices = [await register_device(stack.ws_url, f"dev{n}") for n in range(5)]
     async with grpc.aio.insecure_channel(stack.replica.address) as channel:
         api = Stub(channel)

@@ -73,7 +73,7 @@ async def run_sessions(requester: Client, first: int, count: int) -> None:
 async def test_memory_stays_flat_under_sustained_sessions(tmp_path: Path) -> None:
     replica = Replica(store_path=str(tmp_path / "records.sqlite3"), extra=(
         "--ended-memory-bytes", str(2 * 1024 * 1024), "--max-records", "1000000",
-        "--max-sessions-per-device", "0"))
+        "--max-running-per-device", "0"))
     gateway = GatewayService("g-mem", [replica])
     gateway.args += ["--task-rate", "100000", "--task-burst", "100000"]
     replica.start()

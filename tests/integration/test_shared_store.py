@@ -83,7 +83,7 @@ async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     else:
         store = ("--store-path", str(tmp_path / "shared.sqlite3"))
     replicas = [Replica(grace=0.5, capture=True, extra=(
-        *store, "--replica-id", f"r{n}", "--max-sessions-per-device", "0"))
+        *store, "--replica-id", f"r{n}", "--max-running-per-device", "0"))
         for n in range(3)]
     gateways = [GatewayService(f"g{n}", replicas) for n in range(2)]
     for service in [*replicas, *gateways]:

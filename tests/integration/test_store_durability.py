@@ -63,7 +63,7 @@ async def test_every_acked_session_has_a_record_after_a_kill_20ms_later(
     which a creation committed after its ack would be lost every time."""
     path = str(tmp_path / "records.sqlite3")
     replica = Replica(grace=0.5, store_path=path, extra=(
-        "--max-sessions-per-device", "0", "--store-commit-interval", commit_interval))
+        "--max-running-per-device", "0", "--store-commit-interval", commit_interval))
     gateway = GatewayService("g-durable", [replica])
     replica.start()
     gateway.start()
@@ -141,7 +141,7 @@ async def test_a_store_that_cannot_write_is_unhealthy_but_ends_its_sessions(
     path = str(tmp_path / "records.sqlite3")
     metrics_port = free_port()
     replica = Replica(grace=0.5, store_path=path, capture=True, extra=(
-        "--metrics-port", str(metrics_port), "--max-sessions-per-device", "0"))
+        "--metrics-port", str(metrics_port), "--max-running-per-device", "0"))
     gateway = GatewayService("g-full", [replica])
     replica.start()
     gateway.start()

@@ -16,6 +16,7 @@ from session_service.core.decisions import (
     SessionRejected,
     admit,
     end_notices,
+    queue_full,
     reuse,
 )
 
@@ -24,7 +25,6 @@ def _admit(**changes: Any) -> Admission:
     facts: dict[str, Any] = {
         "session_id": "s1", "requester_id": "c1", "device_id": "dev1", "agent_name": "plan",
         "draining": False, "existing": None, "device_connected": True, "agents": {"plan"},
-        "limit": 0, "running_on_device": 0,
     }
     facts.update(changes)
     return admit(**facts)
@@ -32,7 +32,6 @@ def _admit(**changes: Any) -> Admission:
 
 def test_admits() -> None:
     assert _admit() is Admission.ADMIT
-    assert _admit(limit=2, running_on_device=1) is Admission.ADMIT
     assert _admit(existing=Existing("c1", running=False)) is Admission.DUPLICATE
 
 
@@ -48,9 +47,6 @@ def test_admits() -> None:
      RejectionCode.EXISTS),
     ({"device_connected": False}, "Device 'dev1' is not connected", RejectionCode.NOT_FOUND),
     ({"agent_name": "nope"}, "Unknown agent 'nope'", RejectionCode.INVALID),
-    ({"limit": 2, "running_on_device": 2},
-     "Device 'dev1' already runs 2 session(s): the limit is 2 per device "
-     "(max_sessions_per_device)", RejectionCode.LIMIT),
 ])
 def test_refusals(changes: dict[str, Any], message: str, code: RejectionCode) -> None:
     with pytest.raises(SessionRejected) as caught:
@@ -63,7 +59,7 @@ def test_first_refusal_wins() -> None:
         _admit(draining=True, device_connected=False, agent_name="nope")
     assert caught.value.code is RejectionCode.DRAINING
     with pytest.raises(SessionRejected) as caught:
-        _admit(device_connected=False, agent_name="nope", limit=1, running_on_device=1)
+        _admit(device_connected=False, agent_name="nope")
     assert caught.value.code is RejectionCode.NOT_FOUND
 
 
@@ -126,3 +122,19 @@ def test_a_retry_of_a_running_session_carries_it() -> None:
     with pytest.raises(AlreadyYours) as caught:
         _admit(existing=Existing("c1", running=True))
     assert caught.value.code is RejectionCode.EXISTS
+
+
+def test_a_session_that_never_started_is_told_to_its_submitter_only() -> None:
+    notices = end_notices(requester_kind=RequesterKind.CONSTELLATION, cancel_reason=None,
+                          origin_gateway="g1", accepted_device_gateway="g2",
+                          device_gateway="g2", started=False)
+    assert notices == [EndNotice("g1", notify_requester=True, notify_device=False)]
+    assert end_notices(requester_kind=RequesterKind.BACKEND, cancel_reason=None,
+                       origin_gateway="", accepted_device_gateway="g2",
+                       device_gateway="g2", started=False) == []
+
+
+def test_queue_full_says_why() -> None:
+    assert "16 session(s) already wait" in str(queue_full("dev1", 16))
+    assert queue_full("dev1", 16).code is RejectionCode.LIMIT
+    assert "may not wait" in str(queue_full("dev1", 0))

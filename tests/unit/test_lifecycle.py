@@ -22,6 +22,7 @@ from session_service.core.lifecycle import (
 
 SETUP: dict[Phase, Callable[[Lifecycle], Any]] = {
     Phase.PENDING: lambda life: None,
+    Phase.QUEUED: lambda life: life.queue(),
     Phase.RUNNING: lambda life: life.start(),
     Phase.CANCELLING: lambda life: (life.start(), life.request_cancel("requested")),
     Phase.COMPLETED: lambda life: (life.start(), life.agent_ended(AgentReturned(Outcome(1)))),
@@ -31,6 +32,7 @@ SETUP: dict[Phase, Callable[[Lifecycle], Any]] = {
 
 EVENTS: dict[str, Callable[[Lifecycle], Any]] = {
     "start": lambda life: life.start(),
+    "queue": lambda life: life.queue(),
     "cancel": lambda life: life.request_cancel("device_disconnected"),
     "returned": lambda life: life.agent_ended(AgentReturned(Outcome("done"))),
     "returned_error": lambda life: life.agent_ended(AgentReturned(Outcome(None, "bad"))),
@@ -46,8 +48,15 @@ ENDED_PHASES = (Phase.COMPLETED, Phase.FAILED, Phase.CANCELLED)
 #: (phase, event) -> the phase after it, or ILLEGAL.
 TABLE: dict[tuple[Phase, str], Phase | str] = {
     (Phase.PENDING, "start"): Phase.RUNNING,
+    (Phase.PENDING, "queue"): Phase.QUEUED,
     (Phase.PENDING, "cancel"): Phase.CANCELLING,
     **{(Phase.PENDING, end): ILLEGAL for end in ENDS},
+    (Phase.QUEUED, "start"): Phase.RUNNING,
+    (Phase.QUEUED, "queue"): ILLEGAL,
+    (Phase.QUEUED, "cancel"): Phase.CANCELLING,
+    **{(Phase.QUEUED, end): ILLEGAL for end in ENDS},  # no agent runs yet
+    **{(phase, "queue"): ILLEGAL for phase in (Phase.RUNNING, Phase.CANCELLING,
+                                               *ENDED_PHASES)},
     (Phase.RUNNING, "start"): ILLEGAL,
     (Phase.RUNNING, "cancel"): Phase.CANCELLING,
     (Phase.RUNNING, "returned"): Phase.COMPLETED,
@@ -85,6 +94,7 @@ def test_transition(phase: Phase, event: str) -> None:
 
 @pytest.mark.parametrize(("phase", "decision"), [
     (Phase.PENDING, CancelDecision.END_NOW),
+    (Phase.QUEUED, CancelDecision.END_NOW),
     (Phase.RUNNING, CancelDecision.STOP_AGENT),
     (Phase.CANCELLING, CancelDecision.IGNORE),
     (Phase.COMPLETED, CancelDecision.IGNORE),
@@ -100,6 +110,7 @@ def test_cancel_decisions(phase: Phase, decision: CancelDecision) -> None:
 def test_public_states() -> None:
     assert {phase: phase.public_state for phase in Phase} == {
         Phase.PENDING: SessionState.RUNNING,
+        Phase.QUEUED: SessionState.QUEUED,
         Phase.RUNNING: SessionState.RUNNING,
         Phase.CANCELLING: SessionState.RUNNING,
         Phase.COMPLETED: SessionState.COMPLETED,
