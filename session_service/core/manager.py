@@ -86,7 +86,8 @@ class SessionManager(SessionQueries):
         self.active = 0
         #: The sessions that wait for their device (--max-running-per-device).
         self.waiting = WaitingRoom(
-            lambda ids, done: self.records.poll_slots(ids, done), settings.queue_timeout, start=self.start,
+            lambda ids, done: self.records.poll_slots(ids, done), settings.queue_timeout,
+            start=self.start,
             expire=lambda s: self._end_waiting(s, CancelReason.QUEUE_TIMEOUT),
             lost=lambda s: self._end_waiting(s, CancelReason.REPLICA_LOST))
         #: Set when the replica drains: new sessions are refused.
