@@ -127,10 +127,23 @@ class Progress:
 
     # session updates (WatchSession)
 
-    def watching(self, steps_done: int, steps_total: int) -> None:
+    def watching(self, steps_done: int, steps_total: int, queue_position: int = 0) -> None:
         # The steps before this moment follow as replayed events, so numbering goes on
         # from those events rather than from steps_done.
         self.total = steps_total or self.total
+        if queue_position:
+            self.queued(queue_position)
+        else:
+            self.status = "running"
+
+    def queued(self, position: int) -> None:
+        """The session waits for its device, behind the sessions that run on it."""
+        self.status = f"queued ({position})"
+        self.line(f"waiting for the device: position {position} in its queue")
+
+    def started(self) -> None:
+        if self.status.startswith("queued"):
+            self.line("the device is free: the session starts")
         self.status = "running"
 
     def model_turn(self, turn: dict[str, Any]) -> None:

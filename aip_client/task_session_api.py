@@ -55,7 +55,11 @@ async def watch_session(channel: Any, session_id: str, progress: Progress,
             info = update.session
             detail = json.loads(update.detail_json) if update.detail_json else None
             if update.kind == session_api_pb2.UPDATE_KIND_WATCHING:
-                progress.watching(info.steps_done, info.steps_total)
+                progress.watching(info.steps_done, info.steps_total, info.queue_position)
+            elif update.kind == session_api_pb2.UPDATE_KIND_QUEUED:
+                progress.queued(int((detail or {}).get("position", 0)))
+            elif update.kind == session_api_pb2.UPDATE_KIND_STARTED:
+                progress.started()
             elif update.kind == session_api_pb2.UPDATE_KIND_COMMAND_SENT:
                 progress.command_sent(update.response_id, detail or [], info.steps_total)
             elif update.kind == session_api_pb2.UPDATE_KIND_RESULTS_RECEIVED:
@@ -87,7 +91,8 @@ async def devices_grpc(address: str, token: str | None) -> list[dict[str, Any]] 
         except (TimeoutError, grpc.aio.AioRpcError):
             return None
     return [{"device_id": d.device_id, "platform": d.platform,
-             "active_sessions": d.active_sessions, "gateway_id": d.gateway_id,
+             "active_sessions": d.active_sessions, "running_sessions": d.running_sessions,
+             "queued_sessions": d.queued_sessions, "gateway_id": d.gateway_id,
              "device_info": json.loads(d.device_info_json) if d.device_info_json else None}
             for d in reply.devices]
 
