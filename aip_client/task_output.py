@@ -141,7 +141,7 @@ class Progress:
         self.status = f"queued ({position})"
         self.line(f"waiting for the device: position {position} in its queue")
 
-    def started(self) -> None:
+    def session_started(self) -> None:
         if self.status.startswith("queued"):
             self.line("the device is free: the session starts")
         self.status = "running"

@@ -59,7 +59,7 @@ async def watch_session(channel: Any, session_id: str, progress: Progress,
             elif update.kind == session_api_pb2.UPDATE_KIND_QUEUED:
                 progress.queued(int((detail or {}).get("position", 0)))
             elif update.kind == session_api_pb2.UPDATE_KIND_STARTED:
-                progress.started()
+                progress.session_started()
             elif update.kind == session_api_pb2.UPDATE_KIND_COMMAND_SENT:
                 progress.command_sent(update.response_id, detail or [], info.steps_total)
             elif update.kind == session_api_pb2.UPDATE_KIND_RESULTS_RECEIVED:
