@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from aip_link import messages as m
 from aip_link.dispatch import Inbound
+from gateway_service import metrics
 from gateway_service.clients import Clients
 from gateway_service.registry import ClientRegistry, Connection
 from gateway_service.replicas import api
@@ -147,10 +149,12 @@ class Gateway:
         self._inbound.pop(replica, None)
 
     def on_replica_messages(self, replica: Replica, batch: Sequence[m.SessionMessage]) -> None:
+        began = time.monotonic()
         inbound = self._inbound.get(replica)
         if inbound is None:
             inbound = self._inbound[replica] = self._inbound_for(replica)
         inbound.dispatch(batch)
+        metrics.FORWARD_TO_DEVICE.observe(time.monotonic() - began)
 
     def on_replica_lost(self, replica: Replica, cause: str) -> None:
         self.sessions.replica_lost(replica, cause)

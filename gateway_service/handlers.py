@@ -124,10 +124,13 @@ class FrameRouter:
             else:
                 log.info("[WS] constellation %s requests task %s (session %s) on %s",
                          conn.client_id, plan.task_name, plan.session_id, plan.device_id)
+            submitted = time.monotonic()
             await gateway.sessions.submit(plan, requester)
+            metrics.TASK_SUBMIT_SECONDS.observe(time.monotonic() - submitted)
         except Refusal as refusal:
             log.warning("[WS] task from %s refused: %s", conn.client_id, refusal.reason)
             metrics.TASKS.labels("refused").inc()
+            metrics.TASKS_REFUSED.labels(str(refusal.code)).inc()
             conn.send(frames.error_frame(refusal.reason, session_id=frame.session_id))
         except Exception:
             # A bug, not a refusal: say so in the log, and tell the client no more.
@@ -137,6 +140,8 @@ class FrameRouter:
 
     def command_results(self, conn: Connection, frame: ClientFrame, raw: str | bytes = b"") -> None:
         self.gateway.sessions.forward_command_results(conn, frame, raw)
+        # handle() stamped the frame's arrival in last_seen.
+        metrics.FORWARD_TO_REPLICA.observe(time.monotonic() - conn.last_seen)
 
     def device_info_request(
         self, conn: Connection, frame: ClientFrame, raw: str | bytes = b""

@@ -1,6 +1,6 @@
 """Prometheus metrics of the gateway, served at ``/metrics``."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from aip_wire.vocab import ClientType
 
@@ -22,6 +22,35 @@ TAKEOVERS = Counter(
     ["outcome", "reason"],
 )
 REPLICAS_UP = Gauge("aip_gateway_replicas_up", "Replicas with a healthy link")
+REPLICA_LINK_UP = Gauge(
+    "aip_gateway_replica_link_up", "1 while the link to the replica is up, 0 while it is "
+    "down (the replica's address is the label)", ["replica"],
+)
+TASKS_REFUSED = Counter(
+    "aip_gateway_tasks_refused_total", "Task frames answered with an error frame, by the "
+    "reason's code (limit, not_found, exists, rate_limited, unavailable, ...)", ["reason"],
+)
+
+_FAST = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+         0.5, 1.0, 2.5, 5.0, 10.0)
+REGISTRATION_SECONDS = Histogram(
+    "aip_gateway_registration_seconds",
+    "Time from a socket's register frame to its registration accepted or refused "
+    "(token check, target lookup, takeover probe)", ["outcome"], buckets=_FAST,
+)
+TASK_SUBMIT_SECONDS = Histogram(
+    "aip_gateway_task_submit_seconds",
+    "Time from a task frame to the replica's answer (the requester's ack or error)",
+    buckets=_FAST,
+)
+COMMAND_FORWARD_SECONDS = Histogram(
+    "aip_gateway_command_forward_seconds",
+    "Time the gateway holds command traffic: to_device per batch of frames from a "
+    "replica's link handed to the devices' outboxes, to_replica per command_results "
+    "frame from its arrival to its queueing on the link", ["direction"], buckets=_FAST,
+)
+FORWARD_TO_DEVICE = COMMAND_FORWARD_SECONDS.labels("to_device")
+FORWARD_TO_REPLICA = COMMAND_FORWARD_SECONDS.labels("to_replica")
 
 # Sockets: what the guards refused or cut off (gateway_service.socket_guard and the
 # protocol classes).

@@ -201,6 +201,16 @@ async def _register(
         return None
     if message["type"] == "websocket.disconnect":
         return None
+    began = time.monotonic()
+    conn = await _registered(websocket, send, gateway, auth, message)
+    metrics.REGISTRATION_SECONDS.labels("accepted" if conn is not None else "refused") \
+        .observe(time.monotonic() - began)
+    return conn
+
+
+async def _registered(websocket: WebSocket, send: Send, gateway: Gateway,
+                      auth: Authenticator, message: Any) -> Connection | None:
+    """Check the register frame ``message`` and register its client, or refuse it."""
     try:
         frame = parse_client_frame(_payload(message))
         registration = check_registration(frame)

@@ -4,7 +4,16 @@ from prometheus_client import Counter, Gauge, Histogram
 
 ACTIVE = Gauge("aip_session_active", "Sessions of this replica not ended yet (queued or "
                "running)")
-QUEUED = Gauge("aip_session_queued", "Sessions of this replica waiting for their device")
+SESSIONS = Gauge("aip_session_sessions", "Sessions of this replica not ended yet, by state "
+                 "(queued: waiting for their device)", ["state"])
+QUEUED = SESSIONS.labels("queued")
+RUNNING = SESSIONS.labels("running")
+MODEL_CALL_SECONDS = Histogram(
+    "aip_session_model_call_seconds",
+    "Time of one call of the language model (retries included), by outcome",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+)
 ENDED = Counter("aip_session_ended_total", "Sessions ended, by final state", ["state"])
 COMMAND_SECONDS = Histogram(
     "aip_session_command_seconds",

@@ -31,6 +31,7 @@ from session_service.api_forward import Owners
 from session_service.api_health import Health
 from session_service.api_servicer import SessionApiServicer
 from session_service.core.manager import SessionManager
+from session_service.grpc_metrics import MetricsInterceptor
 from session_service.link_servicer import GatewayLinkServicer, LinkHub
 from session_service.presence import Presence
 from session_service.security import (
@@ -74,8 +75,10 @@ class SessionService:
         ) if settings.store_location else None
         self.manager = SessionManager(settings, self.presence, self.hub, self.store,
                                       reader=self.store)
-        interceptors = [TokenInterceptor(settings.auth_token, settings.link_token)] \
-            if settings.auth_token or settings.link_token else []
+        # Metrics first, so that the calls the tokens refuse are counted too.
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor()]
+        if settings.auth_token or settings.link_token:
+            interceptors.append(TokenInterceptor(settings.auth_token, settings.link_token))
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         self.port = 0
         self._pruner: asyncio.Task[None] | None = None

@@ -11,6 +11,7 @@ link coming up or going away; what the link brings is handed to the owner it was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Protocol
@@ -133,6 +134,9 @@ class ReplicaPool:
             if was_healthy:
                 self.on_link_lost(replica.transport, "removed from the replica list",
                                   replica)
+            # A replica that left the list for good keeps no series of its own.
+            with contextlib.suppress(KeyError):
+                metrics.REPLICA_LINK_UP.remove(address)
             self._owner.on_replica_removed(replica)
 
     def _add(self, address: str) -> None:
@@ -148,6 +152,7 @@ class ReplicaPool:
         )
         replica = Replica(address, link)
         self._replicas[address] = replica
+        metrics.REPLICA_LINK_UP.labels(address).set(0)
         self._of_link[link] = replica
         link.start()
 
@@ -163,6 +168,7 @@ class ReplicaPool:
         replica = self._of_link[link]
         replica.draining = False
         metrics.REPLICAS_UP.set(len(self.healthy()))
+        metrics.REPLICA_LINK_UP.labels(replica.address).set(1)
         self._cancel_lost(replica)
         self._owner.on_replica_up(replica)
 
@@ -175,6 +181,7 @@ class ReplicaPool:
         if replica is None:
             return
         metrics.REPLICAS_UP.set(len(self.healthy()))
+        metrics.REPLICA_LINK_UP.labels(replica.address).set(0)
         self._owner.on_replica_lost(replica, cause)
         replica.active_sessions = 0
 

@@ -25,6 +25,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
+from session_service import metrics
 from session_service.agents.base import AgentContext, Outcome, Step
 from session_service.agents.llm_config import LlmConfig
 from session_service.agents.plan import DEFAULT_AGENT_NAMES
@@ -194,6 +195,7 @@ class _Loop:
     async def run(self) -> Outcome:
         turns = 0
         while True:
+            began, outcome = time.monotonic(), "cancelled"
             try:
                 # The messages and tools are plain JSON dicts of the documented shapes;
                 # the client's TypedDict unions cannot be inferred from them.
@@ -202,8 +204,12 @@ class _Loop:
                     messages=self.messages,  # type: ignore[arg-type]
                     tools=self.tools or openai.omit,  # type: ignore[arg-type]
                 )
+                outcome = "answered"
             except openai.OpenAIError as exc:
+                outcome = "failed"
                 return self._failed(f"The model call failed: {describe_error(exc, self.config)}.")
+            finally:
+                metrics.MODEL_CALL_SECONDS.labels(outcome).observe(time.monotonic() - began)
             if not completion.choices:
                 return self._failed("The model returned no choice.")
             turn = _turn(turns, self.model, completion)

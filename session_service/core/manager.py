@@ -148,7 +148,7 @@ class SessionManager(SessionQueries):
                                                lambda frame: self._deliver(session, frame))
         self.sessions[session_id] = session
         self.active += 1
-        metrics.ACTIVE.set(self.active)
+        self._count()
         log.info(
             "session %s (%s) accepted for %s, from %s %s",
             session_id, task_name, device_id, requester_kind, requester_id,
@@ -208,6 +208,7 @@ class SessionManager(SessionQueries):
         if claim.placement.verdict is Verdict.WAIT \
                 and session.lifecycle.cancel_reason is None:
             self.waiting.add(session, claim.placement.position)
+            self._count()
             return
         self.start(session)
 
@@ -218,7 +219,12 @@ class SessionManager(SessionQueries):
 
     def _count_out(self, session: Session) -> None:
         self.active -= 1
+        self._count()
+
+    def _count(self) -> None:
         metrics.ACTIVE.set(self.active)
+        metrics.QUEUED.set(len(self.waiting))
+        metrics.RUNNING.set(self.active - len(self.waiting))
 
     def start(self, session: Session) -> None:
         """Run the session's agent; call after its acceptance has been announced. A
@@ -228,6 +234,7 @@ class SessionManager(SessionQueries):
             return
         session.lifecycle.start()
         session.started_at = time.time()
+        self._count()
         log.info("session %s started on %s", session.session_id, session.device_id)
         device = self.presence.device(session.device_id)
         if device is not None:  # it may have moved to another gateway while queued

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from session_service import metrics
 from session_service.core.device_queue import Placement, Verdict
 from session_service.core.session import Session, Update, UpdateKind
 
@@ -55,7 +54,6 @@ class WaitingRoom:
         session.lifecycle.queue()
         session.queued_at = time.monotonic()
         self.sessions[session.session_id] = session
-        metrics.QUEUED.set(len(self.sessions))
         self._moved(session, position)
         log.info("session %s waits for device %s (position %d)", session.session_id,
                  session.device_id, position)
@@ -64,8 +62,7 @@ class WaitingRoom:
                                                                 name="device-queue")
 
     def remove(self, session: Session) -> None:
-        if self.sessions.pop(session.session_id, None) is not None:
-            metrics.QUEUED.set(len(self.sessions))
+        self.sessions.pop(session.session_id, None)
 
     def freed(self, device_id: str) -> None:
         """A session of this replica on ``device_id`` ended: ask now if anyone here
