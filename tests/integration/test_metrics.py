@@ -12,8 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from aip_grpc import session_api_pb2
 from tests.integration.faults_support import Recorder
 from tests.processes import GatewayService, Replica, free_port, wait_known
-from tests.stack import HOST, cmd, plan, register_constellation, register_device, \
-    results_for, task_frame
+from tests.stack import (
+    HOST,
+    cmd,
+    plan,
+    register_constellation,
+    register_device,
+    results_for,
+    task_frame,
+)
 
 pb = session_api_pb2
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
