@@ -10,7 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from aip_grpc import session_api_pb2
-from tests.integration.faults_support import Recorder
+from tests.integration.faults_support import Recorder, until
 from tests.processes import GatewayService, Replica, free_port, wait_known
 from tests.stack import (
     HOST,
@@ -63,11 +63,11 @@ async def test_metrics_of_both_services_after_a_session() -> None:
         await device.send(results_for(await device.command("m-1"), "dm"))
         await device.send(results_for(await device.command("m-2", timeout=10), "dm"))
         for session_id in ("m-1", "m-2"):
-            await asyncio.wait_for(_ended(requester, session_id), 10)
+            await until(lambda s=session_id: bool(requester.ends(s)), 10, "the ends")
         await replica.call("GetSession", pb.GetSessionRequest(session_id="m-1"))
         await requester.send(task_frame("cm", plan([cmd("x")]), client_type="constellation",
                                         target_id="nobody", session_id="m-3"))
-        await asyncio.wait_for(_error(requester, "m-3"), 10)
+        await until(lambda: bool(requester.of_type("error", "m-3")), 10, "a refusal")
 
         session = await scrape(f"http://{HOST}:{port}/metrics")
         assert value(session, "aip_session_sessions", state="queued") == 0
@@ -106,12 +106,3 @@ async def test_metrics_of_both_services_after_a_session() -> None:
         gateway.stop()
         replica.stop()
 
-
-async def _ended(recorder: Recorder, session_id: str) -> None:
-    while not recorder.ends(session_id):
-        await asyncio.sleep(0.02)
-
-
-async def _error(recorder: Recorder, session_id: str) -> None:
-    while not recorder.of_type("error", session_id):
-        await asyncio.sleep(0.02)
