@@ -47,6 +47,21 @@ class LogLevel(StrEnum):
         return None
 
 
+class LogFormat(StrEnum):
+    """``--log-format``: ``text`` lines for people, ``json`` lines for log collectors."""
+
+    TEXT = "text"
+    JSON = "json"
+
+    @classmethod
+    def _missing_(cls, value: object) -> LogFormat | None:
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.strip().lower():
+                    return member
+        return None
+
+
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
