@@ -38,17 +38,28 @@ async def run_one_task(log_format: str) -> tuple[list[str], list[str]]:
         await gateway.wait_replicas(1)
         device = await register_device(gateway.ws_url, DEVICE)
         constellation = await register_constellation(gateway.ws_url, CONSTELLATION, DEVICE)
-        await constellation.send(task_frame(
-            CONSTELLATION, plan([cmd("a")], [cmd("b")]), client_type="constellation",
-            target_id=DEVICE, session_id=SESSION,
-        ))
+        await constellation.send(
+            task_frame(
+                CONSTELLATION,
+                plan([cmd("a")], [cmd("b")]),
+                client_type="constellation",
+                target_id=DEVICE,
+                session_id=SESSION,
+            )
+        )
         await answer_commands(device, DEVICE, 2)
         end = await constellation.recv_type("task_end", 10)
         assert end["status"] == "completed", end
         await constellation.close()
         await device.close()
-        await wait_for(lambda: any(f"{DEVICE} closed" in line or f"{DEVICE} disconnected"
-                                   in line for line in gateway.log), 10, what="close logged")
+        await wait_for(
+            lambda: any(
+                f"{DEVICE} closed" in line or f"{DEVICE} disconnected" in line
+                for line in gateway.log
+            ),
+            10,
+            what="close logged",
+        )
     finally:
         gateway.stop()
         replica.stop()
@@ -67,8 +78,9 @@ def parsed(lines: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def assert_common(records: list[dict[str, Any]], service: str, id_field: str,
-                  id_value: str) -> None:
+def assert_common(
+    records: list[dict[str, Any]], service: str, id_field: str, id_value: str
+) -> None:
     assert records, f"{service} wrote nothing"
     for record in records:
         assert {"timestamp", "level", "logger", "message"} <= record.keys(), record
