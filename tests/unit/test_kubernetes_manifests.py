@@ -26,8 +26,8 @@ from session_service.settings import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
-#: The oldest Kubernetes the manifests are for (native gRPC probes are GA since 1.27),
-#: and the newest the installed validator knows.
+#: The oldest Kubernetes the manifests are for (the README says so; native gRPC probes
+#: are GA since 1.27), and the newest the installed validator knows.
 VERSIONS = ("1.30", kubernetes_validate.latest_version())
 #: What the downward API gives the fieldRefs here, as a kubelet would.
 FIELD_VALUES = {"metadata.name": "pod-0", "status.podIP": "10.1.2.3"}
