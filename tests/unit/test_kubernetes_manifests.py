@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from fastapi.routing import APIRoute
 from pydantic_settings import BaseSettings
 
 from aip_runtime.cli import LogFormat, load_settings
@@ -35,7 +36,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {"gateway": GatewaySettings, "session"
 
 
 def manifests() -> list[dict[str, Any]]:
-    docs = []
+    docs: list[dict[str, Any]] = []
     for path in sorted(DEPLOY.glob("*.yaml")):
         if path.name != "kustomization.yaml":
             docs.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
@@ -240,7 +241,11 @@ def test_the_containers_arguments_are_the_services_flags(
 
 def test_probes_reach_the_health_endpoints() -> None:
     gateway = container("aip-gateway")
-    routes = {route.path for route in api_routes.routes if "GET" in route.methods}
+    routes = {
+        route.path
+        for route in api_routes.routes
+        if isinstance(route, APIRoute) and "GET" in (route.methods or ())
+    }
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         http = gateway[probe]["httpGet"]
         # Open without the API key the gateway is given here.
