@@ -4,6 +4,7 @@ through one task; what each wrote to stderr, line by line."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,11 +67,18 @@ async def run_one_task(log_format: str) -> tuple[list[str], list[str]]:
     return gateway.log, replica.log
 
 
+#: What gRPC's C core may write to stderr itself, past Python's logging (absl's format).
+NATIVE_LINE = re.compile(
+    r"^([IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] |WARNING: All log messages before absl)"
+)
+
+
 def parsed(lines: list[str]) -> list[dict[str, Any]]:
-    """Every line as a JSON object; fails on the first that is not one."""
+    """Every line as a JSON object (but gRPC core's own); fails on the first that is
+    not one."""
     records = []
     for line in lines:
-        if not line.strip():
+        if not line.strip() or NATIVE_LINE.match(line):
             continue
         record = json.loads(line)
         assert isinstance(record, dict), line
