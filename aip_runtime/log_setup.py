@@ -72,7 +72,8 @@ def configure_logging(
 
     ``adopt`` names loggers with handlers of their own (uvicorn's): in JSON they lose
     those and propagate to the root instead, so that every line of the process is JSON;
-    in text they keep their own format.
+    in text they keep their own format. One without handlers is left as it is (uvicorn
+    silences its access log so: no handler, no propagation).
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
@@ -86,6 +87,8 @@ def configure_logging(
     if log_format is LogFormat.JSON:
         for name in adopt:
             logger = logging.getLogger(name)
+            if not logger.handlers:  # silenced (uvicorn's access log when off), or unset
+                continue
             for own in list(logger.handlers):
                 logger.removeHandler(own)
             logger.propagate = True

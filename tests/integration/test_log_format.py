@@ -115,6 +115,10 @@ async def test_json_lines_carry_the_service_and_the_ids_bound() -> None:
     assert registered[0]["device_id"] == DEVICE
     device_lines = [r for r in gateway if "Registered device client" in r["message"]]
     assert [(r["client_id"], r["device_id"]) for r in device_lines] == [(DEVICE, DEVICE)]
+    requested = [r for r in gateway if f"(session {SESSION})" in r["message"]]
+    assert [(r["client_id"], r["device_id"]) for r in requested] == [(CONSTELLATION, DEVICE)]
+    # uvicorn's lines are JSON too, and its access log stays off as in text.
+    assert not [r for r in gateway if r["logger"] == "uvicorn.access"]
     found = [r for r in gateway if "replica found" in r["message"]]
     assert found and not {"client_id", "device_id", "session_id"} & found[0].keys()
 
@@ -133,6 +137,7 @@ async def test_text_lines_end_with_the_ids_bound() -> None:
     gateway_lines, replica_lines = await run_one_task("text")
     for line in [*gateway_lines, *replica_lines]:
         assert not line.startswith("{"), line
+    assert not [line for line in gateway_lines if '"GET /api/health' in line]
     registered = [line for line in gateway_lines if "Registered constellation client" in line]
     assert len(registered) == 1, gateway_lines
     assert registered[0].endswith(f" [client_id={CONSTELLATION} device_id={DEVICE}]")
