@@ -12,7 +12,7 @@ import pytest
 
 from aip_runtime import log_context
 from aip_runtime.cli import LogFormat
-from aip_runtime.log_setup import formatter
+from aip_runtime.log_setup import configure_logging, formatter
 
 
 @pytest.fixture
@@ -90,3 +90,38 @@ async def test_a_task_keeps_what_was_bound_when_it_was_created() -> None:
 def test_unknown_fields_are_refused() -> None:
     with pytest.raises(TypeError):
         log_context.bind(request_id="r")
+
+
+@pytest.fixture
+def root_restored() -> Iterator[logging.Logger]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield root
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_configuring_again_replaces_the_handler_and_json_adopts_loggers(
+    root_restored: logging.Logger,
+) -> None:
+    own = logging.getLogger("test.log_context.own")
+    silenced = logging.getLogger("test.log_context.silenced")
+    own.addHandler(logging.NullHandler())
+    own.propagate = silenced.propagate = False
+    try:
+        configure_logging("info", LogFormat.TEXT, service="session", adopt=[own.name])
+        assert own.handlers and own.propagate is False  # text: left to its own format
+        first = configure_logging(
+            "warning", LogFormat.JSON, service="session", adopt=[own.name, silenced.name]
+        )
+        ours = [h for h in root_restored.handlers if getattr(h, "_aip_log_handler", False)]
+        assert ours == [first]
+        assert json.loads(first.format(logging.makeLogRecord({"msg": "m"})))["message"] == "m"
+        assert root_restored.level == logging.WARNING
+        assert not own.handlers and own.propagate is True
+        assert silenced.propagate is False  # no handler of its own: it was silenced
+    finally:
+        own.handlers.clear()
+        own.propagate = silenced.propagate = True
