@@ -30,7 +30,19 @@ _QUOTE_LIMIT = 60
 S = TypeVar("S", bound=BaseSettings)
 
 
-class LogLevel(StrEnum):
+class AnyCase(StrEnum):
+    """A choice of lower-case words, accepted in any case (``INFO`` as ``info``)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> AnyCase | None:
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.strip().lower():
+                    return member
+        return None
+
+
+class LogLevel(AnyCase):
     """``--log-level``: accepted in any case (``INFO`` as ``info``)."""
 
     DEBUG = "debug"
@@ -38,13 +50,12 @@ class LogLevel(StrEnum):
     WARNING = "warning"
     ERROR = "error"
 
-    @classmethod
-    def _missing_(cls, value: object) -> LogLevel | None:
-        if isinstance(value, str):
-            for member in cls:
-                if member.value == value.strip().lower():
-                    return member
-        return None
+
+class LogFormat(AnyCase):
+    """``--log-format``: ``text`` lines for people, ``json`` lines for log collectors."""
+
+    TEXT = "text"
+    JSON = "json"
 
 
 def flag_name(field: str) -> str:

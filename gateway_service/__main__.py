@@ -14,6 +14,7 @@ import uvicorn
 from aip_runtime.cli import bind_error_text, bind_failure, listening_socket, load_settings
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
+from aip_runtime.log_setup import configure_logging as setup_logging
 from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
 from gateway_service.http_protocol import GatewayHttpProtocol
@@ -43,12 +44,10 @@ def uvicorn_config(settings: GatewaySettings) -> GatewayConfig:
     )
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(settings: GatewaySettings) -> None:
+    level = settings.log_level
+    setup_logging(level, settings.log_format, service="gateway",
+                  fields={"gateway_id": settings.gateway_id}, adopt=("uvicorn", "uvicorn.access"))
     if level.lower() != "debug":
         # uvicorn logs every socket open and close; the gateway logs registrations instead.
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         bind_failure("aip-gateway", settings.host, settings.port, "AIP_GATEWAY_",
                      bind_error_text(exc))
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     fd_limit = raise_fd_limit()
     cap = cap_for_fd_limit(settings.max_unregistered, fd_limit)
     if cap != settings.max_unregistered:
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
             settings.max_unregistered, cap, fd_limit)
         settings = settings.model_copy(update={"max_unregistered": cap})
     config = uvicorn_config(settings)
-    configure_logging(settings.log_level)  # uvicorn.Config reset uvicorn's levels
+    configure_logging(settings)  # uvicorn.Config reset uvicorn's levels
     log_socket_limits(settings)
     server = GatewayServer(config, settings)
     tune_gc()

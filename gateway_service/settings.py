@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
-from aip_runtime.cli import LogLevel, check_readable
+from aip_runtime.cli import LogFormat, LogLevel, check_readable
 from gateway_service.auth import parse_tokens
 from gateway_service.replicas.resolver import split_host_port
 
@@ -175,6 +175,9 @@ class GatewaySettings(BaseSettings):
         "taken for dead and reconnected, s.",
     )
     log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
+    log_format: LogFormat = Field(
+        LogFormat.TEXT, description="text, or json: one JSON object per line."
+    )
 
     @field_validator("session_service")
     @classmethod

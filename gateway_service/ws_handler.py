@@ -16,9 +16,10 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from aip_runtime import log_context
 from aip_wire import frames
 from aip_wire.frames import FrameError, parse_client_frame
-from aip_wire.vocab import CloseCode
+from aip_wire.vocab import ClientType, CloseCode
 from gateway_service import metrics
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
@@ -214,6 +215,9 @@ async def _registered(websocket: WebSocket, send: Send, gateway: Gateway,
     try:
         frame = parse_client_frame(_payload(message))
         registration = check_registration(frame)
+        is_device = registration.client_type is ClientType.DEVICE
+        log_context.bind(client_id=registration.client_id,
+                         device_id=registration.client_id if is_device else registration.target_id)
         if auth.enabled:
             # Before anything that answers about presence: an unauthenticated client must
             # not learn whether a device is connected.

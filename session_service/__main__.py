@@ -11,6 +11,7 @@ import sys
 from aip_runtime.cli import bind_failure, listen_problem, load_settings
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
+from aip_runtime.log_setup import configure_logging
 from session_service.security import link_exposure
 from session_service.server import SessionService
 from session_service.settings import SessionSettings
@@ -55,11 +56,8 @@ async def serve(settings: SessionSettings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings(SessionSettings, sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format, service="session",
+                      fields={"replica_id": settings.replica_id})
     busy = listen_problem(settings.host, settings.port)
     if busy is not None:
         bind_failure("aip-session", settings.host, settings.port, "AIP_SESSION_", busy)

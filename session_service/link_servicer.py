@@ -31,6 +31,7 @@ from aip_link.channel import MAX_MESSAGE_BYTES
 from aip_link.dispatch import Inbound
 from aip_link.fragments import FragmentError, Reassembly
 from aip_link.sizes import size_hint
+from aip_runtime import log_context
 from aip_wire.vocab import CancelReason
 from session_service import metrics
 from session_service.core.decisions import SessionRejected
@@ -356,6 +357,11 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
         submitted[(gateway_id, submit_id)] = session
 
     def _submit(self, peer: GatewayPeer, body: m.TaskSubmit) -> None:
+        with log_context.bound(session_id=body.session_id, client_id=body.requester_id or None,
+                               device_id=body.device_id or None):
+            self._submit_bound(peer, body)
+
+    def _submit_bound(self, peer: GatewayPeer, body: m.TaskSubmit) -> None:
         try:
             session = self.manager.submit(
                 session_id=body.session_id,

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aip_link.credentials import read_token
-from aip_runtime.cli import LogLevel, check_readable
+from aip_runtime.cli import LogFormat, LogLevel, check_readable
 from session_service.agents.llm_config import LlmConfig
 from session_service.core.device_queue import QueueLimits
 
@@ -159,6 +159,9 @@ class SessionSettings(BaseSettings):
         "anyone reaching the port can then pose as a gateway.",
     )
     log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
+    log_format: LogFormat = Field(
+        LogFormat.TEXT, description="text, or json: one JSON object per line."
+    )
     # The language-model agent (session_service/agents/llm.py); off unless both the URL
     # and the model are given.
     llm_base_url: str = Field(
