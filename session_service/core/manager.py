@@ -18,11 +18,13 @@ running session. Ended sessions stay in memory within ``--ended-memory-bytes`` (
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from aip_runtime import log_context
 from aip_wire import frames
 from aip_wire.vocab import (
     CancelReason,
@@ -229,6 +231,9 @@ class SessionManager(SessionQueries):
     def start(self, session: Session) -> None:
         """Run the session's agent; call after its acceptance has been announced. A
         session cancelled before that ends now, without running."""
+        _log_context(session).run(self._begin, session)
+
+    def _begin(self, session: Session) -> None:
         if session.lifecycle.cancel_reason is not None:
             self._finish(session, AgentStopped())
             return
@@ -241,6 +246,7 @@ class SessionManager(SessionQueries):
             session.device_gateway = device.gateway_id
         if session.device_gateway != session.origin_gateway:
             self.gateways.open_session(session.device_gateway, session)
+        # Created in the session's log context, which the task copies.
         task = asyncio.get_running_loop().create_task(self._run(session),
                                                       name=session.session_id)
         session.task = task
@@ -339,6 +345,9 @@ class SessionManager(SessionQueries):
         self._finish(session, end)
 
     def _finish(self, session: Session, end: AgentEnd) -> None:
+        _log_context(session).run(self._ended, session, end)
+
+    def _ended(self, session: Session, end: AgentEnd) -> None:
         ended = session.lifecycle.agent_ended(end)
         session.ended_at = time.time()
         for entry in session.commands:
@@ -450,3 +459,12 @@ class SessionManager(SessionQueries):
                 )
             except TimeoutError:
                 log.warning("%d session(s) did not end within 5s of shutdown", len(running))
+
+
+def _log_context(session: Session) -> contextvars.Context:
+    """A context whose log lines name the session, its requester and its device,
+    whichever task or callback (the store's, a link's) gets to run the session's code."""
+    context = contextvars.copy_context()
+    context.run(log_context.bind, session_id=session.session_id,
+                client_id=session.requester_id or None, device_id=session.device_id)
+    return context

@@ -129,6 +129,11 @@ async def test_json_lines_carry_the_service_and_the_ids_bound() -> None:
     assert started[0]["session_id"] == SESSION
     assert started[0]["client_id"] == CONSTELLATION
     assert started[0]["device_id"] == DEVICE
+    # Its end is logged from a store callback, not from the submission: it names the
+    # session all the same.
+    ended = [r for r in replica if r["message"] == f"session {SESSION} completed"]
+    assert len(ended) == 1, replica
+    assert (ended[0]["session_id"], ended[0]["device_id"]) == (SESSION, DEVICE)
     listening = [r for r in replica if "listening" in r["message"]]
     assert listening and "session_id" not in listening[0]
 
