@@ -114,6 +114,7 @@ def _encode_gateway(message: m.GatewayMessage) -> link_pb2.GatewayMessage:
                 requester_kind=_REQUESTER_TO_PB[message.requester_kind],
                 device_id=message.device_id, gateway_id=message.gateway_id,
                 agent=message.agent, model=message.model,
+                traceparent=message.traceparent,
             ))
         case m.ClientOnline():
             return pb(client_online=link_pb2.ClientOnline(client=_presence_pb(message.client)))
@@ -157,6 +158,7 @@ _GATEWAY_DECODERS: dict[str, Callable[[Any], m.GatewayMessage]] = {
         request=b.request, requester_id=b.requester_id,
         requester_kind=_requester(b.requester_kind), device_id=b.device_id,
         gateway_id=b.gateway_id, agent=b.agent, model=b.model,
+        traceparent=b.traceparent,
     ),
     "client_online": lambda b: m.ClientOnline(client=_presence(b.client)),
     "client_offline": lambda b: m.ClientOffline(

@@ -90,6 +90,8 @@ class TaskSubmit:
     #: agent's model for this session ("" its default).
     agent: str = ""
     model: str = ""
+    #: The W3C ``traceparent`` of the gateway's span for the task ("" when untraced).
+    traceparent: str = ""
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from typing import cast
 
 import uvicorn
 
+from aip_runtime import tracing
 from aip_runtime.cli import bind_error_text, bind_failure, listening_socket, load_settings
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
@@ -123,7 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     log_socket_limits(settings)
     server = GatewayServer(config, settings)
     tune_gc()
-    server.run(sockets=[listener])
+    tracing.configure(settings.otlp_endpoint, "aip-gateway", settings.gateway_id)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

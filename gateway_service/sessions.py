@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from aip_link import messages as m
+from aip_runtime import tracing
 from aip_wire import frames
 from aip_wire.vocab import (
     CancelReason,
@@ -115,6 +116,15 @@ class SessionTable:
 
         :raises Refusal: no replica, a rejection, or no answer in time.
         """
+        if not tracing.enabled():
+            return await self._submit(plan, requester)
+        with tracing.tracer().start_as_current_span("aip.task.submit", attributes={
+                "aip.session_id": plan.session_id, "aip.device_id": plan.device_id,
+                "aip.requester_id": requester.client_id, "aip.gateway_id": self.gateway_id,
+        }):
+            return await self._submit(plan, requester)
+
+    async def _submit(self, plan: TaskPlan, requester: Requester) -> str:
         # Replicas that refused this task as unable to record it now, with their words.
         unavailable: dict[Replica, Refusal] = {}
         while True:
@@ -158,6 +168,7 @@ class SessionTable:
             gateway_id=self.gateway_id,
             agent=plan.agent,
             model=plan.model,
+            traceparent=tracing.traceparent() if tracing.enabled() else "",
         ))
         if not sent:
             del self.pending[submit_id]

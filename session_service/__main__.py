@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 
+from aip_runtime import tracing
 from aip_runtime.cli import bind_failure, listen_problem, load_settings
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(SessionSettings, sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level, settings.log_format, service="session",
                       fields={"replica_id": settings.replica_id})
+    tracing.configure(settings.otlp_endpoint, "aip-session", settings.replica_id)
     busy = listen_problem(settings.host, settings.port)
     if busy is not None:
         bind_failure("aip-session", settings.host, settings.port, "AIP_SESSION_", busy)
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(serve(settings))
     else:
         uvloop.run(serve(settings))
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 
 from aip_grpc import session_api_pb2, session_api_pb2_grpc
+from aip_runtime import tracing
 from aip_wire.names import sanitize_task_name
 from aip_wire.vocab import CancelReason, RequesterKind, SessionState
 from session_service.agents.plan import PlanError, parse_plan
@@ -176,6 +177,7 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
                 agent_name=request.agent or None,
                 model=request.model,
                 idempotency_key=key,
+                traceparent=tracing.from_metadata(context.invocation_metadata()),
             )
         except AlreadyYours as exc:  # this requester's retry: the first session
             return self._existing(exc)

@@ -373,6 +373,7 @@ class GatewayLinkServicer(link_pb2_grpc.GatewayLinkServicer):
                 origin_gateway=body.gateway_id or peer.gateway_id,
                 agent_name=body.agent or None,
                 model=body.model,
+                traceparent=body.traceparent,
             )
         except SessionRejected as exc:
             self._submitted.pop((peer.gateway_id, body.submit_id), None)

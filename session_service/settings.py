@@ -159,6 +159,10 @@ class SessionSettings(BaseSettings):
         "anyone reaching the port can then pose as a gateway.",
     )
     log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
+    otlp_endpoint: str = Field(
+        "", description="Send OpenTelemetry traces to this OTLP/gRPC collector "
+        "(host:port, or an http:// or https:// URL); none by default.",
+    )
     log_format: LogFormat = Field(
         LogFormat.TEXT, description="text, or json: one JSON object per line."
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from aip_runtime import tracing
 from aip_wire import frames
 from session_service import metrics
 from session_service.agents.base import Step
@@ -36,6 +37,16 @@ class AgentSessionContext:
         self._session.steps_total = total
 
     async def run_step(self, step: Step) -> list[dict[str, Any]]:
+        if not tracing.enabled():
+            return await self._run_step(step)
+        with tracing.tracer().start_as_current_span("aip.command", attributes={
+                "aip.session_id": self.session_id, "aip.step": len(self._session.commands),
+                "aip.actions": len(step.actions)}) as span:
+            results = await self._run_step(step)
+            span.set_attribute("aip.status", self._session.commands[-1].status)
+            return results
+
+    async def _run_step(self, step: Step) -> list[dict[str, Any]]:
         session = self._session
         assert session.dispatcher is not None
         timeout = step.timeout or self._command_timeout

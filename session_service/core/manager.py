@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aip_runtime import log_context
+from aip_runtime import log_context, tracing
 from aip_wire import frames
 from aip_wire.vocab import (
     CancelReason,
@@ -37,7 +37,7 @@ from aip_wire.vocab import (
 from session_service import metrics
 from session_service.agents import AGENTS
 from session_service.agents.selection import select_agent
-from session_service.core import decisions
+from session_service.core import decisions, spans
 from session_service.core.context import AgentSessionContext
 from session_service.core.device_queue import Verdict
 from session_service.core.lifecycle import (
@@ -110,6 +110,7 @@ class SessionManager(SessionQueries):
         agent_name: str | None = None,
         model: str = "",
         idempotency_key: str = "",
+        traceparent: str = "",
     ) -> Session:
         """Admit a session; :meth:`start` runs it once its acceptance is announced.
         ``agent_name`` ``None`` chooses the agent by the request
@@ -140,7 +141,7 @@ class SessionManager(SessionQueries):
             device_info=device.device_info if device is not None else {},
             requester_id=requester_id, requester_kind=requester_kind,
             origin_gateway=origin_gateway, agent_name=agent_name, model=model,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, traceparent=traceparent,
             device_gateway=device.gateway_id if device is not None else "",
         )
         if admission is decisions.Admission.DUPLICATE:
@@ -246,7 +247,9 @@ class SessionManager(SessionQueries):
             session.device_gateway = device.gateway_id
         if session.device_gateway != session.origin_gateway:
             self.gateways.open_session(session.device_gateway, session)
-        # Created in the session's log context, which the task copies.
+        if tracing.enabled():
+            session.span = spans.session_started(session)
+        # Created in the session's log context (and span), which the task copies.
         task = asyncio.get_running_loop().create_task(self._run(session),
                                                       name=session.session_id)
         session.task = task
@@ -349,6 +352,9 @@ class SessionManager(SessionQueries):
 
     def _ended(self, session: Session, end: AgentEnd) -> None:
         ended = session.lifecycle.agent_ended(end)
+        if session.span is not None:
+            spans.session_ended(session.span, ended)
+            session.span = None
         session.ended_at = time.time()
         for entry in session.commands:
             if entry.status == CommandStatus.SENT:  # as the store records it

@@ -76,6 +76,10 @@ class Session:
     #: The backend's StartSession idempotency key ("" for none): unique per requester
     #: in the store, so a retry on any replica finds this session.
     idempotency_key: str = ""
+    #: The W3C trace context its submitter sent ("": none), and the session's own span
+    #: while it runs (only when tracing is on).
+    traceparent: str = ""
+    span: Any = None
     created_at: float = field(default_factory=time.time)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     #: Its place in its device's line while it waits (1: next), else 0.
