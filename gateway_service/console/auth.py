@@ -45,12 +45,27 @@ def _https(request: Request) -> bool:
 
 
 def remember(response: Response, request: Request, key: str) -> None:
-    response.set_cookie(COOKIE, key, max_age=COOKIE_SECONDS, path=None,
-                        httponly=True, samesite="strict", secure=_https(request))
+    response.set_cookie(
+        COOKIE,
+        key,
+        max_age=COOKIE_SECONDS,
+        path=None,
+        httponly=True,
+        samesite="strict",
+        secure=_https(request),
+    )
 
 
 def forget(response: Response, request: Request) -> None:
     # set_cookie, not delete_cookie: only set_cookie can leave the Path out, as the
     # login did, and a cookie is replaced only by one of the same path.
-    response.set_cookie(COOKIE, "", max_age=0, expires=0, path=None, httponly=True,
-                        samesite="strict", secure=_https(request))
+    response.set_cookie(
+        COOKIE,
+        "",
+        max_age=0,
+        expires=0,
+        path=None,
+        httponly=True,
+        samesite="strict",
+        secure=_https(request),
+    )

@@ -17,6 +17,10 @@ from aip_grpc import session_api_pb2 as pb
 from gateway_service.registry import Connection
 
 
+def _wall(monotonic_stamp: float) -> float:
+    return time.time() - (time.monotonic() - monotonic_stamp)
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceView:
     device_id: str
@@ -33,20 +37,22 @@ class ConnectionClock:
     """When each connection was first seen, for a registry that does not record it.
 
     A connection is known by its ``serial`` (unique per socket, so a reconnect starts a
-    new clock). A ``connected_at`` attribute on the connection, when there is one, wins;
-    otherwise the time is when :meth:`observe` first saw it, which the console does
-    every second from start-up, so it is late by at most that.
+    new clock). A ``connected_at`` attribute on the connection, when there is one, wins.
+    Otherwise :meth:`observe`, which the console calls every second from start-up,
+    records the connection's ``last_seen`` when it first sees it: that is set when the
+    connection is made and moves only with later frames, so it is the registration
+    time, or at most a second after it.
     """
 
     def __init__(self) -> None:
         self._since: dict[int, float] = {}
 
     def observe(self, connections: Iterable[Connection]) -> None:
-        now = time.time()
         current = set()
         for conn in connections:
             current.add(conn.serial)
-            self._since.setdefault(conn.serial, now)
+            if conn.serial not in self._since:
+                self._since[conn.serial] = _wall(conn.last_seen)
         for serial in [s for s in self._since if s not in current]:
             del self._since[serial]
 
@@ -54,15 +60,15 @@ class ConnectionClock:
         exact = getattr(conn, "connected_at", None)
         if isinstance(exact, int | float):
             return float(exact)
-        return self._since.setdefault(conn.serial, time.time())
+        return self._since.setdefault(conn.serial, _wall(conn.last_seen))
 
 
-def _wall(monotonic_stamp: float) -> float:
-    return time.time() - (time.monotonic() - monotonic_stamp)
-
-
-def device_views(remote: list[pb.Device] | None, connections: list[Connection],
-                 clock: ConnectionClock, gateway_id: str) -> list[DeviceView]:
+def device_views(
+    remote: list[pb.Device] | None,
+    connections: list[Connection],
+    clock: ConnectionClock,
+    gateway_id: str,
+) -> list[DeviceView]:
     """Every device, sorted by id. ``remote`` is ``None`` when no replica answered:
     then only this gateway's devices are known."""
     own = {conn.client_id: conn for conn in connections if conn.is_device}
@@ -82,7 +88,12 @@ def device_views(remote: list[pb.Device] | None, connections: list[Connection],
     for device_id, conn in own.items():
         if device_id not in rows:
             rows[device_id] = DeviceView(
-                device_id=device_id, platform=conn.platform, gateway_id=gateway_id,
-                connected_since=clock.since(conn), last_heartbeat=_wall(conn.last_seen),
-                running=len(conn.sessions), queued=0)
+                device_id=device_id,
+                platform=conn.platform,
+                gateway_id=gateway_id,
+                connected_since=clock.since(conn),
+                last_heartbeat=_wall(conn.last_seen),
+                running=len(conn.sessions),
+                queued=0,
+            )
     return [rows[key] for key in sorted(rows)]

@@ -2,7 +2,8 @@
 
 FastAPI's own page loads Swagger UI from a CDN; a gateway on a closed network, or a
 browser that should not tell a third party what it is looking at, would get a blank page.
-The ``swagger-ui-bundle`` package ships the same assets, served here under
+The ``swagger-ui-bundle-v2`` package (Swagger UI 5, which reads the OpenAPI 3.1
+schema FastAPI writes) ships the same assets, served here under
 ``/console/static/swagger/``. URLs are relative (``docs`` -> ``openapi.json``), so the
 page works under a proxy's path prefix too.
 """
@@ -26,7 +27,9 @@ def add_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=openapi, title=f"{app.title} - API docs",
+            openapi_url=openapi,
+            title=f"{app.title} - API docs",
             swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png")
+            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+        )

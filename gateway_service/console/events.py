@@ -44,8 +44,9 @@ def sse_json(event: str, value: object) -> str:
 Snapshot = Callable[[], Awaitable[dict[str, str]]]
 
 
-async def overview_stream(snapshot: Snapshot, *, interval: float,
-                          stopping: Callable[[], bool]) -> AsyncIterator[str]:
+async def overview_stream(
+    snapshot: Snapshot, *, interval: float, stopping: Callable[[], bool]
+) -> AsyncIterator[str]:
     """Each part of ``snapshot()`` (name -> HTML) whenever it changed."""
     yield f"retry: {RETRY_MS}\n\n"
     sent: dict[str, str] = {}
@@ -63,8 +64,7 @@ async def overview_stream(snapshot: Snapshot, *, interval: float,
         await asyncio.sleep(interval)
 
 
-def _command_html(response_id: str, actions_json: str, results_json: str,
-                  status: str) -> str:
+def _command_html(response_id: str, actions_json: str, results_json: str, status: str) -> str:
     command = views.command_view(response_id, actions_json, results_json, status=status)
     return render("_command.html", c=command)
 
@@ -77,12 +77,15 @@ async def _final_log(source: SessionSource, session_id: str) -> str | None:
     if info is None:
         return None
     detail = views.session_detail(info)
-    return sse_json("log", {
-        "head": render("_head.html", s=detail.summary),
-        "commands": render("_commands.html", commands=detail.commands),
-        "turns": render("_turns.html", turns=detail.turns),
-        "result": render("_result.html", d=detail),
-    })
+    return sse_json(
+        "log",
+        {
+            "head": render("_head.html", s=detail.summary),
+            "commands": render("_commands.html", commands=detail.commands),
+            "turns": render("_turns.html", turns=detail.turns),
+            "result": render("_result.html", d=detail),
+        },
+    )
 
 
 def _update_events(update: pb.SessionUpdate, actions: dict[str, str]) -> list[str]:
@@ -93,22 +96,31 @@ def _update_events(update: pb.SessionUpdate, actions: dict[str, str]) -> list[st
     rid = update.response_id
     if kind == "command_sent":
         actions[rid] = update.detail_json
-        out.append(sse_json("command", {"id": rid, "replace": False,
-                                        "html": _command_html(rid, update.detail_json, "",
-                                                              "sent")}))
+        out.append(
+            sse_json(
+                "command",
+                {
+                    "id": rid,
+                    "replace": False,
+                    "html": _command_html(rid, update.detail_json, "", "sent"),
+                },
+            )
+        )
     elif kind == "results_received" and update.detail_json:
         html = _command_html(rid, actions.get(rid, ""), update.detail_json, "answered")
         out.append(sse_json("command", {"id": rid, "replace": True, "html": html}))
     elif kind == "model_turn":
         turn = views.turn_from_json(update.detail_json)
         if turn is not None:
-            out.append(sse_json("turn", {"seq": turn.seq,
-                                         "html": render("_turn.html", t=turn)}))
+            out.append(sse_json("turn", {"seq": turn.seq, "html": render("_turn.html", t=turn)}))
     return out
 
 
-async def _pump(source: SessionSource, session_id: str,
-                queue: asyncio.Queue[pb.SessionUpdate | Exception | None]) -> None:
+async def _pump(
+    source: SessionSource,
+    session_id: str,
+    queue: asyncio.Queue[pb.SessionUpdate | Exception | None],
+) -> None:
     """Move the watch's updates into ``queue``; its end is ``None``, a failure itself."""
     try:
         async for update in source.watch(session_id):
@@ -118,8 +130,9 @@ async def _pump(source: SessionSource, session_id: str,
         await queue.put(exc)
 
 
-async def session_stream(source: SessionSource, session_id: str, *,
-                         stopping: Callable[[], bool]) -> AsyncIterator[str]:
+async def session_stream(
+    source: SessionSource, session_id: str, *, stopping: Callable[[], bool]
+) -> AsyncIterator[str]:
     """The session's updates as they happen; ``end`` once it ended.
 
     The watch is read by a task of its own, so that a session that stays quiet (a long

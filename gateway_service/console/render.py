@@ -50,9 +50,12 @@ def ago(seconds: float | None) -> str:
 
 
 def _environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(TEMPLATES),
-                      autoescape=select_autoescape(["html"]),
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters.update(clock=clock, stamp=stamp, duration=duration, ago=ago)
     return env
 
@@ -62,5 +65,3 @@ ENV = _environment()
 
 def render(template: str, **context: Any) -> str:
     return ENV.get_template(template).render(**context)
-
-

@@ -32,8 +32,10 @@ protected = [Depends(auth.require_key)]
 
 #: Content-Security-Policy of every page: nothing from elsewhere, no inline script;
 #: images may be data URLs (screenshots in results).
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
 
 STATUS_OF_CODE = {
     grpc.StatusCode.NOT_FOUND: 404,
@@ -55,9 +57,16 @@ def _console(request: Request) -> Console:
 def _page(template: str, request: Request, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("base", "")
     html = render(template, key_required=bool(auth.configured_key(request)), **context)
-    return HTMLResponse(html, status_code=status, headers={
-        "Content-Security-Policy": CSP, "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"})
+    return HTMLResponse(
+        html,
+        status_code=status,
+        headers={
+            "Content-Security-Policy": CSP,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+        },
+    )
 
 
 def _failed(exc: NoReplica | Refused) -> HTTPException:
@@ -68,14 +77,19 @@ def _failed(exc: NoReplica | Refused) -> HTTPException:
 
 def _filters(request: Request) -> Filters:
     params = request.query_params
-    return Filters(state=params.get("state", "").strip(),
-                   device=params.get("device", "").strip(),
-                   query=params.get("q", "").strip())
+    return Filters(
+        state=params.get("state", "").strip(),
+        device=params.get("device", "").strip(),
+        query=params.get("q", "").strip(),
+    )
 
 
 def _events(stream: Any) -> StreamingResponse:
-    return StreamingResponse(stream, media_type="text/event-stream", headers={
-        "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 # ---------------------------------------------------------------- pages
@@ -88,8 +102,14 @@ async def overview_page(request: Request) -> HTMLResponse:
     console = _console(request)
     filters = _filters(request)
     seen = await console.overview(filters)
-    return _page("overview.html", request, overview=seen, filters=filters,
-                 states=views.session_states(), problem=seen.problem)
+    return _page(
+        "overview.html",
+        request,
+        overview=seen,
+        filters=filters,
+        states=views.session_states(),
+        problem=seen.problem,
+    )
 
 
 def _session_base(session_id: str) -> str:
@@ -105,11 +125,11 @@ async def session_page(session_id: str, request: Request) -> HTMLResponse:
         info = await _console(request).source.session(session_id)
     except (NoReplica, Refused) as exc:
         failure = _failed(exc)
-        return _page("problem.html", request, failure.status_code, base=base,
-                     problem=failure.detail)
+        return _page(
+            "problem.html", request, failure.status_code, base=base, problem=failure.detail
+        )
     if info is None:
-        return _page("problem.html", request, 404, base=base,
-                     problem=f"No session {session_id!r}")
+        return _page("problem.html", request, 404, base=base, problem=f"No session {session_id!r}")
     return _page("session.html", request, base=base, d=views.session_detail(info))
 
 
@@ -143,8 +163,13 @@ async def overview_events(request: Request) -> StreamingResponse:
     base = request.query_params.get("base", "")
     if base.strip("./"):  # only "", "../", "../../"...: the page's own depth
         base = ""
-    return _events(overview_stream(lambda: console.parts(filters, base),
-                                   interval=console.interval, stopping=console.stopping))
+    return _events(
+        overview_stream(
+            lambda: console.parts(filters, base),
+            interval=console.interval,
+            stopping=console.stopping,
+        )
+    )
 
 
 @router.get("/console/sessions/{session_id:path}/events", dependencies=protected)
@@ -165,8 +190,9 @@ async def devices(request: Request) -> JSONResponse:
 @router.get("/console/api/sessions", dependencies=protected)
 async def sessions(request: Request) -> JSONResponse:
     seen = await _console(request).overview(_filters(request))
-    return JSONResponse({"sessions": [asdict(row) for row in seen.sessions],
-                         "problem": seen.problem})
+    return JSONResponse(
+        {"sessions": [asdict(row) for row in seen.sessions], "problem": seen.problem}
+    )
 
 
 class StartBody(BaseModel):
@@ -185,12 +211,14 @@ async def start(body: StartBody, request: Request) -> dict[str, str]:
             raise HTTPException(400, f"The plan is not JSON: {exc}") from None
     try:
         info = await _console(request).source.start(
-            body.device_id, body.request, agent="plan" if body.kind == "plan" else "llm",
-            model=body.model)
+            body.device_id,
+            body.request,
+            agent="plan" if body.kind == "plan" else "llm",
+            model=body.model,
+        )
     except (NoReplica, Refused) as exc:
         raise _failed(exc) from None
-    return {"session_id": info.session_id,
-            "state": views.session_view(info).state}
+    return {"session_id": info.session_id, "state": views.session_view(info).state}
 
 
 @router.post("/console/api/sessions/{session_id:path}/cancel", dependencies=protected)

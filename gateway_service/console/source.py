@@ -69,8 +69,9 @@ class SessionSource:
             if stub is None:
                 continue
             try:
-                return await getattr(stub, method)(request, timeout=self.timeout,
-                                                   metadata=replica.metadata)
+                return await getattr(stub, method)(
+                    request, timeout=self.timeout, metadata=replica.metadata
+                )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in _TRY_NEXT:
                     raise Refused(exc.code(), exc.details() or exc.code().name) from None
@@ -79,12 +80,12 @@ class SessionSource:
         raise NoReplica(last)
 
     async def devices(self) -> list[pb.Device]:
-        answer: pb.ListDevicesResponse = await self._call("ListDevices",
-                                                          pb.ListDevicesRequest())
+        answer: pb.ListDevicesResponse = await self._call("ListDevices", pb.ListDevicesRequest())
         return list(answer.devices)
 
-    async def sessions(self, *, state: int | None = None, device_id: str = "",
-                       page_size: int = 200) -> list[pb.SessionInfo]:
+    async def sessions(
+        self, *, state: int | None = None, device_id: str = "", page_size: int = 200
+    ) -> list[pb.SessionInfo]:
         request = pb.ListSessionsRequest(device_id=device_id, page_size=page_size)
         if state is not None:
             request.state = state  # type: ignore[assignment]
@@ -94,23 +95,33 @@ class SessionSource:
     async def session(self, session_id: str) -> pb.SessionInfo | None:
         try:
             info: pb.SessionInfo = await self._call(
-                "GetSession", pb.GetSessionRequest(session_id=session_id))
+                "GetSession", pb.GetSessionRequest(session_id=session_id)
+            )
         except Refused as refused:
             if refused.code == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
         return info
 
-    async def start(self, device_id: str, request: str, agent: str = "",
-                    model: str = "") -> pb.SessionInfo:
-        info: pb.SessionInfo = await self._call("StartSession", pb.StartSessionRequest(
-            device_id=device_id, request=request, requester_id=REQUESTER_ID, agent=agent,
-            model=model))
+    async def start(
+        self, device_id: str, request: str, agent: str = "", model: str = ""
+    ) -> pb.SessionInfo:
+        info: pb.SessionInfo = await self._call(
+            "StartSession",
+            pb.StartSessionRequest(
+                device_id=device_id,
+                request=request,
+                requester_id=REQUESTER_ID,
+                agent=agent,
+                model=model,
+            ),
+        )
         return info
 
     async def cancel(self, session_id: str) -> pb.SessionInfo:
         info: pb.SessionInfo = await self._call(
-            "CancelSession", pb.CancelSessionRequest(session_id=session_id))
+            "CancelSession", pb.CancelSessionRequest(session_id=session_id)
+        )
         return info
 
     async def watch(self, session_id: str) -> AsyncIterator[pb.SessionUpdate]:
@@ -125,8 +136,9 @@ class SessionSource:
         stub = _stub(replica)
         if stub is None:
             raise NoReplica(f"{replica.address}: not started")
-        call = stub.WatchSession(pb.WatchSessionRequest(session_id=session_id),
-                                 metadata=replica.metadata)
+        call = stub.WatchSession(
+            pb.WatchSessionRequest(session_id=session_id), metadata=replica.metadata
+        )
         try:
             async for update in call:
                 yield update

@@ -85,16 +85,17 @@ class Console:
         if filters.state and state is None:
             return [], f"no state named {filters.state!r}"
         try:
-            listed = await self.source.sessions(state=state, device_id=filters.device,
-                                                page_size=SESSIONS_LISTED)
+            listed = await self.source.sessions(
+                state=state, device_id=filters.device, page_size=SESSIONS_LISTED
+            )
         except (NoReplica, Refused) as exc:
             return [], f"sessions: {exc}"
-        return [row for row in map(views.session_view, listed)
-                if row.matches(filters.query)], ""
+        return [row for row in map(views.session_view, listed) if row.matches(filters.query)], ""
 
     async def overview(self, filters: Filters) -> Overview:
         (devices, device_problem), (sessions, session_problem) = await asyncio.gather(
-            self.devices(), self.sessions(filters))
+            self.devices(), self.sessions(filters)
+        )
         problem = "; ".join(p for p in (device_problem, session_problem) if p)
         return Overview(devices, sessions, problem)
 

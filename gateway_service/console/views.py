@@ -34,8 +34,11 @@ def enum_name(enum: Any, prefix: str, value: int) -> str:
 
 def enum_names(enum: Any, prefix: str) -> list[str]:
     """Every named value but the unspecified one, in declaration order."""
-    return [name.removeprefix(prefix).lower() for name in enum.keys()
-            if not name.endswith("_UNSPECIFIED")]
+    return [
+        name.removeprefix(prefix).lower()
+        for name in enum.keys()
+        if not name.endswith("_UNSPECIFIED")
+    ]
 
 
 def state_value(name: str) -> int | None:
@@ -133,8 +136,15 @@ class SessionView:
         needle = query.strip().lower()
         if not needle:
             return True
-        haystack = (self.session_id, self.task_name, self.device_id, self.requester,
-                    self.agent, self.state, self.error)
+        haystack = (
+            self.session_id,
+            self.task_name,
+            self.device_id,
+            self.requester,
+            self.agent,
+            self.state,
+            self.error,
+        )
         return any(needle in text.lower() for text in haystack)
 
 
@@ -197,31 +207,54 @@ def _actions(actions: Any) -> list[tuple[str, str]]:
     return shown
 
 
-def command_view(response_id: str, actions_json: str, results_json: str, *,
-                 status: str, seq: int | None = None, sent: float | None = None,
-                 received: float | None = None) -> CommandView:
+def command_view(
+    response_id: str,
+    actions_json: str,
+    results_json: str,
+    *,
+    status: str,
+    seq: int | None = None,
+    sent: float | None = None,
+    received: float | None = None,
+) -> CommandView:
     actions = _actions(_loads(actions_json))
     results_value = _loads(results_json)
     if isinstance(results_value, list) and all(isinstance(r, dict) for r in results_value):
         results = []
         for result in results_value:
             text, images = split_images(result.get("result"))
-            results.append(ResultView(status=str(result.get("status") or ""),
-                                      error=str(result.get("error") or ""),
-                                      text=pretty(text), images=images))
-        return CommandView(response_id, seq, status, actions, results,
-                           sent=sent, received=received)
+            results.append(
+                ResultView(
+                    status=str(result.get("status") or ""),
+                    error=str(result.get("error") or ""),
+                    text=pretty(text),
+                    images=images,
+                )
+            )
+        return CommandView(response_id, seq, status, actions, results, sent=sent, received=received)
     raw, images = split_images(results_value)
-    return CommandView(response_id, seq, status, actions, raw_results=pretty(raw),
-                       raw_images=images, sent=sent, received=received)
+    return CommandView(
+        response_id,
+        seq,
+        status,
+        actions,
+        raw_results=pretty(raw),
+        raw_images=images,
+        sent=sent,
+        received=received,
+    )
 
 
 def record_view(record: pb.CommandRecord) -> CommandView:
     return command_view(
-        record.response_id, record.actions_json, record.results_json,
+        record.response_id,
+        record.actions_json,
+        record.results_json,
         status=enum_name(pb.CommandStatus, "COMMAND_STATUS_", record.status),
-        seq=record.seq, sent=_seconds(record, "sent_time"),
-        received=_seconds(record, "received_time"))
+        seq=record.seq,
+        sent=_seconds(record, "sent_time"),
+        received=_seconds(record, "received_time"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +273,23 @@ class TurnView:
 def _tool_calls(value: Any) -> list[tuple[str, str]]:
     if not isinstance(value, list):
         return []
-    return [(str(call.get("name") or "?"), str(call.get("arguments") or ""))
-            for call in value if isinstance(call, dict)]
+    return [
+        (str(call.get("name") or "?"), str(call.get("arguments") or ""))
+        for call in value
+        if isinstance(call, dict)
+    ]
 
 
 def turn_view(turn: pb.ModelTurn) -> TurnView:
-    return TurnView(turn.seq, turn.model, turn.text, _tool_calls(_loads(turn.tool_calls_json)),
-                    turn.refusal, turn.finish_reason, turn.total_tokens)
+    return TurnView(
+        turn.seq,
+        turn.model,
+        turn.text,
+        _tool_calls(_loads(turn.tool_calls_json)),
+        turn.refusal,
+        turn.finish_reason,
+        turn.total_tokens,
+    )
 
 
 def turn_from_json(text: str) -> TurnView | None:
@@ -257,10 +300,15 @@ def turn_from_json(text: str) -> TurnView | None:
     usage = turn.get("usage") if isinstance(turn.get("usage"), dict) else {}
     seq = turn.get("seq")
     tokens = usage.get("total_tokens") if usage else 0
-    return TurnView(seq if isinstance(seq, int) else 0, str(turn.get("model") or ""),
-                    str(turn.get("text") or ""), _tool_calls(turn.get("tool_calls")),
-                    str(turn.get("refusal") or ""), str(turn.get("finish_reason") or ""),
-                    tokens if isinstance(tokens, int) else 0)
+    return TurnView(
+        seq if isinstance(seq, int) else 0,
+        str(turn.get("model") or ""),
+        str(turn.get("text") or ""),
+        _tool_calls(turn.get("tool_calls")),
+        str(turn.get("refusal") or ""),
+        str(turn.get("finish_reason") or ""),
+        tokens if isinstance(tokens, int) else 0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +327,8 @@ def session_detail(info: pb.SessionInfo) -> SessionDetail:
     result, images = split_images(_loads(info.result_json))
     return SessionDetail(
         summary=session_view(info),
-        request=pretty(_loads(info.request)) if info.request.lstrip()[:1] in ("{", "[")
+        request=pretty(_loads(info.request))
+        if info.request.lstrip()[:1] in ("{", "[")
         else info.request,
         commands=[record_view(record) for record in info.commands],
         turns=[turn_view(turn) for turn in info.turns],
