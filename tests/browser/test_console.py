@@ -27,6 +27,7 @@ from selenium.webdriver.support.ui import Select
 from aip_client import DeviceClient, ToolRegistry
 from aip_grpc import session_api_pb2 as pb
 from tests.browser.browser import Browser, require_chromium, start_chromium
+from tests.browser.prefix_proxy import PrefixProxy
 from tests.conftest import StackFactory
 from tests.stack import Stack, get_session
 
@@ -355,3 +356,39 @@ async def test_api_docs_load_without_the_network(stack: Stack, browser: Browser)
         ".map(e => e.src || e.href);"
     )
     assert sources and all(src.startswith(stack.http_url) for src in sources), sources
+
+
+async def test_the_console_works_under_a_proxy_path_prefix(
+    make_stack: StackFactory, browser: Browser, gate: Gate
+) -> None:
+    stack = await make_stack(gateway={"api_key": API_KEY})
+    proxy = PrefixProxy(stack.http_url, "/ops")
+    await proxy.start()
+    client = await device(stack, "laptop-proxied", gate)
+    try:
+        await browser.get(proxy.url)
+        await browser.type("#login-key", API_KEY)
+        await browser.click("#login-submit")
+        await browser.wait_text("#devices tr[data-device='laptop-proxied']", "laptop-proxied")
+        assert browser.driver.current_url == proxy.url
+        # The cookie is scoped to the prefix, where the login form was.
+        cookie = await asyncio.to_thread(browser.driver.get_cookie, "aip_console_key")
+        assert cookie is not None and cookie["path"] == "/ops"
+        session_id = await start_from_page(
+            browser, "laptop-proxied", [{"tool_name": "echo", "parameters": {"text": "via"}}]
+        )
+        assert browser.driver.current_url.startswith(proxy.url + "sessions/")
+        await browser.wait_text("#session-state", "completed")
+        await browser.wait_text("#commands li.status-answered", "via")
+        await browser.click("main p a")  # back to the overview, still under the prefix
+        await browser.wait_text("#sessions", session_id)
+        assert browser.driver.current_url == proxy.url
+        # Every asset came through the proxy, none from the gateway's own root.
+        loaded = await browser.script(
+            "return performance.getEntriesByType('resource').map(e => e.name);"
+        )
+        assert loaded and all(url.startswith(proxy.url) for url in loaded), loaded
+    finally:
+        await browser.get("about:blank")
+        await client.stop()
+        await proxy.stop()
