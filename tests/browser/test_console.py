@@ -29,6 +29,7 @@ from aip_grpc import session_api_pb2 as pb
 from tests.browser.browser import Browser, require_chromium, start_chromium
 from tests.browser.prefix_proxy import PrefixProxy
 from tests.conftest import StackFactory
+from tests.integration.llm_support import ScriptedModel, answer, llm_settings, tool_call
 from tests.stack import Stack, get_session
 
 pytestmark = pytest.mark.timeout(90)
@@ -135,7 +136,9 @@ async def assert_not_reloaded(browser: Browser) -> None:
 
 
 async def start_from_page(browser: Browser, device_id: str, plan: Any) -> str:
-    """Fill the start form on the overview and submit; returns the new session's id."""
+    """Fill the start form on the overview and submit; returns the new session's id.
+
+    ``plan``: JSON-able, or the text as it is (a task in words)."""
     await browser.wait(
         lambda: browser.driver.find_elements(
             By.CSS_SELECTOR, f'#start-device option[value="{device_id}"]'
@@ -147,9 +150,8 @@ async def start_from_page(browser: Browser, device_id: str, plan: Any) -> str:
             device_id
         )
     )
-    await browser.script(
-        "document.getElementById('start-request').value = arguments[0];", json.dumps(plan)
-    )
+    text = plan if isinstance(plan, str) else json.dumps(plan)
+    await browser.script("document.getElementById('start-request').value = arguments[0];", text)
     await browser.click("#start-submit")
     await browser.wait(lambda: "/sessions/" in browser.driver.current_url, "session page")
     session_id: str = await browser.script(
@@ -392,3 +394,33 @@ async def test_the_console_works_under_a_proxy_path_prefix(
         await browser.get("about:blank")
         await client.stop()
         await proxy.stop()
+
+
+async def test_the_llm_agents_turns_show_with_its_commands(
+    make_stack: StackFactory, browser: Browser, gate: Gate, tmp_path: Path
+) -> None:
+    script = [tool_call("screenshot", {}), answer("The screen shows a gradient.")]
+    async with ScriptedModel(script) as model:
+        stack = await make_stack(session=llm_settings(model))
+        client = await device(stack, "laptop-llm", gate)
+        try:
+            await browser.get(stack.http_url + "/")
+            await browser.click("#start-form input[value='task']")
+            session_id = await start_from_page(browser, "laptop-llm", "describe the screen")
+            await browser.wait_text("#session-state", "completed")
+            await browser.wait_text("#turns li", "The screen shows a gradient.")
+            turns = await browser.find("#turns li.turn")
+            assert len(turns) == 2
+            assert "chose screenshot" in await asyncio.to_thread(lambda: turns[0].text)
+            # The command log has the tool listing, then the tool the model chose, whose
+            # PNG shows as an image.
+            await browser.wait_text("#commands li", "list_tools")
+            await browser.wait(
+                lambda: browser.driver.find_elements(By.CSS_SELECTOR, "#commands img.shot"),
+                "the screenshot in the command log",
+            )
+            await browser.screenshot(shots_dir(tmp_path) / "console-llm.png")
+            info = await get_session(stack.replica.address, session_id)
+            assert info.agent == "llm" and len(info.turns) == 2
+        finally:
+            await client.stop()
