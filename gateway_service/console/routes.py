@@ -10,6 +10,7 @@ refusals are chosen here alone.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -36,6 +37,9 @@ CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
 )
+
+#: What a page may give as its ``base``: its depth below the console's root.
+PAGE_DEPTH = re.compile(r"(?:\.\./)*")
 
 STATUS_OF_CODE = {
     grpc.StatusCode.NOT_FOUND: 404,
@@ -161,7 +165,7 @@ async def overview_events(request: Request) -> StreamingResponse:
     console = _console(request)
     filters = _filters(request)
     base = request.query_params.get("base", "")
-    if base.strip("./"):  # only "", "../", "../../"...: the page's own depth
+    if not PAGE_DEPTH.fullmatch(base):  # only "", "../", "../../"...: the page's depth
         base = ""
     return _events(
         overview_stream(
