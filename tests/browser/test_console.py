@@ -306,10 +306,10 @@ async def test_with_an_api_key_only_the_login_shows_until_the_key_is_given(
             assert (await http.post("/console/api/sessions/x/cancel")).status_code == 401
             page = await http.get("/")
             assert "laptop-secret" not in page.text and 'id="login-form"' in page.text
-            wrong = await http.get(
-                "/console/api/devices", cookies={"aip_console_key": "not-the-key"}
-            )
-            assert wrong.status_code == 401
+            http.cookies.set("aip_console_key", "not-the-key")
+            assert (await http.get("/console/api/devices")).status_code == 401
+            http.cookies.set("aip_console_key", API_KEY)
+            assert (await http.get("/console/api/devices")).status_code == 200
 
         await browser.get(stack.http_url + "/")
         await browser.wait(lambda: browser.driver.find_elements(By.ID, "login-form"), "login")
