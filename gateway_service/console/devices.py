@@ -63,6 +63,18 @@ class ConnectionClock:
         return self._since.setdefault(conn.serial, _wall(conn.last_seen))
 
 
+def queued_of(device: pb.Device) -> int:
+    return int(getattr(device, "queued_sessions", 0) or 0)
+
+
+def running_of(device: pb.Device) -> int:
+    """Sessions running on the device. Replicas that queue count queued ones in
+    ``active_sessions`` too and report ``running_sessions`` apart; older replicas (and
+    an older build of the proto) have ``active_sessions`` only, all of them running."""
+    running = int(getattr(device, "running_sessions", 0) or 0)
+    return max(running, device.active_sessions - queued_of(device))
+
+
 def device_views(
     remote: list[pb.Device] | None,
     connections: list[Connection],
@@ -82,8 +94,8 @@ def device_views(
             gateway_id=device.gateway_id,
             connected_since=clock.since(conn) if here and conn is not None else None,
             last_heartbeat=_wall(conn.last_seen) if here and conn is not None else None,
-            running=device.active_sessions,
-            queued=int(getattr(device, "queued_sessions", 0) or 0),
+            running=running_of(device),
+            queued=queued_of(device),
         )
     for device_id, conn in own.items():
         if device_id not in rows:

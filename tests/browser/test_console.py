@@ -424,3 +424,42 @@ async def test_the_llm_agents_turns_show_with_its_commands(
             assert info.agent == "llm" and len(info.turns) == 2
         finally:
             await client.stop()
+
+
+async def test_a_queued_session_shows_its_place_then_runs_live(
+    stack: Stack, browser: Browser, gate: Gate
+) -> None:
+    client = await device(stack, "laptop-queue", gate)
+    try:
+        async with httpx.AsyncClient(base_url=stack.http_url, timeout=5) as http:
+
+            async def start(plan: Any) -> dict[str, str]:
+                answer = await http.post(
+                    "/console/api/sessions",
+                    json={"device_id": "laptop-queue", "request": json.dumps(plan)},
+                )
+                assert answer.status_code == 200, answer.text
+                started: dict[str, str] = answer.json()
+                return started
+
+            first = await start([{"tool_name": "hold", "parameters": {}}])
+            await asyncio.wait_for(gate.entered.wait(), 15)
+            second = await start([{"tool_name": "echo", "parameters": {"text": "my turn"}}])
+        assert first["state"] == "running" and second["state"] == "queued"
+        await browser.get(stack.http_url + "/")
+        await browser.wait_text(f"#sessions tr[data-session='{second['session_id']}']", "queued #1")
+        running = await browser.text("#devices tr[data-device='laptop-queue'] td.running")
+        queued = await browser.text("#devices tr[data-device='laptop-queue'] td.queued")
+        assert (running, queued) == ("1", "1")
+
+        await browser.get(f"{stack.http_url}/sessions/{second['session_id']}")
+        await mark_window(browser)
+        await browser.wait_text("#session-state", "queued")
+        await browser.wait_text("#head", "#1 in the queue")
+        gate.release.set()
+        await browser.wait_text("#session-state", "completed")
+        await browser.wait_text("#commands li.status-answered", "my turn")
+        await assert_not_reloaded(browser)
+    finally:
+        gate.release.set()
+        await client.stop()

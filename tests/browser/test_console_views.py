@@ -8,6 +8,7 @@ import json
 
 from aip_grpc import session_api_pb2 as pb
 from gateway_service.console import views
+from gateway_service.console.devices import queued_of, running_of
 from gateway_service.console.events import sse
 from gateway_service.console.render import render
 
@@ -67,3 +68,12 @@ def test_client_text_is_escaped_in_the_html() -> None:
 
 def test_an_event_keeps_every_line_of_its_data() -> None:
     assert sse("devices", "<tr>\n</tr>") == "event: devices\ndata: <tr>\ndata: </tr>\n\n"
+
+
+def test_running_sessions_are_counted_apart_from_queued_ones_whatever_the_replica() -> None:
+    # A replica that queues counts both in active_sessions and reports them apart...
+    queueing = pb.Device(device_id="d", active_sessions=3, running_sessions=1, queued_sessions=2)
+    assert (running_of(queueing), queued_of(queueing)) == (1, 2)
+    # ...one from before queues has active_sessions alone, all of them running.
+    older = pb.Device(device_id="d", active_sessions=2)
+    assert (running_of(older), queued_of(older)) == (2, 0)
