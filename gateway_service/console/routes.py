@@ -18,8 +18,9 @@ from urllib.parse import parse_qs
 import grpc
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from gateway_service.console import auth, views
 from gateway_service.console.events import overview_stream, session_stream
@@ -206,8 +207,20 @@ class StartBody(BaseModel):
     model: str = Field("", max_length=200)
 
 
+async def _start_body(request: Request) -> StartBody:
+    # Read here, after the key was checked: a body parameter would be read (up to
+    # --max-body-bytes) before any dependency runs, for callers without the key too.
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise HTTPException(415, "Send the session as application/json")
+    try:
+        return StartBody.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise HTTPException(422, jsonable_encoder(exc.errors(include_url=False))) from None
+
+
 @router.post("/console/api/sessions", dependencies=protected)
-async def start(body: StartBody, request: Request) -> dict[str, str]:
+async def start(request: Request) -> dict[str, str]:
+    body = await _start_body(request)
     if body.kind == "plan":
         try:
             orjson.loads(body.request)

@@ -1,6 +1,7 @@
-"""The console's event streams over real HTTP, without a browser: what they send, and
-that they end when the gateway drains (uvicorn waits for every open response before
-it exits, so a stream that never ended would hold a restart up forever)."""
+"""The console's event streams and actions over real HTTP, without a browser: what the
+streams send, that they end when the gateway drains (uvicorn waits for every open
+response before it exits, so a stream that never ended would hold a restart up
+forever), and what a start that cannot run answers."""
 
 from __future__ import annotations
 
@@ -68,3 +69,28 @@ async def test_an_unknown_session_is_a_problem_and_an_end(stack: Stack) -> None:
         received = [item async for item in events(response)]
     assert [name for name, _ in received] == ["problem", "end"]
     assert "no-such-session" in received[0][1] or "not found" in received[0][1].lower()
+
+
+async def test_a_start_that_cannot_run_says_why(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.http_url, timeout=10) as http:
+
+        async def start(body: object) -> httpx.Response:
+            return await http.post("/console/api/sessions", json=body)
+
+        not_json = await http.post(
+            "/console/api/sessions", content=b"device_id=x", headers={"content-type": "text/plain"}
+        )
+        assert not_json.status_code == 415
+        assert (await start({"request": "[]"})).status_code == 422  # no device
+        bad_plan = await start({"device_id": "gone", "request": "[{"})
+        assert bad_plan.status_code == 400 and "not JSON" in bad_plan.json()["detail"]
+        # The replica's own refusals, with their own wording.
+        plan = '[{"tool_name": "echo", "parameters": {}}]'
+        absent = await start({"device_id": "gone", "request": plan})
+        assert absent.status_code == 404 and "gone" in absent.json()["detail"], absent.text
+        device = await register_device(stack.ws_url, "no-model-here")
+        try:
+            words = await start({"device_id": "no-model-here", "request": "hi", "kind": "task"})
+            assert words.status_code == 400 and words.json()["detail"], words.text
+        finally:
+            await device.close()
