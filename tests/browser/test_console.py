@@ -390,6 +390,9 @@ async def test_the_console_works_under_a_proxy_path_prefix(
             "return performance.getEntriesByType('resource').map(e => e.name);"
         )
         assert loaded and all(url.startswith(proxy.url) for url in loaded), loaded
+        # So do the API docs, schema included.
+        await browser.get(proxy.url + "docs")
+        await browser.wait_text("#swagger-ui", "/api/dispatch", timeout=20)
     finally:
         await browser.get("about:blank")
         await client.stop()
