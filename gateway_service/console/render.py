@@ -43,12 +43,6 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def ago(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{duration(max(0.0, time.time() - seconds))} ago"
-
-
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -56,7 +50,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(clock=clock, stamp=stamp, duration=duration, ago=ago)
+    env.filters.update(clock=clock, stamp=stamp, duration=duration)
     return env
 
 
