@@ -1,4 +1,4 @@
-"""The gateway's ASGI application: ``/ws``, the HTTP API and ``/metrics``.
+"""The gateway's ASGI application: ``/ws``, the HTTP API, ``/metrics`` and the console.
 
 ``/ws`` is served straight from the ASGI entry point, past FastAPI's routing and
 middleware: those layers stay suspended under every open socket (memory) and are walked
@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway_service import log_safety
+from gateway_service import console, log_safety
 from gateway_service.auth import Authenticator
 from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
@@ -53,20 +53,25 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
     gateway = Gateway(settings)
     frame_router = FrameRouter(gateway)
     auth = Authenticator.from_settings(settings.tokens_file, settings.tokens)
+    operator_console = console.Console(gateway)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Here, once uvicorn has set up its loggers' handlers: they get the filter too.
         log_safety.install()
         await gateway.start()
+        operator_console.start()
         try:
             yield
         finally:
+            await operator_console.stop()
             await gateway.stop()
 
-    app = FastAPI(title="AIP gateway", lifespan=lifespan)
+    # /docs comes from the console, with Swagger UI's assets served locally.
+    app = FastAPI(title="AIP gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
     app.include_router(api_routes)
+    console.mount(app, operator_console)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
