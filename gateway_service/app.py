@@ -60,11 +60,9 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
         # Here, once uvicorn has set up its loggers' handlers: they get the filter too.
         log_safety.install()
         await gateway.start()
-        operator_console.start()
         try:
             yield
         finally:
-            await operator_console.stop()
             await gateway.stop()
 
     # /docs comes from the console, with Swagger UI's assets served locally.

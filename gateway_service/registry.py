@@ -186,6 +186,8 @@ class Connection:
     probe: Callable[[float], Awaitable[bool]] | None = None
     #: Monotonic time of the last frame received, for the silence limit.
     last_seen: float = field(default_factory=time.monotonic)
+    #: Wall-clock time of the registration, for operators.
+    connected_at: float = field(default_factory=time.time)
 
     def add_session(self, session_id: str) -> None:
         if not self.sessions:

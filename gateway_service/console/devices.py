@@ -10,7 +10,6 @@ of yet (its presence is on its way) is listed from the registry.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aip_grpc import session_api_pb2 as pb
@@ -33,36 +32,6 @@ class DeviceView:
     queued: int
 
 
-class ConnectionClock:
-    """When each connection was first seen, for a registry that does not record it.
-
-    A connection is known by its ``serial`` (unique per socket, so a reconnect starts a
-    new clock). A ``connected_at`` attribute on the connection, when there is one, wins.
-    Otherwise :meth:`observe`, which the console calls every second from start-up,
-    records the connection's ``last_seen`` when it first sees it: that is set when the
-    connection is made and moves only with later frames, so it is the registration
-    time, or at most a second after it.
-    """
-
-    def __init__(self) -> None:
-        self._since: dict[int, float] = {}
-
-    def observe(self, connections: Iterable[Connection]) -> None:
-        current = set()
-        for conn in connections:
-            current.add(conn.serial)
-            if conn.serial not in self._since:
-                self._since[conn.serial] = _wall(conn.last_seen)
-        for serial in [s for s in self._since if s not in current]:
-            del self._since[serial]
-
-    def since(self, conn: Connection) -> float:
-        exact = getattr(conn, "connected_at", None)
-        if isinstance(exact, int | float):
-            return float(exact)
-        return self._since.setdefault(conn.serial, _wall(conn.last_seen))
-
-
 def queued_of(device: pb.Device) -> int:
     return int(getattr(device, "queued_sessions", 0) or 0)
 
@@ -78,7 +47,6 @@ def running_of(device: pb.Device) -> int:
 def device_views(
     remote: list[pb.Device] | None,
     connections: list[Connection],
-    clock: ConnectionClock,
     gateway_id: str,
 ) -> list[DeviceView]:
     """Every device, sorted by id. ``remote`` is ``None`` when no replica answered:
@@ -92,7 +60,7 @@ def device_views(
             device_id=device.device_id,
             platform=device.platform or (conn.platform if conn is not None else ""),
             gateway_id=device.gateway_id,
-            connected_since=clock.since(conn) if here and conn is not None else None,
+            connected_since=conn.connected_at if here and conn is not None else None,
             last_heartbeat=_wall(conn.last_seen) if here and conn is not None else None,
             running=running_of(device),
             queued=queued_of(device),
@@ -103,7 +71,7 @@ def device_views(
                 device_id=device_id,
                 platform=conn.platform,
                 gateway_id=gateway_id,
-                connected_since=clock.since(conn),
+                connected_since=conn.connected_at,
                 last_heartbeat=_wall(conn.last_seen),
                 running=len(conn.sessions),
                 queued=0,

@@ -1,19 +1,16 @@
 """The console's parts for one gateway, and the overview it shows: devices and sessions.
 
-:class:`Console` holds the session-API source and the connection clock, observes the
-registry every second while the gateway runs (so that "connected since" does not wait
-for someone to open the page), and makes the overview's snapshot for the page and for
-its event stream alike.
+:class:`Console` holds the session-API source and makes the overview's snapshot for the
+page and for its event stream alike; nothing of it runs while nobody looks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 
 from gateway_service.console import views
-from gateway_service.console.devices import ConnectionClock, DeviceView, device_views
+from gateway_service.console.devices import DeviceView, device_views
 from gateway_service.console.render import render
 from gateway_service.console.source import NoReplica, Refused, SessionSource
 from gateway_service.gateway import Gateway
@@ -45,23 +42,7 @@ class Console:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.source = SessionSource(gateway, timeout=gateway.settings.lookup_timeout + 3)
-        self.clock = ConnectionClock()
         self.interval = INTERVAL
-        self._observer: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._observer = asyncio.get_running_loop().create_task(self._observe())
-
-    async def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._observer
-
-    async def _observe(self) -> None:
-        while True:
-            self.clock.observe(self.gateway.registry)
-            await asyncio.sleep(self.interval)
 
     def stopping(self) -> bool:
         """Event streams end when the gateway drains."""
@@ -70,14 +51,13 @@ class Console:
     async def devices(self) -> tuple[list[DeviceView], str]:
         """Every device, and why the replicas' list is missing (empty: it is not)."""
         connections = list(self.gateway.registry)
-        self.clock.observe(connections)
         problem = ""
         try:
             remote = await self.source.devices()
         except (NoReplica, Refused) as exc:
             remote = None
             problem = f"devices: {exc}"
-        return device_views(remote, connections, self.clock, self.gateway.gateway_id), problem
+        return device_views(remote, connections, self.gateway.gateway_id), problem
 
     async def sessions(self, filters: Filters) -> tuple[list[views.SessionView], str]:
         """The newest sessions that pass ``filters``, and what went wrong (empty: nothing)."""
