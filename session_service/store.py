@@ -109,8 +109,9 @@ class SessionStore:
                  backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
                  limits: QueueLimits | None = None) -> None:
         self.path = path
-        #: The devices' queues' limits; every replica sharing the store shares the lines.
-        self.limits = limits if limits is not None else QueueLimits()
+        #: The devices' queues' limits (none given: no limit, nothing waits); every
+        #: replica sharing the store shares the lines.
+        self.limits = limits if limits is not None else QueueLimits(max_running=0)
         #: Results queued and not yet written, in bytes; over the bound, results are
         #: recorded elided (:mod:`session_service.store_backlog`).
         self.backlog = Backlog(backlog_bytes)

@@ -4,6 +4,7 @@ every replica reads every session, pages are keyset pages, and migrations run on
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from aip_wire.vocab import CancelReason
 from session_service import store_schema
+from session_service.core.device_queue import FULL, GONE, RUN, Placement, QueueLimits, Verdict
 from session_service.records import Claim, SessionRecord
 from session_service.store import SessionStore
 from session_service.store_reads import BadPageToken, Filters
@@ -189,3 +191,52 @@ def test_migrations_run_once_among_replicas_starting_together(path: str) -> None
     finally:
         for store in stores:
             store.close()
+
+
+async def _poll(store: SessionStore, session_ids: list[str]) -> dict[str, Placement] | None:
+    answered: asyncio.Future[dict[str, Placement] | None] = \
+        asyncio.get_running_loop().create_future()
+    store.poll_slots(session_ids, answered.set_result)
+    return await asyncio.wait_for(answered, 10)
+
+
+async def test_the_devices_queues_are_shared_by_the_stores(stores: list[SessionStore],
+                                                           path: str) -> None:
+    """One session runs per device whichever store created it; the next ones wait in
+    order, one more than the queue holds is refused and never recorded; an end, or the
+    reaping of a dead replica, lets the next in line run."""
+    for store in stores:
+        store.limits = QueueLimits(max_running=1, max_queued=2)
+    dead = SessionStore(path, "dead", lease_ttl=0.3, limits=QueueLimits(1, 2))
+    dead.open()
+    claims = {name: Claim() for name in ("a", "b", "c", "d", "other")}
+    dead.record_started(record("a", replica_id="dead"), claim=claims["a"])
+    assert dead.flush()
+    for n, name in ((1, "b"), (2, "c"), (0, "d")):  # in this order: one at a time
+        stores[n].record_started(record(name, replica_id=f"r{n}"), claim=claims[name])
+        assert stores[n].flush()
+    stores[0].record_started(record("other", replica_id="r0", device_id="dev2"),
+                             claim=claims["other"])
+    assert stores[0].flush()
+    assert claims["a"].placement == RUN and claims["other"].placement == RUN
+    assert claims["b"].placement == Placement(Verdict.WAIT, 1)
+    assert claims["c"].placement == Placement(Verdict.WAIT, 2)
+    assert claims["d"].placement == FULL and stores[0].get("d") is None
+    queued = stores[0].get("c")
+    assert queued is not None and (queued.state, queued.queue_position) == ("queued", 2)
+    assert stores[0].live_elsewhere() == {"dev1": (1, 2)}  # r1's, r2's and the dead one's
+
+    assert await _poll(stores[2], ["c"]) == {"c": Placement(Verdict.WAIT, 2)}
+    dead.close()  # it dies holding the device: its lease lapses, its ticket is reaped
+    await asyncio.sleep(0.35)
+    stores[0].renew_lease()
+    assert stores[0].flush()
+    assert await _poll(stores[2], ["c"]) == {"c": Placement(Verdict.WAIT, 2)}  # b is older
+    assert await _poll(stores[1], ["b"]) == {"b": RUN}
+    assert stores[2].get("b").state == "running"  # type: ignore[union-attr]
+    assert await _poll(stores[2], ["c"]) == {"c": Placement(Verdict.WAIT, 1)}
+    stores[1].record_ended("b", state="completed", result=None, error=None,
+                           cancel_reason=None, ended_at=time.time(), steps_done=0,
+                           steps_total=0)
+    assert stores[1].flush()
+    assert await _poll(stores[2], ["c", "gone"]) == {"c": RUN, "gone": GONE}
