@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aip_link import messages as m
 from aip_link.dispatch import Inbound
+from aip_runtime import log_context
 from gateway_service import metrics
 from gateway_service.clients import Clients
 from gateway_service.registry import ClientRegistry, Connection
@@ -172,10 +173,20 @@ class Gateway:
 
         return Inbound({
             m.DeviceFrame: device_frame,
-            m.TaskEnded: partial(sessions.task_ended, replica),
-            m.SessionOpened: partial(sessions.session_opened, replica),
-            m.TaskAccepted: partial(sessions.task_accepted, replica),
-            m.TaskRejected: partial(sessions.task_rejected, replica),
+            m.TaskEnded: _about_session(partial(sessions.task_ended, replica)),
+            m.SessionOpened: _about_session(partial(sessions.session_opened, replica)),
+            m.TaskAccepted: _about_session(partial(sessions.task_accepted, replica)),
+            m.TaskRejected: _about_session(partial(sessions.task_rejected, replica)),
             m.Welcome: partial(pool.welcome, replica),
             m.Pong: partial(pool.pong, replica),
         }, name=f"link {replica.address}")
+
+
+def _about_session(handle: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``handle`` of a link message about one session, its log lines naming it (the
+    link reader's task is no socket's, so nothing else is bound there)."""
+    def handled(body: Any) -> None:
+        with log_context.bound(session_id=body.session_id):
+            handle(body)
+
+    return handled

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from aip_runtime import log_context
 from aip_wire import frames
 from aip_wire.frames import ClientFrame, FrameError, parse_client_frame
 from aip_wire.vocab import CLIENT_MESSAGE_TYPES, MessageType
@@ -116,6 +117,8 @@ class FrameRouter:
         requester = Requester.of(conn)
         try:
             plan = plan_task(frame, conn.client_id, requester.kind)
+            # This is the task's own task: what it binds stays with its lines.
+            log_context.bind(session_id=plan.session_id)
             if plan.check_device:
                 check_device(plan, await gateway.device_connected(plan.device_id))
             if conn.is_device:

@@ -116,7 +116,8 @@ async def test_json_lines_carry_the_service_and_the_ids_bound() -> None:
     device_lines = [r for r in gateway if "Registered device client" in r["message"]]
     assert [(r["client_id"], r["device_id"]) for r in device_lines] == [(DEVICE, DEVICE)]
     requested = [r for r in gateway if f"(session {SESSION})" in r["message"]]
-    assert [(r["client_id"], r["device_id"]) for r in requested] == [(CONSTELLATION, DEVICE)]
+    assert [(r["client_id"], r["device_id"], r["session_id"]) for r in requested] == \
+        [(CONSTELLATION, DEVICE, SESSION)]
     # uvicorn's lines are JSON too, and its access log stays off as in text.
     assert not [r for r in gateway if r["logger"] == "uvicorn.access"]
     found = [r for r in gateway if "replica found" in r["message"]]
