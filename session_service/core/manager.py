@@ -53,6 +53,7 @@ from session_service.core.queries import SessionQueries
 from session_service.core.retention import EndedSessions, Held, estimated_bytes
 from session_service.core.reuse import answer_reuse
 from session_service.core.session import Session, Update, UpdateKind
+from session_service.core.stopping import Stopping
 from session_service.core.waiting import WaitingRoom
 from session_service.dispatcher import CommandDispatcher
 from session_service.presence import Presence
@@ -62,7 +63,7 @@ from session_service.settings import SessionSettings
 log = logging.getLogger("aip.session")
 
 
-class SessionManager(SessionQueries):
+class SessionManager(SessionQueries, Stopping):
     """Every session of this replica, running or recently ended."""
 
     def __init__(
@@ -430,41 +431,6 @@ class SessionManager(SessionQueries):
             self._forget(session)
         metrics.ENDED_IN_MEMORY.set(len(self.ended))
         metrics.ENDED_MEMORY_BYTES.set(self.ended.bytes)
-
-    # ------------------------------------------------------------------ stopping
-
-    async def drain(self, timeout: float, can_progress: Callable[[], bool]) -> int:
-        """Refuse new sessions and wait up to ``timeout`` seconds for the running ones.
-
-        The wait stops early once ``can_progress()`` is false (no gateway is linked, so
-        no command can reach a device and no result come back).
-
-        :returns: how many sessions still run.
-        """
-        self.draining = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if self.active:
-            log.info("draining: waiting up to %gs for %d session(s)", timeout, self.active)
-        while self.active and can_progress():
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            await asyncio.sleep(min(left, 0.05))
-        return self.active
-
-    async def shutdown(self, reason: str = CancelReason.REPLICA_SHUTDOWN) -> None:
-        await self.waiting.close()
-        running = [s for s in self.sessions.values() if s.running]
-        for session in running:
-            self.cancel(session.session_id, reason)
-        if running:
-            try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(session.ended.wait() for session in running)), timeout=5
-                )
-            except TimeoutError:
-                log.warning("%d session(s) did not end within 5s of shutdown", len(running))
 
 
 def _log_context(session: Session) -> contextvars.Context:
