@@ -18,10 +18,13 @@ import logging
 import time
 from collections.abc import Callable
 
+from aip_runtime.throttled_log import Throttled
 from session_service.core.device_queue import Placement, Verdict
 from session_service.core.session import Session, Update, UpdateKind
 
 log = logging.getLogger("aip.session")
+_unanswered = Throttled(log, logging.WARNING, "the device queues could not be read: "
+                        "%d waiting session(s) ask again")
 
 #: Seconds between two polls of the queues while a session of this replica waits.
 POLL_INTERVAL = 0.2
@@ -72,14 +75,19 @@ class WaitingRoom:
 
     async def _run(self) -> None:
         while self.sessions:
-            now = time.monotonic()
-            for session in list(self.sessions.values()):
-                assert session.queued_at is not None
-                if now - session.queued_at >= self.timeout:
-                    self._expire(session)
-            if self.sessions:
-                self._ask()
+            try:
+                self._tick(time.monotonic())
+            except Exception:  # a bug: the line must go on for the others
+                log.exception("the device queue's poll failed; polling on")
             await asyncio.sleep(self.interval)
+
+    def _tick(self, now: float) -> None:
+        for session in list(self.sessions.values()):
+            assert session.queued_at is not None
+            if now - session.queued_at >= self.timeout:
+                self._expire(session)
+        if self.sessions:
+            self._ask()
 
     def _ask(self) -> None:
         if self._asking:  # one question at a time; ask once more after this answer
@@ -90,9 +98,8 @@ class WaitingRoom:
 
     def _answered(self, answers: dict[str, Placement] | None) -> None:
         self._asking = False
-        if answers is None:
-            log.warning("the device queues could not be read: %d waiting session(s) "
-                        "ask again", len(self.sessions))
+        if answers is None:  # every POLL_INTERVAL while the store fails: throttled
+            _unanswered.note(len(self.sessions))
         else:
             for session_id, placement in answers.items():
                 session = self.sessions.get(session_id)
