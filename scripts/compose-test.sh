@@ -10,6 +10,9 @@ project=${COMPOSE_PROJECT:-aipcompose}
 export AIP_GATEWAY_PUBLISHED_PORT=${AIP_GATEWAY_PUBLISHED_PORT:-18000}
 export AIP_API_PUBLISHED_PORT=${AIP_API_PUBLISHED_PORT:-18050}
 export AIP_IMAGE_TAG=${AIP_IMAGE_TAG:-$project}
+# The check holds one session per replica on its one device, then kills a replica
+# mid-task: the device must take them all at once.
+export AIP_MAX_RUNNING_PER_DEVICE=${AIP_MAX_RUNNING_PER_DEVICE:-0}
 engine=$(command -v podman || command -v docker)
 python=${PYTHON:-.venv/bin/python}
 
