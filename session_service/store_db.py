@@ -14,6 +14,7 @@ event loop free of database calls either way.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -74,11 +75,32 @@ def connect(location: str) -> Any:
     if is_postgres(location):
         return PgConnection(location)
     db = sqlite3.connect(location, check_same_thread=False, isolation_level=None,
-                         timeout=10.0)
+                         timeout=BUSY_TIMEOUT)
     if location != ":memory:":
-        db.execute("PRAGMA journal_mode = WAL")
+        _enter_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
     return db
+
+
+BUSY_TIMEOUT = 10.0
+
+
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """Switch ``db`` to WAL, waiting out replicas that open the same new file at once.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is
+    locked" at once rather than through the busy handler while another connection holds a
+    lock on a file still in rollback mode; so the switch is retried for the busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def dialect(db: Any) -> str:

@@ -91,11 +91,13 @@ class Browser:
     async def text(self, css: str) -> str:
         """The visible text of the first element matching ``css`` ("" if none)."""
 
-        def read() -> str:
-            found = self.driver.find_elements(By.CSS_SELECTOR, css)
-            return found[0].text if found else ""
-
-        return await self._run(read)
+        # Read in one script: live updates swap elements between a find and a read.
+        text = await self.script(
+            "const found = document.querySelector(arguments[0]);"
+            " return found ? found.innerText : '';",
+            css,
+        )
+        return str(text).strip()
 
     async def wait(self, condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
         """Poll ``condition`` (called in a thread) until it returns something true."""
@@ -131,7 +133,11 @@ class Browser:
         await self._run(fill)
 
     async def click(self, css: str) -> None:
-        await self._run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+        def press() -> bool:
+            self.driver.find_element(By.CSS_SELECTOR, css).click()
+            return True
+
+        await self.wait(press, f"a click on {css}")
 
     async def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -145,11 +145,14 @@ async def start_from_page(browser: Browser, device_id: str, plan: Any) -> str:
         ),
         "device in the form",
     )
-    await asyncio.to_thread(
-        lambda: Select(browser.driver.find_element(By.ID, "start-device")).select_by_value(
-            device_id
-        )
-    )
+
+    def choose() -> bool:
+        # The live list replaces the options while we pick: a stale option means pick again.
+        select = Select(browser.driver.find_element(By.ID, "start-device"))
+        select.select_by_value(device_id)
+        return select.first_selected_option.get_attribute("value") == device_id
+
+    await browser.wait(choose, "device chosen in the form")
     text = plan if isinstance(plan, str) else json.dumps(plan)
     await browser.script("document.getElementById('start-request').value = arguments[0];", text)
     await browser.click("#start-submit")
