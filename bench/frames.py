@@ -39,9 +39,11 @@ def heartbeat_frame(client_id: str) -> bytes:
     })
 
 
-def results_frame(command: dict[str, Any], client_id: str, result: str = "ok") -> bytes:
+def results_frame(command: dict[str, Any], client_id: str, result: Any = "ok",
+                  listed: Any = None) -> bytes:
     """The ``command_results`` a device answers ``command`` with (all successes, each
-    action's result ``result``: a screenshot is a base64 string of megabytes)."""
+    action's result ``result``: a screenshot is a base64 string of megabytes; a
+    ``list_tools`` action is answered with ``listed`` when given)."""
     return orjson.dumps({
         "type": "command_results",
         "status": command.get("status") or "continue",
@@ -52,8 +54,10 @@ def results_frame(command: dict[str, Any], client_id: str, result: str = "ok") -
         "prev_response_id": command.get("response_id"),
         "timestamp": "2026-01-01T00:00:00+00:00",
         "action_results": [
-            {"status": "success", "error": None, "result": result, "namespace": None,
-             "call_id": action.get("call_id")}
+            {"status": "success", "error": None,
+             "result": listed if listed is not None and action.get("tool_name") == "list_tools"
+             else result,
+             "namespace": None, "call_id": action.get("call_id")}
             for action in command.get("actions") or ()
         ],
     })
@@ -87,3 +91,23 @@ def big_echo_payload(size: int) -> bytes:
         "status": "continue", "session_id": str(uuid.uuid4()), "task_name": "bench-task",
         "response_id": str(uuid.uuid4()), "actions": [{"call_id": uuid.uuid4().hex[:12]}],
     }, "bench-dev-0", screenshot(size))
+
+
+#: What a reference device lists for ``list_tools``: MCP tool descriptors.
+REFERENCE_TOOLS = [
+    {"tool_name": name, "namespace": "desktop", "tool_type": "action",
+     "description": f"{name} on the desktop",
+     "input_schema": {"type": "object", "properties": {
+         "x": {"type": "integer"}, "y": {"type": "integer"}}, "required": []}}
+    for name in ("screenshot", "click", "type_text", "scroll", "open_app", "hotkey")
+]
+
+
+def reference_request(commands: int) -> str:
+    """A session shaped as the reference server's agent runs one: ``list_tools`` for
+    ``action`` and ``data_collection`` tools, then ``commands`` steps of one command each
+    (every one answered with a screenshot)."""
+    listing = [{"tool_name": "list_tools", "parameters": {"tool_type": kind},
+                "tool_type": "action"} for kind in ("action", "data_collection")]
+    step = {"tool_name": "click", "parameters": {"x": 10, "y": 20}, "tool_type": "action"}
+    return orjson.dumps({"steps": [listing] + [[step]] * commands}).decode()

@@ -23,13 +23,14 @@ from bench.wsclient import connect
 now = time.perf_counter
 
 
-async def open_socket(url: str) -> ClientConnection:
-    return await asyncio.wait_for(connect(url), 60)
+async def open_socket(url: str, local_host: str | None = None) -> ClientConnection:
+    return await asyncio.wait_for(connect(url, local_host), 60)
 
 
 async def register(url: str, client_id: str, client_type: str = "device",
-                   target_id: str | None = None) -> ClientConnection:
-    ws = await open_socket(url)
+                   target_id: str | None = None,
+                   local_host: str | None = None) -> ClientConnection:
+    ws = await open_socket(url, local_host)
     await ws.send(register_frame(client_id, client_type, target_id))
     answer = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
     if answer.get("type") != "heartbeat" or answer.get("status") != "ok":

@@ -41,6 +41,11 @@ Modes (``config["mode"]``):
     completed in the window; checks that every task's ``task_end`` reaches both the
     constellation and the device.
 
+``fleet``
+    Tens of thousands of idle registered devices from several loopback source
+    addresses: registration rate, idle keep-alive cost, a heartbeat from every device,
+    then command round trips to random devices (:mod:`bench.modes_fleet`).
+
 This module is the process's entry point and protocol; the modes live in
 :mod:`bench.modes_transport`, :mod:`bench.modes_sessions` and :mod:`bench.modes_tasks`,
 built from :mod:`bench.harness` and the frames of :mod:`bench.frames`.
@@ -58,6 +63,7 @@ import orjson
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from bench.common import emit
+from bench.modes_fleet import fleet
 from bench.modes_sessions import sessions
 from bench.modes_tasks import tasks
 from bench.modes_transport import grpc_echo, ws_connect, ws_latency, ws_throughput
@@ -69,6 +75,7 @@ MODES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "grpc_echo": grpc_echo,
     "sessions": sessions,
     "tasks": tasks,
+    "fleet": fleet,
 }
 
 

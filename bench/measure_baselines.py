@@ -34,19 +34,23 @@ async def baselines(bench: Bench, needed: set[str]) -> None:
                 continue
             r = await bench.load(f"baseline_ws_throughput_{clients}", {
                 "mode": "ws_throughput", "url": url, "clients": clients}, sample=sample)
+            r["cpu_us"] = bench.cpu_per_op(f"baseline_ws_throughput_{clients}", r["rate"])
             bench.base[key] = r
             bench.say(f"  WS echo, {clients} clients: {r['rate']:,.0f} msg/s")
         if "ws_connect" in needed:
             r = await bench.load("baseline_ws_connect", {
                 "mode": "ws_connect", "url": url, "clients": opts.registrations,
-                "concurrency": 100, "echo": True})
-            bench.base["ws_connect"] = r["stages"][0]
+                "concurrency": 100, "echo": True}, sample=sample)
+            rate = r["stages"][0]["rate"]
+            bench.base["ws_connect"] = {**r["stages"][0], "cpu_us": bench.cpu_per_op(
+                "baseline_ws_connect", rate)}
             bench.say(f"  WS echo, connect + 1 round trip: "
                       f"{r['stages'][0]['rate']:,.0f}/s")
         if "ws_big" in needed:
             r = await bench.load("baseline_ws_big", {
                 "mode": "ws_throughput", "url": url, "clients": opts.big_devices,
                 "payload_bytes": opts.big_result_bytes}, sample=sample)
+            r["cpu_us"] = bench.cpu_per_op("baseline_ws_big", r["rate"])
             bench.base["ws_big"] = r
             bench.say(f"  WS echo of {opts.big_result_bytes / 1e6:g} MB frames, "
                       f"{opts.big_devices} clients: {r['rate']:,.1f} msg/s")
@@ -58,6 +62,7 @@ async def baselines(bench: Bench, needed: set[str]) -> None:
             r = await bench.load("baseline_grpc_echo", {
                 "mode": "grpc_echo", "address": address, "count": opts.latency_steps,
                 "inflight": 100}, sample={"grpc_echo": grpc_echo.pid})
+            r["cpu_us"] = bench.cpu_per_op("baseline_grpc_echo", r["rate"])
             bench.base["grpc"] = r
             bench.say(f"  gRPC echo: p50 {r['latency']['p50_us']:.0f} us; "
                       f"{r['rate']:,.0f} msg/s with 100 in flight on one stream")
@@ -69,7 +74,9 @@ async def baselines(bench: Bench, needed: set[str]) -> None:
                 "mode": "ws_latency", "url": url, "count": opts.latency_steps})
             thr = await bench.load("baseline_chain_throughput", {
                 "mode": "ws_throughput", "url": url, "clients": 100}, sample=sample)
-            bench.base["chain"] = {"latency": lat["latency"], "rate": thr["rate"]}
+            bench.base["chain"] = {"latency": lat["latency"], "rate": thr["rate"],
+                                   "cpu_us": bench.cpu_per_op("baseline_chain_throughput",
+                                                              thr["rate"])}
             bench.say(f"  WS->gRPC chain: p50 {lat['latency']['p50_us']:.0f} us; "
                       f"{thr['rate']:,.0f} msg/s with 100 clients")
             await chain.stop()
@@ -95,24 +102,25 @@ def baseline_rows(bench: Bench) -> None:
     for key, clients in (("ws_thr100", 100), ("ws_thr1000", bench.opts.heartbeat_devices)):
         if key in b:
             bench.rows.append(Row("B2", f"bare WS echo msg/s, {clients} clients",
-                                  b[key]["rate"], "/s"))
+                                  b[key]["rate"], "/s", cpu_us=b[key]["cpu_us"]))
     if "ws_connect" in b:
         bench.rows.append(Row("B3", "bare WS echo connect + 1 round trip /s",
-                              b["ws_connect"]["rate"], "/s"))
+                              b["ws_connect"]["rate"], "/s", cpu_us=b["ws_connect"]["cpu_us"]))
     if "ws_big" in b:
         bench.rows.append(Row("B7", f"bare WS echo of {bench.opts.big_result_bytes / 1e6:g} "
                               f"MB frames msg/s, {bench.opts.big_devices} clients",
-                              b["ws_big"]["rate"], "/s"))
+                              b["ws_big"]["rate"], "/s", cpu_us=b["ws_big"]["cpu_us"]))
     if "grpc" in b:
         bench.rows.append(Row("B4", "bare grpc.aio bidi echo p50, 1 stream",
                               b["grpc"]["latency"]["p50_us"], "us"))
         bench.rows.append(Row("B4", "bare grpc.aio echo msg/s, 100 in flight",
-                              b["grpc"]["rate"], "/s"))
+                              b["grpc"]["rate"], "/s", cpu_us=b["grpc"]["cpu_us"]))
     if "chain" in b:
         bench.rows.append(Row("B5", "WS->FastAPI->gRPC->echo chain p50",
-                              b["chain"]["latency"]["p50_us"], "us"))
+                              b["chain"]["latency"]["p50_us"], "us",
+                              note=f"p99 {b['chain']['latency']['p99_us']:.0f} us"))
         bench.rows.append(Row("B5", "WS->gRPC chain msg/s, 100 clients",
-                              b["chain"]["rate"], "/s"))
+                              b["chain"]["rate"], "/s", cpu_us=b["chain"]["cpu_us"]))
     for kind, label in (("ws_memory", "uvicorn"), ("websockets_memory", "websockets")):
         for n, kib in b.get(kind, {}).items():
             bench.rows.append(Row("B6", f"idle {label} echo KiB/conn @ {n:,}", kib, "KiB"))

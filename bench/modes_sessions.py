@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 from collections.abc import Awaitable
 from typing import Any
 
@@ -16,7 +17,13 @@ import grpc
 import orjson
 
 from bench.common import emit, latency_summary
-from bench.frames import plan_request, results_frame, screenshot
+from bench.frames import (
+    REFERENCE_TOOLS,
+    plan_request,
+    reference_request,
+    results_frame,
+    screenshot,
+)
 from bench.harness import (
     Window,
     best_run,
@@ -48,7 +55,7 @@ class Device:
                 if kind == "command":
                     if not bench.silent:
                         await self.ws.send(results_frame(frame, self.client_id,
-                                                         bench.result))
+                                                         bench.result, bench.listed))
                     bench.commands += 1
                     if bench.record:
                         bench.stamps.append(now())
@@ -74,7 +81,16 @@ class SessionBench:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.all_ended = asyncio.Event()
         self.stubs: list[Any] = []
-        self.request = plan_request(int(cfg["steps"]), cfg.get("step_timeout"))
+        # Session ids must not repeat across the load generators of one stack: asking
+        # again for an id one already holds returns that (ended) session, not a new one.
+        self.run_id = os.urandom(3).hex()
+        #: With ``reference``, sessions shaped as the reference agent's (list_tools, then
+        #: ``steps`` commands), and the device lists its tools.
+        self.reference = bool(cfg.get("reference"))
+        self.request = (reference_request(int(cfg["steps"])) if self.reference
+                        else plan_request(int(cfg["steps"]), cfg.get("step_timeout")))
+        self.listed = REFERENCE_TOOLS if self.reference else None
+        self.completed = 0
         #: Every action's result: "ok", or a screenshot of ``result_bytes`` characters.
         self.result = screenshot(int(cfg["result_bytes"])) if cfg.get("result_bytes") else "ok"
 
@@ -84,6 +100,8 @@ class SessionBench:
             self.duplicate_ends += 1
             return
         self.ended[session_id] = str(frame.get("status"))
+        if frame.get("status") == "completed":
+            self.completed += 1
         if frame.get("status") != "completed" and session_id not in self.cancelled:
             self.errors.append(f"{session_id}: task_end {frame.get('status')}: "
                                f"{frame.get('error')}"[:200])
@@ -107,7 +125,7 @@ class SessionBench:
         from aip_grpc import session_api_pb2
 
         device.serial += 1
-        session_id = f"{device.client_id}-s{device.serial}"
+        session_id = f"{device.client_id}-{self.run_id}-s{device.serial}"
         device.session = session_id
         self.started.add(session_id)
         self.all_ended.clear()
@@ -194,14 +212,17 @@ async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
             bench.restart = True
             await asyncio.gather(*(bench.start(device) for device in devices))
             window = Window(float(cfg["warmup"]), float(cfg["window"]))
-            counted = await window.run(lambda: {"commands": bench.commands})
+            counted = await window.run(lambda: {"commands": bench.commands,
+                                                "sessions": bench.completed})
             bench.restart = False
             await asyncio.wait_for(asyncio.gather(*bench.tasks, return_exceptions=True), 30)
             await bench.cancel_running(devices)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(bench.all_ended.wait(), 30)
-            result.update(rate=counted["commands"] / window.elapsed,
+            per = "sessions" if bench.reference else "commands"
+            result.update(rate=counted[per] / window.elapsed, counted=per,
                           commands=counted["commands"], window_s=window.elapsed,
+                          sessions_in_window=counted["sessions"],
                           client_cpu=window.client_cpu(),
                           sessions_completed=sum(
                               1 for s in bench.ended.values() if s == "completed"))

@@ -137,8 +137,14 @@ async def ws_connect(cfg: dict[str, Any]) -> dict[str, Any]:
         async def nth(i: int, base: int = done) -> ClientConnection | None:
             return await one(base + i)
 
+        # A single stage is the measured window: the server's CPU is sampled around it.
+        timed = reader is None
+        if timed:
+            emit("window_start")
         opened = await bounded(target - done, concurrency, nth)
         elapsed = now() - started
+        if timed:
+            emit("window_end")
         sockets.extend(ws for ws in opened if ws is not None)
         stage = {"connected": len(sockets), "new": target - done, "elapsed_s": elapsed,
                  "rate": (target - done) / elapsed, "latency": latency_summary(latencies),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.procs import ROOT
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
 NEEDS = {  # which baselines each figure is compared with
     "1": {"ws_latency", "ws_thr100", "grpc", "chain"},
     "2": {"ws_thr1000"},
@@ -22,6 +22,8 @@ NEEDS = {  # which baselines each figure is compared with
     "5": set(),
     "6": {"ws_thr100"},
     "7": {"ws_big"},
+    "8": {"ws_connect"},
+    "9": set(),
 }
 
 
@@ -40,6 +42,11 @@ class Options:
     memory_sessions: int = 2000
     big_result_bytes: int = 5_000_000
     big_devices: int = 4
+    fleet_devices: int = 100_000
+    fleet_idle: float = 25.0
+    fleet_sweep: float = 10.0
+    #: How many times the whole suite (baselines and figures) is measured.
+    repeat: int = 2
     profile: bool = False
     out: Path = ROOT / "bench-results" / "latest.json"
 
@@ -52,7 +59,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and short windows: a smoke run under a minute")
     parser.add_argument("--only", default="",
-                        help="comma-separated figures to run (1-7), e.g. --only 1,4")
+                        help="comma-separated figures to run (1-9), e.g. --only 1,4")
     parser.add_argument("--warmup", type=float, help="seconds before each window")
     parser.add_argument("--window", type=float, help="seconds of each measured window")
     parser.add_argument("--latency-steps", type=int, help="steps of the figure-1 session")
@@ -67,6 +74,15 @@ def parse_args(argv: list[str] | None) -> Options:
                         help="size of each figure-7 result (a screenshot), characters")
     parser.add_argument("--big-devices", type=int,
                         help="devices (and echo clients) sending figure-7 results")
+    parser.add_argument("--fleet-devices", type=int,
+                        help="idle devices for figure 8 (capped by the open-file limit)")
+    parser.add_argument("--fleet-idle", type=float,
+                        help="seconds figure 8 measures the idle fleet's keep-alive cost")
+    parser.add_argument("--fleet-sweep", type=float,
+                        help="seconds over which every figure-8 device heartbeats once")
+    parser.add_argument("--repeat", type=int,
+                        help="measure the whole suite this many times (full run: 2); the "
+                        "table shows the median and the spread")
     parser.add_argument("--profile", action="store_true",
                         help="also profile both services with py-spy under the figure-1 "
                         "throughput load (an extra, unrecorded run)")
@@ -75,7 +91,8 @@ def parse_args(argv: list[str] | None) -> Options:
     opts = Options()
     if args.quick:
         opts = Options(quick=True, warmup=1.0, window=3.0, latency_steps=500,
-                       throughput_steps=500, memory_devices=(1000,), memory_sessions=500)
+                       throughput_steps=500, memory_devices=(1000,), memory_sessions=500,
+                       fleet_devices=2000, fleet_idle=3.0, fleet_sweep=2.0, repeat=1)
     if args.only:
         wanted = tuple(part.strip() for part in args.only.split(",") if part.strip())
         unknown = [f for f in wanted if f not in FIGURES]
@@ -84,7 +101,8 @@ def parse_args(argv: list[str] | None) -> Options:
         opts.only = wanted
     for name in ("warmup", "window", "latency_steps", "throughput_steps", "devices",
                  "heartbeat_devices", "registrations", "memory_sessions", "big_result_bytes",
-                 "big_devices", "out"):
+                 "big_devices", "fleet_devices", "fleet_idle", "fleet_sweep", "repeat",
+                 "out"):
         value = getattr(args, name)
         if value is not None:
             setattr(opts, name, value)

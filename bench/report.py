@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import statistics
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,58 @@ class Row:
     passed: bool | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: CPU microseconds per operation of each sampled process (throughput figures).
+    cpu_us: dict[str, float] = field(default_factory=dict)
+    #: Which repetition of the suite measured it; the value of every one after a merge.
+    run: int = 0
+    values: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
         if self.value is None or not self.baseline:
             return None
         return self.value / self.baseline
+
+
+def merge(rows: list[Row]) -> list[Row]:
+    """One row per figure from every repetition: the median value, baseline and CPU per
+    operation, every run's value kept (``values``); a target passes only if it passed in
+    every run."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.key, row.figure), []).append(row)
+    merged = []
+    for group in groups.values():
+        values = [r.value for r in group if r.value is not None and not math.isnan(r.value)]
+        baselines = [r.baseline for r in group if r.baseline is not None]
+        verdicts = [r.passed for r in group if r.passed is not None]
+        names = {name for r in group for name in r.cpu_us}
+        merged.append(replace(
+            group[0],
+            value=statistics.median(values) if values else None,
+            baseline=statistics.median(baselines) if baselines else None,
+            passed=all(verdicts) if verdicts else None,
+            cpu_us={name: statistics.median(r.cpu_us[name] for r in group if name in r.cpu_us)
+                    for name in sorted(names)},
+            values=values,
+            note=group[-1].note if len(group) > 1 else group[0].note))
+    return merged
+
+
+def spread(row: Row) -> str:
+    """Every run's value and how far apart they lie, relative to the median."""
+    if len(row.values) < 2 or not row.value:
+        return ""
+    low, high = min(row.values), max(row.values)
+    return f"{_number(low)}-{_number(high)} ({(high - low) / abs(row.value):.0%})"
+
+
+def cpu_words(cpu_us: dict[str, float]) -> str:
+    return ", ".join(f"{name} {us:,.0f}" for name, us in cpu_us.items())
+
+
+def cpu_text(row: Row) -> str:
+    return cpu_words(row.cpu_us)
 
 
 def check(value: float | None, *, at_most: float | None = None,
@@ -58,15 +105,16 @@ def _number(value: float | None, unit: str = "") -> str:
 
 
 def table(rows: list[Row]) -> str:
-    header = ("#", "figure", "value", "baseline (same run)", "ratio", "target", "result")
+    header = ("#", "figure", "value", "runs (spread)", "baseline (same run)", "ratio",
+              "CPU us/op", "target", "result")
     lines: list[tuple[str, ...]] = [header]
     for row in rows:
         baseline = (f"{_number(row.baseline, row.unit)} ({row.baseline_name})"
                     if row.baseline is not None else "-")
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         result = {True: "pass", False: "MISS", None: ""}[row.passed]
-        lines.append((row.key, row.figure, _number(row.value, row.unit), baseline, ratio,
-                      row.target, result))
+        lines.append((row.key, row.figure, _number(row.value, row.unit), spread(row),
+                      baseline, ratio, cpu_text(row), row.target, result))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for n, line in enumerate(lines):
@@ -77,15 +125,17 @@ def table(rows: list[Row]) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
-    out = ["| # | figure | value | baseline (same run) | ratio | target | result |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| # | figure | value | runs (spread) | baseline (same run) | ratio | CPU us/op "
+           "| target | result |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         baseline = (f"{_number(row.baseline, row.unit)} ({row.baseline_name})"
                     if row.baseline is not None else "-")
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         result = {True: "pass", False: "**miss**", None: ""}[row.passed]
         out.append(f"| {row.key} | {row.figure} | {_number(row.value, row.unit)} | "
-                   f"{baseline} | {ratio} | {row.target} | {result} |")
+                   f"{spread(row)} | {baseline} | {ratio} | {cpu_text(row)} | {row.target} "
+                   f"| {result} |")
     return "\n".join(out)
 
 

@@ -73,7 +73,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aip_runtime.fd_limit import raise_fd_limit
-from bench import figures, report
+from bench import figures, figures_fleet, report
 from bench.measure_baselines import baselines
 from bench.options import NEEDS, parse_args
 from bench.procs import ROOT, Launcher
@@ -87,25 +87,36 @@ async def run(bench: Bench) -> None:
     runs: dict[str, Callable[[Bench], Awaitable[None]]] = {
         "1": figures.figure_1, "2": figures.figure_2, "3": figures.figure_3,
         "4": figures.figure_4, "5": figures.figure_5, "6": figures.figure_6,
-        "7": figures.figure_7,
+        "7": figures.figure_7, "8": figures_fleet.figure_8, "9": figures_fleet.figure_9,
     }
     needed: set[str] = set()
     for key in bench.opts.only:
         needed |= NEEDS[key]
+    repeat = max(1, bench.opts.repeat)
     try:
-        if needed:
-            bench.say("baselines")
-            await baselines(bench, needed)
-        for key in bench.opts.only:
-            bench.say(f"figure {key}")
-            try:
-                await runs[key](bench)
-            except Exception as exc:
-                bench.problems.append(f"figure {key}: {type(exc).__name__}: {exc}")
-                bench.errors += 1
-                bench.say(f"  figure {key} failed: {type(exc).__name__}: {exc}")
+        for rep in range(repeat):
+            first_row = len(bench.rows)
+            bench.base, bench.throughput_1 = {}, None
+            if repeat > 1:
+                bench.say(f"run {rep + 1} of {repeat}")
+            if needed:
+                bench.say("baselines")
+                await baselines(bench, needed)
+            for key in bench.opts.only:
+                bench.say(f"figure {key}")
+                try:
+                    await runs[key](bench)
+                except Exception as exc:
+                    bench.problems.append(f"figure {key}: {type(exc).__name__}: {exc}")
+                    bench.errors += 1
+                    bench.say(f"  figure {key} failed: {type(exc).__name__}: {exc}")
+            for row in bench.rows[first_row:]:
+                row.run = rep
+            bench.runs.append({"baselines": bench.base, "details": bench.details})
+            bench.details = {}
     finally:
         await bench.launcher.stop_all()
+    bench.rows = report.merge(bench.rows)
     total = bench.errors + bench.lost + bench.log_errors
     bench.rows.append(Row("*", "errors + lost task_end, all runs", float(total), "",
                           target="0", passed=total == 0,
@@ -159,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         # Other work on the machine skews every figure: compare with these.
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
-    report.write_json(opts.out, bench.rows, {**bench.details, "baselines": bench.base,
+    report.write_json(opts.out, bench.rows, {"runs": bench.runs,
                                              "problems": bench.problems}, meta)
     print(f"\n{elapsed:.0f} s; results in {opts.out}")
     return 0

@@ -51,6 +51,8 @@ class Bench:
     lost: int = 0
     log_errors: int = 0
     throughput_1: float | None = None
+    #: Each repetition's baselines and details, once it is done.
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -85,6 +87,14 @@ class Bench:
             client_text = f", load generator {client:.0%}" if client is not None else ""
             self.say(f"    cpu in window: {cpu}{client_text}")
         return result
+
+    def cpu_per_op(self, name: str, rate: float | None) -> dict[str, float]:
+        """CPU microseconds per operation of each process sampled during ``name``'s window,
+        at ``rate`` operations per second."""
+        cpu = self.details.get(name, {}).get("cpu") or {}
+        if not rate:
+            return {}
+        return {process: share / rate * 1e6 for process, share in cpu.items()}
 
     def scan_logs(self, procs: list[Proc]) -> None:
         """Errors the services logged count as errors of the run."""

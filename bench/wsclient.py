@@ -16,6 +16,7 @@ import base64
 import os
 import struct
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 _ZERO_MASK = b"\x00\x00\x00\x00"
@@ -45,6 +46,9 @@ class WsClient(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self.closed = False
         self.close_code: int | None = None
+        #: When set, every message is handed to it instead of waiting for ``recv``
+        #: (tens of thousands of clients need no task each).
+        self.on_message: Callable[[bytes], None] | None = None
 
     # -------------------------------------------------------------- asyncio.Protocol
 
@@ -102,8 +106,11 @@ class WsClient(asyncio.Protocol):
                     message = self._fragments[0] if len(self._fragments) == 1 else b"".join(
                         self._fragments)
                     self._fragments = []
-                    self._messages.append(message)
-                    self._wake()
+                    if self.on_message is not None:
+                        self.on_message(message)
+                    else:
+                        self._messages.append(message)
+                        self._wake()
             elif opcode == 0x9:  # ping
                 self._write(0xA, payload)
             elif opcode == 0x8:  # close
@@ -134,6 +141,11 @@ class WsClient(asyncio.Protocol):
             data = data.encode()
         self._write(0x1, data)
 
+    def write_now(self, data: bytes) -> None:
+        """Send a text frame from a callback (``send`` without the coroutine)."""
+        if not self.closed:
+            self._write(0x1, data)
+
     async def recv(self) -> bytes:
         while not self._messages:
             if self.closed:
@@ -163,11 +175,14 @@ class WsClient(asyncio.Protocol):
         self.transport.close()
 
 
-async def connect(url: str) -> WsClient:
+async def connect(url: str, local_host: str | None = None) -> WsClient:
+    """Open and upgrade a connection; ``local_host`` binds its source address (one
+    loopback address has about 28,000 ephemeral ports to one server port)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     loop = asyncio.get_running_loop()
-    _, client = await loop.create_connection(WsClient, host, port)
+    _, client = await loop.create_connection(
+        WsClient, host, port, local_addr=(local_host, 0) if local_host else None)
     key = base64.b64encode(os.urandom(16)).decode()
     path = parts.path or "/"
     if parts.query:
