@@ -55,6 +55,7 @@ from websockets.frames import CloseCode
 from aip_runtime.throttled_log import Throttled
 from gateway_service import metrics
 from gateway_service.socket_guard import guard_of
+from gateway_service.ws_lean import Flag, Inbox, release_handshake
 
 log = logging.getLogger("aip.gateway.ws")
 
@@ -83,6 +84,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        # The same behaviour in a fraction of the memory (see ws_lean).
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
         self.guard = guard_of(config)
         self.conn.max_message_size = self.guard.limits.max_size_unregistered
         #: Whether this socket holds one of the guard's unregistered slots.
@@ -117,6 +122,10 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.registered = True
             self.conn.max_message_size = self.guard.limits.max_size
             self._give_back_slot()
+            # The handshake's request and response (their headers) are done with once
+            # the socket is accepted, which registering comes after.
+            self.request = self.response = None  # type: ignore[assignment]
+            release_handshake(self.conn)
 
     def abort(self) -> None:
         """Drop the connection now, discarding what is buffered for the peer."""
