@@ -6,7 +6,8 @@ kernel's buffers and the handler blocked in a send would stay for as long as the
 keeps its end open, pings unanswered. This subclass aborts instead where waiting cannot
 end well:
 
-- a keepalive ping went unanswered for ``ws_ping_timeout`` seconds;
+- a keepalive ping went unanswered for ``ws_ping_timeout`` seconds (a ping is sent
+  only after ``ws_ping_interval`` seconds in which the peer sent nothing);
 - the application has returned and the socket is still there :data:`CLOSE_TIMEOUT`
   seconds later (the close handshake never completed, or the final flush never did).
 
@@ -97,6 +98,9 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         self._write_blocked = False
         self._lingering = False
         self._close_deadline: TimerHandle | None = None
+        #: When the peer last sent anything (loop time): a keepalive ping waits for a
+        #: silence of a whole interval.
+        self._heard = self.loop.time()
         #: Liveness probes in flight: ping payload -> whether its pong came.
         self._probes: dict[bytes, asyncio.Future[bool]] = {}
 
@@ -154,6 +158,18 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         # back to it; closing the generator releases the frame.
         self.conn.parser.close()
 
+    def send_keepalive_ping(self) -> None:
+        # A peer heard from within the interval is alive, and one that stopped reading is
+        # not read either (so it is not heard): the ping waits until a whole interval has
+        # passed in silence. Clients that ping the gateway themselves (websockets' default,
+        # the reference clients') then cost it no pings of its own.
+        interval = self.ping_interval or 0.0
+        quiet = self.loop.time() - self._heard
+        if quiet < interval and not (self.close_sent or self.transport.is_closing()):
+            self.ping_timer = self.loop.call_later(interval - quiet, self.send_keepalive_ping)
+            return
+        super().send_keepalive_ping()
+
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()  # queues the close frame (1011) and closes
         if not self.disconnected:
@@ -177,6 +193,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # failed: everything until the peer's close is discarded
+        self._heard = self.loop.time()
         super().data_received(data)
         if not (self._lingering or self.disconnected):
             conn = self.conn
