@@ -9,7 +9,7 @@ Everything else (HTTP, lifespan) goes through FastAPI as usual.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,25 +22,33 @@ from gateway_service.gateway import Gateway
 from gateway_service.handlers import FrameRouter
 from gateway_service.http_api import api_routes
 from gateway_service.http_guard import HttpGuard
+from gateway_service.mcp import PATH as MCP_PATH
+from gateway_service.mcp import McpEndpoint
 from gateway_service.settings import GatewaySettings
 from gateway_service.ws_handler import serve_socket
 
 
 class GatewayApp:
-    """The ASGI application: ``/ws`` directly, everything else through FastAPI."""
+    """The ASGI application: ``/ws`` directly, ``/mcp`` to the MCP endpoint (which
+    checks its own bearer credential; the body limit still applies), everything else
+    through FastAPI."""
 
     def __init__(self, api: FastAPI,
                  serve_ws: Callable[[Scope, Receive, Send], Awaitable[None]],
-                 settings: GatewaySettings) -> None:
+                 settings: GatewaySettings, mcp: McpEndpoint | None = None) -> None:
         self.api = api
         self.state = api.state
         self._http = HttpGuard(api, api_key=settings.api_key,
                                max_body_bytes=settings.max_body_bytes)
+        self._mcp = HttpGuard(mcp, api_key=None, max_body_bytes=settings.max_body_bytes) \
+            if mcp is not None else None
         self._serve_ws = serve_ws
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
             await self._serve_ws(scope, receive, send)
+        elif self._mcp is not None and scope["type"] == "http" and scope["path"] == MCP_PATH:
+            await self._mcp(scope, receive, send)
         else:
             await self._http(scope, receive, send)
 
@@ -54,6 +62,7 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
     frame_router = FrameRouter(gateway)
     auth = Authenticator.from_settings(settings.tokens_file, settings.tokens)
     operator_console = console.Console(gateway)
+    mcp = McpEndpoint(gateway, settings, auth) if settings.mcp else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,7 +70,11 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
         log_safety.install()
         await gateway.start()
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                if mcp is not None:
+                    # MCP sessions end before the links they call through.
+                    await stack.enter_async_context(mcp.running())
+                yield
         finally:
             await gateway.stop()
 
@@ -79,4 +92,4 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
         await serve_socket(scope, receive, send, gateway=gateway, router=frame_router,
                            auth=auth)
 
-    return GatewayApp(app, websocket_endpoint, settings)
+    return GatewayApp(app, websocket_endpoint, settings, mcp)

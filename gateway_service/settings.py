@@ -106,6 +106,26 @@ class GatewaySettings(BaseSettings):
     tokens: str | None = Field(
         None, description="More token entries in the tokens-file format, ';'-separated."
     )
+    mcp: bool = Field(
+        True, description="Serve the fleet as an MCP server (Streamable HTTP) at /mcp."
+    )
+    mcp_allowed_origins: str = Field(
+        "", description="Origins (besides loopback ones) whose browsers may call /mcp, "
+        "comma-separated, e.g. https://ide.example.com; 'https://host:*' allows any port. "
+        "Requests from any other Origin are refused (403): DNS rebinding protection.",
+    )
+    mcp_allowed_hosts: str = Field(
+        "", description="Host headers (besides loopback ones) /mcp answers, comma-separated, "
+        "e.g. gateway.example.com:8000 or gateway.example.com:*; others are refused (421).",
+    )
+    mcp_max_sessions: int = Field(
+        1000, ge=1, description="MCP sessions open at once; one more is answered 503."
+    )
+    mcp_watch_interval: float = Field(
+        2.0, gt=0,
+        description="Seconds between looks at the device list while an MCP client listens "
+        "for changes (resources/list_changed); nothing is looked at while none listens.",
+    )
     task_rate: float = Field(
         20.0, gt=0, description="Tasks per second one client may submit on average."
     )
