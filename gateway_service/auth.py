@@ -123,8 +123,9 @@ class Authenticator:
         presented = hash_token(token)
         expected = entry.token_hash if entry is not None else hash_token(secrets.token_hex(16))
         valid = hmac.compare_digest(presented, expected)
-        # An mcp entry's type never equals a /ws client's: it cannot register there.
-        if entry is None or not valid or entry.client_type != client_type:
+        # An mcp entry opens /mcp only: it registers no /ws client of any type.
+        if entry is None or not valid or entry.client_type != client_type \
+                or entry.client_type == MCP_CLIENT_TYPE:
             return refusal + ": invalid credentials"
         return None
 
