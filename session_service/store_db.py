@@ -70,19 +70,29 @@ def connect(location: str) -> Any:
 
     SQLite: WAL (readers never wait for the writer, and several processes may write),
     ``synchronous = NORMAL`` and a busy timeout of 10 s, so that a replica waits for
-    another's commit instead of failing.
+    another's commit instead of failing. A new file gets :data:`PAGE_SIZE` pages.
     """
     if is_postgres(location):
         return PgConnection(location)
     db = sqlite3.connect(location, check_same_thread=False, isolation_level=None,
                          timeout=BUSY_TIMEOUT)
     if location != ":memory:":
+        # Only a file not yet written takes it (and only before WAL): existing files keep
+        # theirs until a VACUUM outside WAL.
+        db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         _enter_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
     return db
 
 
 BUSY_TIMEOUT = 10.0
+
+#: Bytes per page of a new SQLite file. Results run to megabytes (screenshots), which
+#: SQLite keeps in chains of overflow pages: 8 KiB pages cut the CPU of writing a 5 MB
+#: result by about a quarter against the default 4 KiB (fewer pages to chain, log and
+#: checkpoint), while a small write costs the same; 16 KiB pages cut a third but make
+#: small writes a third dearer.
+PAGE_SIZE = 8192
 
 
 def _enter_wal(db: sqlite3.Connection) -> None:

@@ -325,3 +325,25 @@ async def until_true(condition: Callable[[], bool], timeout: float = 5.0) -> Non
     while not condition():
         assert time.monotonic() < deadline, "condition never met"
         await asyncio.sleep(0.01)
+
+
+def test_a_new_file_gets_large_pages_and_an_existing_one_keeps_its_own(tmp_path: Path) -> None:
+    from session_service import store_db
+
+    fresh = str(tmp_path / "fresh.sqlite3")
+    opened = SessionStore(fresh, "r1")
+    opened.open()
+    opened.close()
+    old = str(tmp_path / "old.sqlite3")
+    with sqlite3.connect(old) as db:  # made by an earlier version: 4 KiB pages
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("CREATE TABLE t (x)")
+    opened = SessionStore(old, "r1")
+    opened.open()
+    opened.close()
+    sizes = {}
+    for path in (fresh, old):
+        with sqlite3.connect(path) as db:
+            sizes[path] = db.execute("PRAGMA page_size").fetchone()[0]
+    assert sizes == {fresh: store_db.PAGE_SIZE, old: 4096}
+    assert store_db.PAGE_SIZE != 4096  # SQLite's default, which big results pay for
