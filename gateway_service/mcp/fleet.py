@@ -120,9 +120,13 @@ class Fleet(SessionSource):
         :raises FleetError: the session could not be started or followed.
         """
         try:
-            info: pb.SessionInfo = await self._call("StartSession", pb.StartSessionRequest(
-                device_id=device_id, request=request, requester_id=requester_id, agent=agent,
-            ))
+            # Shielded: a request cancelled while its session starts still cancels the
+            # session (on the first await after), rather than leaving it running unseen.
+            with anyio.CancelScope(shield=True):
+                info: pb.SessionInfo = await self._call("StartSession", pb.StartSessionRequest(
+                    device_id=device_id, request=request, requester_id=requester_id,
+                    agent=agent,
+                ))
         except Refused as refused:
             raise _refusal(refused) from None
         except NoReplica as exc:
