@@ -11,7 +11,9 @@ import socket
 import httpx2
 import mcp_types as types
 import pytest
+from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourcesListChanged
 
 from aip_client.refusals import PermanentRefusal
 from aip_grpc import session_api_pb2 as pb
@@ -286,3 +288,28 @@ async def test_no_watcher_runs_without_listeners(stack: Stack) -> None:
         await client.list_resources()
         await wait_for(lambda: endpoint.changes.watching, 5)
     await wait_for(lambda: not endpoint.changes.watching, 5)
+
+
+async def test_a_2026_client_listens_for_device_changes(make_stack: StackFactory) -> None:
+    stack = await make_stack(gateway={"mcp_watch_interval": 0.1})
+    async with asyncio.timeout(30), device(stack.ws_url, "first"), \
+            Client(mcp_url(stack.http_url)) as client:
+        assert client.session.protocol_version == "2026-07-28"
+        devices = structured(await client.call_tool("list_devices", {}))["devices"]
+        assert [d["device_id"] for d in devices] == ["first"]
+        async with client.listen(resources_list_changed=True) as subscription:
+            async with device(stack.ws_url, "second"):
+                event = await anext(aiter(subscription))
+        assert isinstance(event, ResourcesListChanged)
+        listed = await client.list_resources()
+        assert "first" in [r.name for r in listed.resources]
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack(gateway={"max_body_bytes": 4096})
+    async with asyncio.timeout(10), httpx2.AsyncClient(timeout=5) as http:
+        answer = await http.post(mcp_url(stack.http_url), content=b"x" * 8192, headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream"})
+    assert answer.status_code == 413
