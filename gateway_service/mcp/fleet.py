@@ -11,6 +11,7 @@ cancelled cancels its session. Only this module knows protobuf in the package.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -126,6 +127,8 @@ class Fleet(SessionSource):
                 info: pb.SessionInfo = await self._call("StartSession", pb.StartSessionRequest(
                     device_id=device_id, request=request, requester_id=requester_id,
                     agent=agent,
+                    # Asked again of the next replica after a timeout, it is the same session.
+                    idempotency_key=uuid.uuid4().hex,
                 ))
         except Refused as refused:
             raise _refusal(refused) from None
