@@ -1,6 +1,6 @@
 """The whole fleet as one MCP server: ``/mcp`` on the gateway (Streamable HTTP).
 
-MCP clients (IDEs, desktop assistants, agent frameworks) list the fleet's devices,
+MCP clients (IDEs, desktop chat apps, agent frameworks) list the fleet's devices,
 read what each reported about itself, list a device's own tools and call them, or run
 a whole task, through the session service's public API like any other backend. The
 package is split by purpose: ``endpoint`` (HTTP, credentials, the SDK's session
