@@ -78,14 +78,22 @@ def json_object(data: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------- gateway -> session
 
 
-def _presence_pb(client: m.ClientPresence) -> link_pb2.ClientPresence:
-    return link_pb2.ClientPresence(
-        client_id=client.client_id,
-        kind=_CLIENT_TYPE_TO_PB[client.client_type],
-        platform=client.platform,
-        device_info_json=client.device_info_json(),
-        gateway_id=client.gateway_id,
-    )
+def _fill(target: Any, **fields: Any) -> None:
+    """Set ``fields`` on ``target``, a message inside the one being built.
+
+    Messages are built in place, never passed to a constructor: a constructor or an
+    assignment copies a message (and its megabytes of frame) once per level of nesting.
+    ``SetInParent`` marks ``target`` present even when every field keeps its default.
+    """
+    target.SetInParent()
+    for name, value in fields.items():
+        setattr(target, name, value)
+
+
+def _fill_presence(target: link_pb2.ClientPresence, client: m.ClientPresence) -> None:
+    _fill(target, client_id=client.client_id, kind=_CLIENT_TYPE_TO_PB[client.client_type],
+          platform=client.platform, device_info_json=client.device_info_json(),
+          gateway_id=client.gateway_id)
 
 
 def _presence(pb: link_pb2.ClientPresence) -> m.ClientPresence:
@@ -98,54 +106,44 @@ def _presence(pb: link_pb2.ClientPresence) -> m.ClientPresence:
     )
 
 
-def _encode_gateway(message: m.GatewayMessage) -> link_pb2.GatewayMessage:
-    pb = link_pb2.GatewayMessage
+def _encode_gateway(message: m.GatewayMessage, item: link_pb2.GatewayMessage) -> None:
+    """Write ``message`` into ``item``, an empty message of a batch."""
     match message:
         case m.CommandResults():
-            return pb(command_results=link_pb2.CommandResults(
-                session_id=message.session_id, device_id=message.device_id,
-                response_id=message.response_id, frame_json=message.frame_json,
-            ))
+            _fill(item.command_results, session_id=message.session_id,
+                  device_id=message.device_id, response_id=message.response_id,
+                  frame_json=message.frame_json)
         case m.TaskSubmit():
-            return pb(task_submit=link_pb2.TaskSubmit(
-                submit_id=message.submit_id, session_id=message.session_id,
-                task_name=message.task_name, request=message.request,
-                requester_id=message.requester_id,
-                requester_kind=_REQUESTER_TO_PB[message.requester_kind],
-                device_id=message.device_id, gateway_id=message.gateway_id,
-                agent=message.agent, model=message.model,
-                traceparent=message.traceparent,
-            ))
+            _fill(item.task_submit, submit_id=message.submit_id,
+                  session_id=message.session_id, task_name=message.task_name,
+                  request=message.request, requester_id=message.requester_id,
+                  requester_kind=_REQUESTER_TO_PB[message.requester_kind],
+                  device_id=message.device_id, gateway_id=message.gateway_id,
+                  agent=message.agent, model=message.model, traceparent=message.traceparent)
         case m.ClientOnline():
-            return pb(client_online=link_pb2.ClientOnline(client=_presence_pb(message.client)))
+            item.client_online.SetInParent()
+            _fill_presence(item.client_online.client, message.client)
         case m.ClientOffline():
-            return pb(client_offline=link_pb2.ClientOffline(
-                client_id=message.client_id, kind=_CLIENT_TYPE_TO_PB[message.client_type],
-                gateway_id=message.gateway_id,
-            ))
+            _fill(item.client_offline, client_id=message.client_id,
+                  kind=_CLIENT_TYPE_TO_PB[message.client_type], gateway_id=message.gateway_id)
         case m.CancelSession():
-            return pb(cancel_session=link_pb2.CancelSession(
-                session_id=message.session_id, reason=message.reason,
-                requester_id=message.requester_id, submit_id=message.submit_id,
-            ))
+            _fill(item.cancel_session, session_id=message.session_id, reason=message.reason,
+                  requester_id=message.requester_id, submit_id=message.submit_id)
         case m.DeviceInfoUpdate():
-            return pb(device_info_update=link_pb2.DeviceInfoUpdate(
-                device_id=message.device_id, device_info_json=message.device_info_json(),
-            ))
+            _fill(item.device_info_update, device_id=message.device_id,
+                  device_info_json=message.device_info_json())
         case m.Ping():
-            return pb(ping=link_pb2.Ping(nonce=message.nonce))
+            _fill(item.ping, nonce=message.nonce)
         case m.Hello():
-            return pb(hello=link_pb2.Hello(
-                gateway_id=message.gateway_id,
-                clients=[_presence_pb(client) for client in message.clients],
-                more=message.more,
-            ))
+            _fill(item.hello, gateway_id=message.gateway_id, more=message.more)
+            for client in message.clients:
+                _fill_presence(item.hello.clients.add(), client)
         case m.PresencePage():
-            return pb(presence_page=link_pb2.PresencePage(
-                clients=[_presence_pb(client) for client in message.clients],
-                last=message.last,
-            ))
-    raise TypeError(f"not a gateway -> session message: {message!r}")
+            _fill(item.presence_page, last=message.last)
+            for client in message.clients:
+                _fill_presence(item.presence_page.clients.add(), client)
+        case _:
+            raise TypeError(f"not a gateway -> session message: {message!r}")
 
 
 _GATEWAY_DECODERS: dict[str, Callable[[Any], m.GatewayMessage]] = {
@@ -184,7 +182,10 @@ _GATEWAY_DECODERS: dict[str, Callable[[Any], m.GatewayMessage]] = {
 
 def encode_gateway_batch(batch: Iterable[m.GatewayMessage]) -> link_pb2.GatewayBatch:
     """One stream message holding all of ``batch``, however large."""
-    return link_pb2.GatewayBatch(messages=[_encode_gateway(message) for message in batch])
+    out = link_pb2.GatewayBatch()
+    for message in batch:
+        _encode_gateway(message, out.messages.add())
+    return out
 
 
 def encode_gateway_stream(batch: list[m.GatewayMessage],
@@ -192,8 +193,9 @@ def encode_gateway_stream(batch: list[m.GatewayMessage],
     """The stream messages that carry a batch of a bounded queue: the batch itself, or
     the fragments of its one message when that is larger than ``limit``."""
     if len(batch) == 1 and size_hint(batch[0]) > limit:
-        return [link_pb2.GatewayBatch(messages=[link_pb2.GatewayMessage(fragment=piece)])
-                for piece in _fragments(_encode_gateway(batch[0]), limit)]
+        whole = link_pb2.GatewayMessage()
+        _encode_gateway(batch[0], whole)
+        return _fragments(whole, limit, link_pb2.GatewayBatch)
     return [encode_gateway_batch(batch)]
 
 
@@ -210,46 +212,38 @@ def decode_gateway_batch(batch: link_pb2.GatewayBatch,
 # ---------------------------------------------------------------- session -> gateway
 
 
-def _encode_session(message: m.SessionMessage) -> link_pb2.SessionMessage:
-    pb = link_pb2.SessionMessage
+def _encode_session(message: m.SessionMessage, item: link_pb2.SessionMessage) -> None:
+    """Write ``message`` into ``item``, an empty message of a batch."""
     match message:
         case m.DeviceFrame():
-            return pb(device_frame=link_pb2.DeviceFrame(
-                device_id=message.device_id, session_id=message.session_id,
-                frame_json=message.frame_json,
-            ))
+            _fill(item.device_frame, device_id=message.device_id,
+                  session_id=message.session_id, frame_json=message.frame_json)
         case m.TaskAccepted():
-            return pb(task_accepted=link_pb2.TaskAccepted(
-                submit_id=message.submit_id, session_id=message.session_id,
-                active_sessions=message.active_sessions,
-            ))
+            _fill(item.task_accepted, submit_id=message.submit_id,
+                  session_id=message.session_id, active_sessions=message.active_sessions)
         case m.TaskEnded():
-            return pb(task_ended=link_pb2.TaskEnded(
-                session_id=message.session_id, requester_id=message.requester_id,
-                requester_kind=_REQUESTER_TO_PB[message.requester_kind],
-                device_id=message.device_id, notify_device=message.notify_device,
-                notify_requester=message.notify_requester, frame_json=message.frame_json,
-                active_sessions=message.active_sessions,
-            ))
+            _fill(item.task_ended, session_id=message.session_id,
+                  requester_id=message.requester_id,
+                  requester_kind=_REQUESTER_TO_PB[message.requester_kind],
+                  device_id=message.device_id, notify_device=message.notify_device,
+                  notify_requester=message.notify_requester, frame_json=message.frame_json,
+                  active_sessions=message.active_sessions)
         case m.TaskRejected():
-            return pb(task_rejected=link_pb2.TaskRejected(
-                submit_id=message.submit_id, session_id=message.session_id,
-                error=message.error, code=_REJECTION_TO_PB.get(
-                    message.code, link_pb2.REJECTION_CODE_UNSPECIFIED),
-            ))
+            _fill(item.task_rejected, submit_id=message.submit_id,
+                  session_id=message.session_id, error=message.error,
+                  code=_REJECTION_TO_PB.get(message.code, link_pb2.REJECTION_CODE_UNSPECIFIED))
         case m.SessionOpened():
-            return pb(session_opened=link_pb2.SessionOpened(
-                session_id=message.session_id, task_name=message.task_name,
-                device_id=message.device_id, requester_id=message.requester_id,
-                requester_kind=_REQUESTER_TO_PB[message.requester_kind],
-            ))
+            _fill(item.session_opened, session_id=message.session_id,
+                  task_name=message.task_name, device_id=message.device_id,
+                  requester_id=message.requester_id,
+                  requester_kind=_REQUESTER_TO_PB[message.requester_kind])
         case m.Pong():
-            return pb(pong=link_pb2.Pong(nonce=message.nonce,
-                                         active_sessions=message.active_sessions))
+            _fill(item.pong, nonce=message.nonce, active_sessions=message.active_sessions)
         case m.Welcome():
-            return pb(welcome=link_pb2.Welcome(replica_id=message.replica_id,
-                                               active_sessions=message.active_sessions))
-    raise TypeError(f"not a session -> gateway message: {message!r}")
+            _fill(item.welcome, replica_id=message.replica_id,
+                  active_sessions=message.active_sessions)
+        case _:
+            raise TypeError(f"not a session -> gateway message: {message!r}")
 
 
 _SESSION_DECODERS: dict[str, Callable[[Any], m.SessionMessage]] = {
@@ -282,15 +276,19 @@ _SESSION_DECODERS: dict[str, Callable[[Any], m.SessionMessage]] = {
 
 def encode_session_batch(batch: Iterable[m.SessionMessage]) -> link_pb2.SessionBatch:
     """One stream message holding all of ``batch``, however large."""
-    return link_pb2.SessionBatch(messages=[_encode_session(message) for message in batch])
+    out = link_pb2.SessionBatch()
+    for message in batch:
+        _encode_session(message, out.messages.add())
+    return out
 
 
 def encode_session_stream(batch: list[m.SessionMessage],
                           limit: int = LINK_BATCH_BYTES) -> list[link_pb2.SessionBatch]:
     """As :func:`encode_gateway_stream`, for what a replica sends."""
     if len(batch) == 1 and size_hint(batch[0]) > limit:
-        return [link_pb2.SessionBatch(messages=[link_pb2.SessionMessage(fragment=piece)])
-                for piece in _fragments(_encode_session(batch[0]), limit)]
+        whole = link_pb2.SessionMessage()
+        _encode_session(batch[0], whole)
+        return _fragments(whole, limit, link_pb2.SessionBatch)
     return [encode_session_batch(batch)]
 
 
@@ -303,10 +301,11 @@ def decode_session_batch(batch: link_pb2.SessionBatch,
 # ---------------------------------------------------------------- fragments
 
 
-def _fragments(message: Any, limit: int) -> list[link_pb2.Fragment]:
-    """``message`` serialized once and cut into fragments of at most ``limit`` bytes;
-    none when it is larger than a receiver reassembles, since sending it would only make
-    the receiver close the link and fail every session on it."""
+def _fragments(message: Any, limit: int, batch_type: Any) -> list[Any]:
+    """``message`` serialized once and cut into stream messages (of ``batch_type``) of
+    one fragment each, of at most ``limit`` bytes; none when it is larger than a receiver
+    reassembles, since sending it would only make the receiver close the link and fail
+    every session on it."""
     data = message.SerializeToString()
     if len(data) > MAX_MESSAGE_BYTES:
         log.error("link message %s of %d bytes exceeds the %d-byte limit: dropped",
@@ -314,8 +313,12 @@ def _fragments(message: Any, limit: int) -> list[link_pb2.Fragment]:
         return []
     pieces = split(data, limit)
     end = len(pieces) - 1
-    return [link_pb2.Fragment(piece=piece, last=index == end)
-            for index, piece in enumerate(pieces)]
+    stream = []
+    for index, piece in enumerate(pieces):
+        batch = batch_type()
+        _fill(batch.messages.add().fragment, piece=piece, last=index == end)
+        stream.append(batch)
+    return stream
 
 
 def _decode(items: Iterable[Any], decoders: dict[str, Callable[[Any], Any]],
