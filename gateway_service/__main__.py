@@ -16,6 +16,7 @@ from aip_runtime.cli import bind_error_text, bind_failure, listening_socket, loa
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from aip_runtime.log_setup import configure_logging as setup_logging
+from aip_runtime.malloc_tuning import tune_malloc
 from gateway_service.app import GatewayApp, create_app
 from gateway_service.gateway import Gateway
 from gateway_service.http_protocol import GatewayHttpProtocol
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     log_socket_limits(settings)
     server = GatewayServer(config, settings)
     tune_gc()
+    tune_malloc()
     tracing.configure(settings.otlp_endpoint, "aip-gateway", settings.gateway_id)
     try:
         server.run(sockets=[listener])

@@ -13,6 +13,7 @@ from aip_runtime.cli import bind_failure, listen_problem, load_settings
 from aip_runtime.fd_limit import raise_fd_limit
 from aip_runtime.gc_tuning import tune_gc
 from aip_runtime.log_setup import configure_logging
+from aip_runtime.malloc_tuning import tune_malloc
 from session_service.security import link_exposure
 from session_service.server import SessionService
 from session_service.settings import SessionSettings
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                     "who reaches it for a gateway", settings.host, settings.port)
     raise_fd_limit()
     tune_gc()
+    tune_malloc()
     try:
         import uvloop
     except ImportError:
