@@ -54,12 +54,33 @@ client (:mod:`bench.wsclient`) in separate processes (:mod:`bench.loadgen`).
    service, and the next command back), with each service's CPU milliseconds per
    result. Baseline: the bare echo with as many clients sending frames of that size
    (the echo sends each one back, so it moves twice the bytes of the real path).
+8. A fleet on one gateway: ``--fleet-devices`` devices (100,000) register from several
+   loopback source addresses (127.0.0.2, 127.0.0.3, ..., 25,000 each, past the
+   ephemeral-port range of one address), then stay idle for ``--fleet-idle`` seconds
+   (the gateway's CPU then is its keepalive work), then every device heartbeats once
+   within ``--fleet-sweep`` seconds (the reference cadence of 120 s compressed; CPU per
+   heartbeat is the sweep's CPU minus the idle rate), then 20 sessions of 50 steps run
+   on random devices while every device heartbeats at the 120 s cadence. Reported: RSS
+   and KiB per device, CPU per heartbeat and the share of a core the whole fleet costs
+   at the 120 s cadence, registrations per second, the round trip's p50 / p99 under
+   that load. The gateway and the load generator each hold a descriptor per device, so
+   the hard open-file limit caps the fleet; past it, RSS and CPU are projected linearly from the
+   devices it could hold, and the row says so.
+9. Reference-shaped sessions: ``--devices`` devices, each session a plan of two
+   ``list_tools`` commands (answered with the reference device's tool descriptors) and
+   four commands each answered with a 1 MB screenshot, as the reference clients run
+   them; sessions per second and each service's CPU milliseconds per session.
+
+Every figure runs ``--repeat`` times (2 in a full run, 1 with ``--quick``) on a fresh
+stack each time; the table shows the median with the runs' range and spread, CPU
+microseconds per operation for each process, and a figure passes only if every run did.
 
 Layout
 ------
 This module runs the suite and writes the results; the options are
 :mod:`bench.options`, the run's state and service stacks :mod:`bench.suite`, the
-baselines :mod:`bench.measure_baselines` and the figures :mod:`bench.figures`.
+baselines :mod:`bench.measure_baselines`, the figures :mod:`bench.figures` and
+:mod:`bench.figures_fleet`, the table and its repeats :mod:`bench.report`.
 """
 
 from __future__ import annotations
