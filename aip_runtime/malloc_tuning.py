@@ -12,7 +12,7 @@ stream of such results keeps missing.
 
 Fixing them at :data:`MMAP_THRESHOLD` and :data:`TRIM_THRESHOLD` keeps buffers below
 16 MiB on the heap and up to 64 MiB of freed heap for the next ones: with 5 MB results
-the session service's CPU per result fell by about a third and the gateway's by a sixth
+the session service's CPU per result fell by about a third and the gateway's by about a tenth
 (benchmark figure 7). The price is that much more resident memory after a burst of large
 results, never more. Larger buffers (up to the 100 MiB frame limit) are still mapped and
 unmapped as before.
