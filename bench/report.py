@@ -59,8 +59,22 @@ def merge(rows: list[Row]) -> list[Row]:
             cpu_us={name: statistics.median(r.cpu_us[name] for r in group if name in r.cpu_us)
                     for name in sorted(names)},
             values=values,
-            note=group[-1].note if len(group) > 1 else group[0].note))
+            note=group[-1].note if len(group) > 1 else group[0].note,
+            # When the runs disagree the median may look like a pass while a run missed.
+            extra={**group[0].extra, **({"met_in": f"{sum(verdicts)}/{len(verdicts)}"}
+                                        if len(set(verdicts)) > 1 else {})}))
     return merged
+
+
+def verdict(row: Row, miss: str = "MISS") -> str:
+    """The result column: pass, a miss (with how many runs met the target, when some
+    did), or nothing for a figure without a target."""
+    if row.passed is None:
+        return ""
+    if row.passed:
+        return "pass"
+    met_in = row.extra.get("met_in")
+    return f"{miss} (met in {met_in})" if met_in else miss
 
 
 def spread(row: Row) -> str:
@@ -112,9 +126,8 @@ def table(rows: list[Row]) -> str:
         baseline = (f"{_number(row.baseline, row.unit)} ({row.baseline_name})"
                     if row.baseline is not None else "-")
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
-        result = {True: "pass", False: "MISS", None: ""}[row.passed]
         lines.append((row.key, row.figure, _number(row.value, row.unit), spread(row),
-                      baseline, ratio, cpu_text(row), row.target, result))
+                      baseline, ratio, cpu_text(row), row.target, verdict(row)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for n, line in enumerate(lines):
@@ -132,7 +145,7 @@ def markdown(rows: list[Row]) -> str:
         baseline = (f"{_number(row.baseline, row.unit)} ({row.baseline_name})"
                     if row.baseline is not None else "-")
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
-        result = {True: "pass", False: "**miss**", None: ""}[row.passed]
+        result = verdict(row, "**miss**")
         out.append(f"| {row.key} | {row.figure} | {_number(row.value, row.unit)} | "
                    f"{spread(row)} | {baseline} | {ratio} | {cpu_text(row)} | {row.target} "
                    f"| {result} |")
