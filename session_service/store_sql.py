@@ -20,9 +20,6 @@ from session_service.store_db import Db
 
 log = logging.getLogger("aip.session.store")
 
-COLUMNS = ("session_id, task_name, request, device_id, requester_id, requester_kind, agent, "
-           "replica_id, state, created_at, result_json, error, cancel_reason, ended_at, "
-           "steps_done, steps_total")
 
 
 def _json(value: Any) -> str:
@@ -31,6 +28,18 @@ def _json(value: Any) -> str:
 
 #: The states of a session that has not ended, in SQL.
 LIVE = "state IN ('queued', 'running')"
+
+#: A session's progress from its command log: one past the last command answered (or
+#: timed out, or undeliverable). A live session's row is not rewritten per command: a
+#: row holds the request, which can be large, and SQLite (as PostgreSQL) writes a whole
+#: new row for any change, which made this update the replica's costliest statement.
+PROGRESS = ("(SELECT MAX(seq) + 1 FROM commands WHERE commands.session_id = "
+            "sessions.session_id AND commands.status NOT IN ('sent', 'unanswered'))")
+
+COLUMNS = ("session_id, task_name, request, device_id, requester_id, requester_kind, agent, "
+           "replica_id, state, created_at, result_json, error, cancel_reason, ended_at, "
+           f"CASE WHEN {LIVE} THEN COALESCE({PROGRESS}, steps_done) ELSE steps_done END "
+           "AS steps_done, steps_total")
 
 
 def claim_session(db: Db, record: SessionRecord, instance: str,
@@ -94,9 +103,7 @@ def update_command(db: Db, session_id: str, seq: int, results: Any,
         "WHERE session_id = ? AND seq = ?",
         (_json(results), received_at, status, session_id, seq),
     )
-    # The session's progress, in the same batch as its command: other replicas read it.
-    db.execute("UPDATE sessions SET steps_done = ? WHERE session_id = ? AND steps_done < ?",
-               (seq + 1, session_id, seq + 1))
+    # The session's progress is read from here (PROGRESS), in the same batch.
 
 
 def insert_turn(db: Db, session_id: str, seq: int, turn: Any, at: float) -> None:
@@ -173,8 +180,8 @@ def fail_orphans(db: Db, now: float, reason: str, why: str,
     db.execute("UPDATE commands SET status = 'unanswered' WHERE status = 'sent' AND "
                f"session_id IN (SELECT session_id FROM sessions WHERE {where})", scope[1])
     cursor = db.execute(
-        "UPDATE sessions SET state = 'failed', cancel_reason = ?, error = ?, ended_at = ? "
-        f"WHERE {where}",
+        "UPDATE sessions SET state = 'failed', cancel_reason = ?, error = ?, ended_at = ?, "
+        f"steps_done = COALESCE({PROGRESS}, steps_done) WHERE {where}",
         (reason, f"Session cancelled: {reason} ({why} before it ended)", now, *scope[1]),
     )
     return cursor.rowcount

@@ -102,6 +102,7 @@ def test_a_lapsed_lease_fails_its_sessions_once(stores: list[SessionStore],
     assert got is not None and got.state == "failed"
     assert got.cancel_reason == CancelReason.REPLICA_LOST
     assert [c.status for c in got.commands] == ["answered", "unanswered"]
+    assert got.steps_done == 1  # its progress, kept when it was reaped
     ended_at = got.ended_at
     stores[1].renew_lease()
     assert stores[1].flush()
