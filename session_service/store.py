@@ -55,6 +55,7 @@ from session_service import (
     leases,
     metrics,
     store_db,
+    store_fold,
     store_reads,
     store_schema,
     store_slots,
@@ -311,7 +312,10 @@ class SessionStore:
     def _apply(self, batch: list[Write]) -> None:
         db = self._db
         assert db is not None
-        writes = [write for write in batch if write.function is not _after_commit]
+        # Sizes from the writes as queued: a folded write counts none of its results.
+        queued_bytes = sum(write.size for write in batch)
+        writes = store_fold.fold([write for write in batch if write.function is not
+                                  _after_commit], Write)
         failed: list[Write] = []
         error = ""
         with self._lock:
@@ -337,7 +341,7 @@ class SessionStore:
                     error = repr(exc)
         if writes:
             self._judge(len(writes) - len(failed), failed, error)
-        self.backlog.written(sum(write.size for write in writes))
+        self.backlog.written(queued_bytes)
         self._tell(batch, failed)
 
     def _judge(self, written: int, failed: list[Write], error: str) -> None:

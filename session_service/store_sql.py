@@ -96,6 +96,23 @@ def insert_command(db: Db, session_id: str, seq: int, response_id: str,
     )
 
 
+def insert_answered_command(db: Db, session_id: str, seq: int, response_id: str,
+                            actions: Any, sent_at: float, results: Any, received_at: float,
+                            status: str) -> None:
+    """:func:`insert_command` and then :func:`update_command`, as one statement: a
+    command sent and answered between two commits is written once."""
+    db.execute(
+        "INSERT INTO commands (session_id, seq, response_id, actions_json, sent_at, status, "
+        "results_json, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (session_id, seq) DO UPDATE SET response_id = excluded.response_id, "
+        "actions_json = excluded.actions_json, sent_at = excluded.sent_at, "
+        "status = excluded.status, results_json = excluded.results_json, "
+        "received_at = excluded.received_at",
+        (session_id, seq, response_id, _json(actions), sent_at, status, _json(results),
+         received_at),
+    )
+
+
 def update_command(db: Db, session_id: str, seq: int, results: Any,
                    received_at: float, status: str) -> None:
     db.execute(
