@@ -56,6 +56,17 @@ class FrameRouter:
             MessageType.REGISTER: self.register_again,
         }
 
+    def answer_inline(self, conn: Connection, data: bytes) -> str | None:
+        """The reply to a message answered where the socket read it, or ``None`` to
+        have it go through :meth:`handle`: a plain heartbeat, while nothing else is
+        being written to the client (so replies keep their order)."""
+        if not conn.outbox.idle or not frames.is_plain_heartbeat(data):
+            return None
+        conn.last_seen = time.monotonic()
+        self._heartbeats.inc()
+        log.debug("[WS] heartbeat from %s", conn.client_id)
+        return frames.encode(frames.heartbeat_frame())
+
     def handle(self, conn: Connection, data: str | bytes) -> None:
         """Handle one message from a registered client; never raises."""
         conn.last_seen = time.monotonic()

@@ -76,6 +76,13 @@ class Outbox:
         """Characters of the frames queued (not of the one being written)."""
         return self._bytes
 
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is queued, held or being written: a frame written past the
+        outbox now would still go out in order."""
+        return not (self.closed or self._queue or self._writing or self._held
+                    or self._flusher is not None)
+
     def put(self, text: str) -> bool:
         """Queue one message; ``False`` when the outbox is closed or just overflowed."""
         if self.closed:

@@ -8,6 +8,7 @@ then unregister, which lets the replicas cancel its sessions with the right reas
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -35,7 +36,12 @@ from gateway_service.takeover import (
     first_step,
     refusal_reason,
 )
-from gateway_service.ws_protocol import ABORT_EXTENSION, PROBE_EXTENSION, REGISTERED_EXTENSION
+from gateway_service.ws_protocol import (
+    ABORT_EXTENSION,
+    INLINE_EXTENSION,
+    PROBE_EXTENSION,
+    REGISTERED_EXTENSION,
+)
 
 log = logging.getLogger("aip.gateway.ws")
 
@@ -267,6 +273,11 @@ async def serve_socket(
         conn = await _register(websocket, send, gateway, auth)
         if conn is None:
             return
+        # Heartbeats are answered where the socket reads them (the server protocol's
+        # extension; a server without it sends them all through the loop below).
+        inline = websocket.scope.get("extensions", {}).get(INLINE_EXTENSION)
+        if inline is not None:
+            inline(functools.partial(router.answer_inline, conn))
         outbox = conn.outbox
         while True:
             message = await receive()
@@ -291,5 +302,8 @@ async def serve_socket(
     except Exception:
         log.exception("[WS] error with client %s", conn.client_id if conn else "?")
     finally:
+        inline = websocket.scope.get("extensions", {}).get(INLINE_EXTENSION)
+        if inline is not None:
+            inline(None)
         if conn is not None:
             gateway.unregister(conn)
