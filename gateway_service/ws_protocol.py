@@ -36,7 +36,7 @@ ASGI extensions are offered to the application, under ``scope["extensions"]``:
 :data:`ABORT_EXTENSION`, a callable that drops the connection at once (for a handler that
 knows its peer is gone), :data:`REGISTERED_EXTENSION`, a callable to report that the
 client registered, :data:`PROBE_EXTENSION`, a ping that reports whether its pong came,
-and :data:`INLINE_EXTENSION`, to answer some messages (heartbeats) where they are read.
+and :data:`INLINE_EXTENSION`, to answer messages (heartbeats) where they are read.
 An application that does not find them falls back to an ordinary close, to the server's
 single size limit and to its receive loop for every message.
 """
@@ -141,14 +141,14 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             release_handshake(self.conn)
 
     def answer_inline(self, answer: Callable[[bytes], str | None] | None) -> None:
-        """Have ``answer`` look at each text message first, where the socket reads it.
+        """Have ``answer`` take each text message first, where the socket reads it.
 
-        When ``answer`` gives a reply, it is written at once and the message goes no
-        further: no wake-up of the application's task, no ASGI events, no pause and
-        resume of reading (two system calls). It is asked only while the application has
-        taken every earlier message and the write side is free, so that messages are
-        answered in the order they came; anything it declines (``None``) takes the usual
-        way. Heartbeats, most of what a fleet sends, are answered so.
+        ``answer(data)`` gives the text to write at once (empty: nothing), and the
+        message goes no further: no wake-up of the application's task, no ASGI events,
+        no pause and resume of reading (two system calls). It is asked only while the
+        application has taken every earlier message and the write side is free, so that
+        messages are handled in the order they came; a message it declines (``None``)
+        takes the usual way.
         """
         self._inline = answer
 
@@ -236,11 +236,17 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
                 and not (self.read_paused or self.close_sent or self._write_blocked)
                 and self.writable.is_set() and not self.transport.is_closing()):
             data = self.frames[0]
-            reply = answer(data if type(data) is bytes else bytes(data))
+            try:
+                reply = answer(data if type(data) is bytes else bytes(data))
+            except Exception:  # the application's bug: logged, the message dropped
+                log.exception("[WS] %s: handling a message where it was read failed",
+                              _peer(self))
+                reply = ""
             if reply is not None:
                 self.frames = []
-                self.conn.send_text(reply.encode())
-                self.transport.write(b"".join(self.conn.data_to_send()))
+                if reply:
+                    self.conn.send_text(reply.encode())
+                    self.transport.write(b"".join(self.conn.data_to_send()))
                 return
         super().send_receive_event_to_app()
 

@@ -1,9 +1,9 @@
-"""Heartbeats answered where the gateway's socket reads them: the same acks, in order.
+"""Heartbeats answered where the gateway's socket reads them: the same answers, in order.
 
-A registered client's plain heartbeat is answered by the WebSocket protocol itself while
-nothing else is pending for that client; anything else, or a heartbeat behind it, takes
-the application's receive loop. Frames sent back to back in one TCP write must come back
-answered one for one, in the order they were sent, whichever way each one went.
+A registered client's plain heartbeat is answered as the WebSocket protocol reads it
+while nothing is pending for that client; anything else, or a heartbeat behind it, takes
+the application's receive loop. Frames sent back to back in one TCP write must come
+back answered one for one, in the order they were sent, whichever way each one went.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 from gateway_service.handlers import FrameRouter
 from tests.integration.exchange_support import assert_ack, heartbeat
-from tests.raw_ws import TEXT, RawSocket, text_frame
+from tests.raw_ws import TEXT, RawSocket, frame, text_frame
 from tests.stack import HOST, Stack, register_frame
 
 
@@ -95,5 +95,14 @@ async def test_an_unregistered_client_gets_no_inline_answer(
         opcode, payload = await raw.next_data_frame()
         assert opcode == TEXT and json.loads(payload)["type"] == "error"
         assert inline_answers == []
+    finally:
+        await raw.close()
+
+
+async def test_text_that_is_not_utf8_still_closes_with_1007(stack: Stack) -> None:
+    raw = await registered(stack, "dev-bytes")
+    try:
+        await raw.send(frame(TEXT, b'{"type": "heartbeat", "x": "\xff\xfe"}'))
+        assert await raw.close_code() == 1007
     finally:
         await raw.close()
