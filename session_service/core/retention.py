@@ -7,9 +7,10 @@ none older than ``retention`` seconds). The oldest go first. A session is evicte
 once its end record is *settled* (committed, or failed for good), so that a read of an
 evicted session finds its end in the store rather than a record still ``running``.
 
-:func:`estimated_bytes` is the size of a session's JSON (request, command log, result)
-plus a fixed allowance per session and per command: a stable, cheap proxy for the
-memory its objects hold, which is a small multiple of it.
+:func:`estimated_bytes` is about the size of a session's JSON (request, command log,
+result; :func:`~session_service.core.log_budget.approx_bytes`) plus a fixed allowance per
+session and per command: a stable, cheap proxy for the memory its objects hold, which is
+a small multiple of it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from aip_wire.frames import dumps
+from session_service.core.log_budget import approx_bytes
 from session_service.core.session import CommandEntry
 
 #: Allowance for a session's own objects (lifecycle, dispatcher, event, fields).
@@ -28,22 +29,15 @@ SESSION_OVERHEAD = 2048
 COMMAND_OVERHEAD = 256
 
 
-def json_bytes(value: Any) -> int:
-    if value is None:
-        return 0
-    try:
-        return len(dumps(value))
-    except (TypeError, ValueError):
-        return len(repr(value))
-
-
 def estimated_bytes(request: str, commands: Iterable[CommandEntry], result: Any) -> int:
     """What an ended session is counted for against the budget."""
-    size = SESSION_OVERHEAD + len(request) + json_bytes(result)
+    # Estimated without encoding: a session's result may repeat every step's screenshots,
+    # and encoding megabytes only to measure them cost a twentieth of the replica's CPU.
+    size = SESSION_OVERHEAD + len(request) + approx_bytes(result)
     for entry in commands:
-        # The size measured when the results came (encoding megabytes again is costly).
-        results = entry.size if entry.size else json_bytes(entry.results)
-        size += COMMAND_OVERHEAD + json_bytes(entry.actions) + results
+        # The size measured when the results came.
+        results = entry.size if entry.size else approx_bytes(entry.results)
+        size += COMMAND_OVERHEAD + approx_bytes(entry.actions) + results
     return size
 
 
