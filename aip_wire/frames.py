@@ -58,6 +58,17 @@ def dumps(value: Any) -> bytes:
         return json.dumps(_finite(value), separators=(",", ":"), default=str).encode()
 
 
+def loads_or_text(text: str) -> Any:
+    """A JSON field of a record as its value: ``None`` when empty, the text itself when
+    it is not JSON (what a device sent is shown, not dropped)."""
+    if not text:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
 class FrameError(ValueError):
     """A client message that cannot be understood; ``str(err)`` is the reason."""
 

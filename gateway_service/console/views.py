@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from aip_grpc import session_api_pb2 as pb
+from aip_wire.frames import loads_or_text
 
 #: Images a result may carry, shown as ``<img>``; SVG is left out (it can hold script).
 DATA_IMAGE = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
@@ -63,15 +64,6 @@ def _seconds(message: Any, name: str) -> float | None:
         return None
     stamp = getattr(message, name)
     return float(stamp.ToNanoseconds() / 1e9)
-
-
-def _loads(text: str) -> Any:
-    if not text:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
 
 
 def split_images(value: Any) -> tuple[Any, list[str]]:
@@ -217,8 +209,8 @@ def command_view(
     sent: float | None = None,
     received: float | None = None,
 ) -> CommandView:
-    actions = _actions(_loads(actions_json))
-    results_value = _loads(results_json)
+    actions = _actions(loads_or_text(actions_json))
+    results_value = loads_or_text(results_json)
     if isinstance(results_value, list) and all(isinstance(r, dict) for r in results_value):
         results = []
         for result in results_value:
@@ -285,7 +277,7 @@ def turn_view(turn: pb.ModelTurn) -> TurnView:
         turn.seq,
         turn.model,
         turn.text,
-        _tool_calls(_loads(turn.tool_calls_json)),
+        _tool_calls(loads_or_text(turn.tool_calls_json)),
         turn.refusal,
         turn.finish_reason,
         turn.total_tokens,
@@ -294,7 +286,7 @@ def turn_view(turn: pb.ModelTurn) -> TurnView:
 
 def turn_from_json(text: str) -> TurnView | None:
     """A turn as a ``MODEL_TURN`` update carries it (the agent's own JSON)."""
-    turn = _loads(text)
+    turn = loads_or_text(text)
     if not isinstance(turn, dict):
         return None
     usage = turn.get("usage") if isinstance(turn.get("usage"), dict) else {}
@@ -324,10 +316,10 @@ class SessionDetail:
 
 
 def session_detail(info: pb.SessionInfo) -> SessionDetail:
-    result, images = split_images(_loads(info.result_json))
+    result, images = split_images(loads_or_text(info.result_json))
     return SessionDetail(
         summary=session_view(info),
-        request=pretty(_loads(info.request))
+        request=pretty(loads_or_text(info.request))
         if info.request.lstrip()[:1] in ("{", "[")
         else info.request,
         commands=[record_view(record) for record in info.commands],

@@ -17,9 +17,9 @@ from typing import Any
 
 import anyio
 import grpc
-import orjson
 
 from aip_grpc import session_api_pb2 as pb
+from aip_wire.frames import loads_or_text
 from gateway_service.console.devices import DeviceView, device_views
 from gateway_service.console.source import NoReplica, Refused, SessionSource
 from gateway_service.gateway import Gateway
@@ -55,20 +55,11 @@ class FleetError(Exception):
     """The fleet could not do what was asked; the message says why, for the caller."""
 
 
-def _decoded(text: str) -> Any:
-    if not text:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
-
-
 def ended_of(info: pb.SessionInfo) -> Ended:
     return Ended(
         session_id=info.session_id,
         state=_STATES.get(info.state, "unknown"),
-        result=_decoded(info.result_json),
+        result=loads_or_text(info.result_json),
         error=info.error,
         cancel_reason=info.cancel_reason,
     )
@@ -112,7 +103,7 @@ class Fleet(SessionSource):
             raise _refusal(refused) from None
         except NoReplica as exc:
             raise FleetError(f"No session-service replica answered: {exc}") from None
-        return _decoded(device.device_info_json) or {}
+        return loads_or_text(device.device_info_json) or {}
 
     async def run(self, device_id: str, request: str, *, requester_id: str,
                   agent: str = "", on_update: OnUpdate | None = None) -> Ended:
@@ -150,7 +141,7 @@ class Fleet(SessionSource):
                 kind = _KINDS.get(update.kind)
                 if kind is not None and on_update is not None:
                     await on_update(kind, update.session.steps_total,
-                                    _decoded(update.detail_json))
+                                    loads_or_text(update.detail_json))
         except Refused as refused:
             raise _refusal(refused) from None
         except NoReplica as exc:
