@@ -251,7 +251,8 @@ async def _run_plan(args: argparse.Namespace, plan: str, progress: Progress,
             return fail(f"connection lost before the task ended: {exc}", EXIT_CONNECT)
         if watcher is not None:  # let the last step's answer show before the end
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(watcher), 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(watcher)
         progress.replay(result.result)
         progress.line(f"task {result.status}" + (f": {result.error}" if result.error else ""))
         progress.finish()

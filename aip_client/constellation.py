@@ -78,7 +78,8 @@ class TaskHandle:
         """The task's result. :raises TimeoutError: no ``task_end`` within ``timeout``;
         :raises TaskRefused: the server refused it; :raises ConnectionError: the
         connection dropped first."""
-        return await asyncio.wait_for(asyncio.shield(self.ended), timeout)
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self.ended)
 
     def done(self) -> bool:
         return self.ended.done()
@@ -151,7 +152,8 @@ class ConstellationClient:
             await ws.send(wire.encode(wire.register_frame(
                 self.client_id, ClientType.CONSTELLATION, self.metadata, target_id=self.target_id
             )))
-            await asyncio.wait_for(self._confirmation(ws), self.register_timeout)
+            async with asyncio.timeout(self.register_timeout):
+                await self._confirmation(ws)
         except BaseException:
             await ws.close()
             raise
@@ -184,7 +186,8 @@ class ConstellationClient:
                     await task
         if self._ws is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 2)
+                async with asyncio.timeout(2):
+                    await self._ws.close()
         self._ws = None
         self._fail_pending(ConnectionError("the client was closed"))
 
@@ -228,7 +231,8 @@ class ConstellationClient:
                                              session_id=session,
                                              client_type=ClientType.CONSTELLATION,
                                              target_id=target))
-            await asyncio.wait_for(asyncio.shield(handle.acked), ack_timeout)
+            async with asyncio.timeout(ack_timeout):
+                await asyncio.shield(handle.acked)
         except BaseException as exc:
             self._tasks.pop(session, None)
             if not handle.ended.done():
@@ -271,7 +275,8 @@ class ConstellationClient:
         try:
             await self._send(wire.device_info_request_frame(self.client_id, target,
                                                             request_id))
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(future)
         finally:
             self._info.pop(request_id, None)
 

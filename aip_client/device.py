@@ -181,7 +181,8 @@ class DeviceClient:
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 2)
+                async with asyncio.timeout(2):
+                    await ws.close()
         await self.work.cancel_all(timeout=2)
         if self._runner is not None and self._runner is not asyncio.current_task():
             self._runner.cancel()
@@ -270,7 +271,8 @@ class DeviceClient:
             log.info("[%s] disconnected (%s); reconnecting in %.1fs", self.client_id,
                      self.last_error, delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
 
     # ---------------------------------------------------------------- connection
 
@@ -289,7 +291,8 @@ class DeviceClient:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise TimeoutError("no registration confirmation")
-            frame = wire.parse_server_frame(await asyncio.wait_for(ws.recv(), left))
+            async with asyncio.timeout(left):
+                frame = wire.parse_server_frame(await ws.recv())
             if frame is None:
                 continue  # a strict client drops what it cannot validate
             if frame["type"] == MessageType.HEARTBEAT and frame["status"] == Status.OK:
@@ -297,7 +300,8 @@ class DeviceClient:
             if frame["type"] == MessageType.ERROR or frame["status"] == Status.ERROR:
                 # The close that follows a refusal says whether to try again.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ws.wait_closed(), 2)
+                    async with asyncio.timeout(2):
+                        await ws.wait_closed()
                 raise RegistrationRefused(frame.get("error") or "registration refused",
                                           ws.close_code)
         self.registrations += 1

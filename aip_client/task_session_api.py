@@ -23,7 +23,8 @@ async def open_channel(address: str) -> Any:
         return None
     channel = grpc.aio.insecure_channel(address)
     try:
-        await asyncio.wait_for(channel.channel_ready(), 2)
+        async with asyncio.timeout(2):
+            await channel.channel_ready()
     except BaseException:
         await channel.close()
         raise
@@ -84,7 +85,8 @@ async def devices_grpc(address: str, token: str | None) -> list[dict[str, Any]] 
         return None
     async with grpc.aio.insecure_channel(address) as channel:
         try:
-            await asyncio.wait_for(channel.channel_ready(), 2)
+            async with asyncio.timeout(2):
+                await channel.channel_ready()
             stub = session_api_pb2_grpc.SessionApiStub(channel)
             reply = await stub.ListDevices(session_api_pb2.ListDevicesRequest(), timeout=5,
                                            metadata=_metadata(token))

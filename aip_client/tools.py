@@ -265,7 +265,8 @@ def make_run_shell(timeout: float = DEFAULT_SHELL_TIMEOUT,
         )
         started = time.monotonic()
         try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), limit)
+            async with asyncio.timeout(limit):
+                stdout, stderr = await process.communicate()
         except TimeoutError:
             await end_process_group(process, kill_grace)
             stdout, stderr = await _drain(process, kill_grace)
@@ -304,19 +305,22 @@ async def end_process_group(process: asyncio.subprocess.Process, grace: float) -
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGTERM)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(process.wait(), grace)
+        async with asyncio.timeout(grace):
+            await process.wait()
     # The group's id stays taken while any member lives, so this cannot hit a stranger.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(process.wait(), grace)
+        async with asyncio.timeout(grace):
+            await process.wait()
 
 
 async def _drain(process: asyncio.subprocess.Process, grace: float) -> tuple[bytes, bytes]:
     """What is left of an ended process's output; bounded, since a process that left
     its group may still hold the pipes."""
     try:
-        return await asyncio.wait_for(process.communicate(), grace)
+        async with asyncio.timeout(grace):
+            return await process.communicate()
     except TimeoutError:
         return b"", b""
 

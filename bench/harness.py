@@ -24,7 +24,8 @@ now = time.perf_counter
 
 
 async def open_socket(url: str, local_host: str | None = None) -> ClientConnection:
-    return await asyncio.wait_for(connect(url, local_host), 60)
+    async with asyncio.timeout(60):
+        return await connect(url, local_host)
 
 
 async def register(url: str, client_id: str, client_type: str = "device",
@@ -32,7 +33,8 @@ async def register(url: str, client_id: str, client_type: str = "device",
                    local_host: str | None = None) -> ClientConnection:
     ws = await open_socket(url, local_host)
     await ws.send(register_frame(client_id, client_type, target_id))
-    answer = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+    async with asyncio.timeout(30):
+        answer = orjson.loads(await ws.recv())
     if answer.get("type") != "heartbeat" or answer.get("status") != "ok":
         await ws.close()
         raise RuntimeError(f"registration of {client_id} refused: {answer}")
@@ -56,7 +58,8 @@ async def bounded(count: int, concurrency: int,
 async def close_all(sockets: list[ClientConnection]) -> None:
     async def close(ws: ClientConnection) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(), 3)
+            async with asyncio.timeout(3):
+                await ws.close()
 
     await bounded(len(sockets), 500, lambda i: close(sockets[i]))
 

@@ -82,7 +82,8 @@ MODES: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
 async def main_async(cfg: dict[str, Any]) -> None:
     deadline = float(cfg.get("deadline", 300))
     try:
-        result = await asyncio.wait_for(MODES[cfg["mode"]](cfg), deadline)
+        async with asyncio.timeout(deadline):
+            result = await MODES[cfg["mode"]](cfg)
     except Exception as exc:
         emit("result", failed=f"{type(exc).__name__}: {exc}"[:500])
         return

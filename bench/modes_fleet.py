@@ -114,7 +114,8 @@ async def fleet(cfg: dict[str, Any]) -> dict[str, Any]:
 
     async def stage(name: str, **fields: Any) -> None:
         emit("stage", stage=name, **fields)
-        await asyncio.wait_for(reader.readline(), 600)
+        async with asyncio.timeout(600):
+            await reader.readline()
 
     emit("ready")
     started = now()
@@ -165,7 +166,8 @@ async def fleet(cfg: dict[str, Any]) -> dict[str, Any]:
                     device_id=live_ids[index], request=plan_request(steps),
                     session_id=session_id, requester_id="bench", task_name="bench"),
                     timeout=30)
-                status = await asyncio.wait_for(waiter, 60)
+                async with asyncio.timeout(60):
+                    status = await waiter
                 if status != "completed":
                     errors.append(f"{session_id}: task_end {status}")
                 intervals.extend(b - a for a, b in itertools.pairwise(devices.stamps[1:]))

@@ -194,7 +194,8 @@ async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
                 bench.stamps.clear()
                 await bench.start(devices[0])
                 session_id = devices[0].session
-                await asyncio.wait_for(bench.all_ended.wait(), float(cfg.get("timeout", 120)))
+                async with asyncio.timeout(float(cfg.get("timeout", 120))):
+                    await bench.all_ended.wait()
                 skip = int(cfg.get("skip", 100))
                 run = latency_summary([b - a for a, b in itertools.pairwise(bench.stamps[skip:])])
                 info = await bench.stubs[0].GetSession(
@@ -215,10 +216,12 @@ async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
             counted = await window.run(lambda: {"commands": bench.commands,
                                                 "sessions": bench.completed})
             bench.restart = False
-            await asyncio.wait_for(asyncio.gather(*bench.tasks, return_exceptions=True), 30)
+            async with asyncio.timeout(30):
+                await asyncio.gather(*bench.tasks, return_exceptions=True)
             await bench.cancel_running(devices)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(bench.all_ended.wait(), 30)
+                async with asyncio.timeout(30):
+                    await bench.all_ended.wait()
             per = "sessions" if bench.reference else "commands"
             result.update(rate=counted[per] / window.elapsed, counted=per,
                           commands=counted["commands"], window_s=window.elapsed,
@@ -229,7 +232,8 @@ async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
         elif kind == "memory":
             reader = await stdin_reader()
             emit("stage", stage="devices_ready")
-            await asyncio.wait_for(reader.readline(), 600)
+            async with asyncio.timeout(600):
+                await reader.readline()
             wanted = int(cfg["sessions"])
             per_device = [devices[i % count] for i in range(wanted)]
 
@@ -245,7 +249,8 @@ async def sessions(cfg: dict[str, Any]) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
             emit("stage", stage="sessions_started", sessions=len(bench.started),
                  commands_seen=bench.commands)
-            await asyncio.wait_for(reader.readline(), 600)
+            async with asyncio.timeout(600):
+                await reader.readline()
             result["sessions"] = len(bench.started)
             bench.started.clear()  # ended by the disconnects below, not awaited
     finally:

@@ -58,7 +58,8 @@ async def tasks(cfg: dict[str, Any]) -> dict[str, Any]:
             acked = False
             while True:
                 try:
-                    frame = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+                    async with asyncio.timeout(30):
+                        frame = orjson.loads(await ws.recv())
                 except TimeoutError:
                     state["lost"] += 1
                     errors.append(f"{session_id}: no task_end within 30s (acked={acked})")
@@ -83,7 +84,8 @@ async def tasks(cfg: dict[str, Any]) -> dict[str, Any]:
     loops = [asyncio.create_task(constellation(i)) for i in range(count)]
     counted = await window.run(lambda: dict(state))
     stop = True
-    await asyncio.wait_for(asyncio.gather(*loops), 60)
+    async with asyncio.timeout(60):
+        await asyncio.gather(*loops)
     # Constellation tasks end at the device too: wait for those task_end frames.
     done = state["completed"] + state["failed"]
     deadline = now() + 10

@@ -85,7 +85,8 @@ async def ws_throughput(cfg: dict[str, Any]) -> dict[str, Any]:
     loops = [asyncio.create_task(loop(i)) for i in range(clients)]
     counted = await window.run(lambda: dict(state))
     stop = True
-    await asyncio.wait_for(asyncio.gather(*loops), 30)
+    async with asyncio.timeout(30):
+        await asyncio.gather(*loops)
     await close_all(sockets)
     return {
         "clients": clients,
@@ -114,7 +115,8 @@ async def ws_connect(cfg: dict[str, Any]) -> dict[str, Any]:
             if echo:
                 ws = await open_socket(url)
                 await ws.send(register_frame(client_id))
-                reply = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+                async with asyncio.timeout(30):
+                    reply = orjson.loads(await ws.recv())
                 if reply.get("type") != "register":
                     raise RuntimeError(f"unexpected echo {reply}")
             else:
@@ -153,7 +155,8 @@ async def ws_connect(cfg: dict[str, Any]) -> dict[str, Any]:
         done = target
         if reader is not None:
             emit("stage", **stage)
-            await asyncio.wait_for(reader.readline(), 600)
+            async with asyncio.timeout(600):
+                await reader.readline()
     await close_all(sockets)
     return {"stages": stage_results, "errors": len(errors), "error_samples": errors[:5]}
 
@@ -166,7 +169,8 @@ async def grpc_echo(cfg: dict[str, Any]) -> dict[str, Any]:
 
     payload = ECHO_PAYLOAD
     async with grpc.aio.insecure_channel(cfg["address"], options=CHANNEL_OPTIONS) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 30)
+        async with asyncio.timeout(30):
+            await channel.channel_ready()
         method = channel.stream_stream(ECHO_METHOD)
         # Latency: one stream, one message at a time.
         call = method()
@@ -201,7 +205,8 @@ async def grpc_echo(cfg: dict[str, Any]) -> dict[str, Any]:
         pumping = asyncio.create_task(pump())
         counted = await window.run(lambda: dict(state))
         stop = True
-        await asyncio.wait_for(pumping, 30)
+        async with asyncio.timeout(30):
+            await pumping
         await call.done_writing()
     return {"latency": latency, "rate": counted["answers"] / window.elapsed,
             "inflight": inflight, "errors": 0, "client_cpu": window.client_cpu()}

@@ -42,7 +42,8 @@ async def finish(proc: Proc | None, timeout: float = 60.0) -> None:
     if proc is None:
         return
     try:
-        await asyncio.wait_for(proc.process.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await proc.process.wait()
     except TimeoutError:
         await proc.stop()
 

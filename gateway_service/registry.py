@@ -149,7 +149,8 @@ class Outbox:
         flusher = self._flusher
         if flusher is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(flusher), timeout)
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(flusher)
             except (TimeoutError, asyncio.CancelledError):
                 pass
 

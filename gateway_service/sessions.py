@@ -175,7 +175,8 @@ class SessionTable:
             raise Refusal(RejectionCode.UNAVAILABLE, NO_REPLICA)
         replica.active_sessions += 1  # until the replica reports its own count
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), self.submit_timeout)
+            async with asyncio.timeout(self.submit_timeout):
+                return await asyncio.shield(pending.future)
         except TimeoutError:
             self.pending.pop(submit_id, None)
             # Only the session this submit created, if the replica created one: the

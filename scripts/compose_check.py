@@ -34,7 +34,8 @@ def log(message: str) -> None:
 
 
 async def recv(ws: Any, timeout: float = 10.0) -> dict[str, Any]:
-    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    async with asyncio.timeout(timeout):
+        frame: dict[str, Any] = json.loads(await ws.recv())
     return frame
 
 

@@ -29,7 +29,8 @@ async def serve(settings: SessionSettings) -> None:
     except (OSError, RuntimeError) as exc:
         # Undo what started (the store, its lease), then one line instead of a traceback.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(service.stop(grace=0, drain_timeout=0), 10)
+            async with asyncio.timeout(10):
+                await service.stop(grace=0, drain_timeout=0)
         if service.port == 0 and isinstance(exc, OSError):
             bind_failure("aip-session", settings.host, settings.port, "AIP_SESSION_",
                          listen_problem(settings.host, settings.port)

@@ -121,8 +121,8 @@ class Balancer:
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for address in self._order():
             try:
-                streams = await asyncio.wait_for(asyncio.open_connection(*address),
-                                                 self.connect_timeout)
+                async with asyncio.timeout(self.connect_timeout):
+                    streams = await asyncio.open_connection(*address)
             except (OSError, TimeoutError) as exc:
                 log.warning("replica %s:%d refused a connection (%s): trying another",
                             address[0], address[1], exc)

@@ -101,7 +101,8 @@ class GatewayProcess:
         self.server.should_exit = True
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, 10)
+                async with asyncio.timeout(10):
+                    await self._task
             except TimeoutError:
                 self._task.cancel()
         self.sock.close()
@@ -198,7 +199,8 @@ class Client:
         await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        async with asyncio.timeout(timeout):
+            raw = await self.ws.recv()
         frame: dict[str, Any] = json.loads(raw)
         return frame
 
@@ -213,7 +215,8 @@ class Client:
 
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
-            frame = await asyncio.wait_for(self.ws.recv(), seconds)
+            async with asyncio.timeout(seconds):
+                frame = await self.ws.recv()
         except TimeoutError:
             return
         raise AssertionError(f"unexpected frame: {frame!r}")

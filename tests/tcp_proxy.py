@@ -57,7 +57,8 @@ class TcpProxy:
                 await task
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._server.wait_closed()
             self._server = None
 
     # ------------------------------------------------------------------ faults
@@ -97,9 +98,8 @@ class TcpProxy:
             _abort(writer)
             return
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*self.upstream), 5
-            )
+            async with asyncio.timeout(5):
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except (OSError, TimeoutError):
             _abort(writer)
             return

@@ -146,7 +146,8 @@ async def session_stream(
     try:
         while not stopping() and time.monotonic() - started < MAX_STREAM_SECONDS:
             try:
-                item = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS / 3)
+                async with asyncio.timeout(KEEPALIVE_SECONDS / 3):
+                    item = await queue.get()
             except TimeoutError:
                 yield ": keepalive\n\n"
                 continue

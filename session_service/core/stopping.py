@@ -53,8 +53,7 @@ class Stopping:
             self.cancel(session.session_id, reason)
         if running:
             try:
-                await asyncio.wait_for(
-                    asyncio.gather(*(session.ended.wait() for session in running)), timeout=5
-                )
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*(session.ended.wait() for session in running))
             except TimeoutError:
                 log.warning("%d session(s) did not end within 5s of shutdown", len(running))

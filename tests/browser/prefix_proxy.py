@@ -47,7 +47,8 @@ class PrefixProxy:
         self.server.should_exit = True
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._task, 10)
+                async with asyncio.timeout(10):
+                    await self._task
         await self.client.aclose()
         self.sock.close()
 

@@ -204,7 +204,8 @@ async def test_a_session_started_from_the_page_shows_its_steps_live(
         }
         session_id = await start_from_page(browser, "laptop-steps", plan)
         await mark_window(browser)
-        await asyncio.wait_for(gate.entered.wait(), 15)
+        async with asyncio.timeout(15):
+            await gate.entered.wait()
         # The first step answered and the second sent, while the session runs.
         await browser.wait_text("#commands li.status-answered", "first step")
         await browser.wait_text("#commands li.status-sent", "hold")
@@ -273,7 +274,8 @@ async def test_cancel_from_the_page_ends_the_session(
             browser, "laptop-cancel", [{"tool_name": "hold", "parameters": {}}]
         )
         await mark_window(browser)
-        await asyncio.wait_for(gate.entered.wait(), 15)
+        async with asyncio.timeout(15):
+            await gate.entered.wait()
         await browser.wait_text("#commands li.status-sent", "hold")
         await browser.click("#cancel")
         await browser.wait_text("#session-state", "cancelled")
@@ -449,7 +451,8 @@ async def test_a_queued_session_shows_its_place_then_runs_live(
                 return started
 
             first = await start([{"tool_name": "hold", "parameters": {}}])
-            await asyncio.wait_for(gate.entered.wait(), 15)
+            async with asyncio.timeout(15):
+                await gate.entered.wait()
             second = await start([{"tool_name": "echo", "parameters": {"text": "my turn"}}])
         assert first["state"] == "running" and second["state"] == "queued"
         await browser.get(stack.http_url + "/")

@@ -34,7 +34,8 @@ async def run(*args: str, timeout: float = 30) -> tuple[int, str, str]:
         env=ENV,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -107,7 +108,8 @@ async def stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), 10)
+            async with asyncio.timeout(10):
+                await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()

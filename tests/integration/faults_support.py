@@ -84,10 +84,12 @@ class Recorder:
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.client.close(), 3)
+            async with asyncio.timeout(3):
+                await self.client.close()
         self.abort()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._task, 3)
+            async with asyncio.timeout(3):
+                await self._task
 
     def abort(self) -> None:
         transport = self.client.ws.transport

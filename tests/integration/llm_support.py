@@ -133,7 +133,8 @@ class ScriptedModel:
         self._server.should_exit = True
         self._server.force_exit = True
         try:
-            await asyncio.wait_for(self._task, 5)
+            async with asyncio.timeout(5):
+                await self._task
         except TimeoutError:
             self._task.cancel()
         self._sock.close()

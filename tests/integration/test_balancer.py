@@ -58,7 +58,8 @@ async def test_no_live_replica_closes_the_connection() -> None:
     await balancer.start()
     try:
         reader, writer = await asyncio.open_connection(HOST, balancer.port)
-        assert await asyncio.wait_for(reader.read(), 5) == b""
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
         writer.close()
     finally:
         await balancer.stop()

@@ -105,7 +105,8 @@ async def test_five_screenshots_at_once_cross_the_link_in_bounded_messages(
         assert end["session_id"] == f"s-shot{n}" and end["status"] == "completed", end.get(
             "error")
         assert end["result"][0][0]["result"] == shots[n]
-    assert (await asyncio.wait_for(calm, 60))["status"] == "completed"
+    async with asyncio.timeout(60):
+        assert (await calm)["status"] == "completed"
     watch.assert_unbroken(caplog)
     for device, constellation in pairs:
         await device.close()
@@ -137,6 +138,7 @@ async def test_a_seventy_megabyte_task_from_the_http_api_runs(
     await device.send(results_for(command, "big-dev", result="typed"))
     end = await device.recv_type("task_end", timeout=60)
     assert end["session_id"] == session_id and end["status"] == "completed", end
-    assert (await asyncio.wait_for(calm, 60))["status"] == "completed"
+    async with asyncio.timeout(60):
+        assert (await calm)["status"] == "completed"
     watch.assert_unbroken(caplog)
     await device.close()

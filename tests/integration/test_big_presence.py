@@ -56,7 +56,8 @@ async def connect_device(url: str, number: int) -> websockets.ClientConnection:
     await ws.send(json.dumps(register_frame(f"dev-{number:04}", "device",
                                             metadata={"platform": "linux",
                                                       "system_info": info})))
-    confirmation = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    async with asyncio.timeout(30):
+        confirmation = json.loads(await ws.recv())
     assert confirmation["type"] == "heartbeat" and confirmation["status"] == "ok"
     return ws
 

@@ -45,7 +45,8 @@ async def test_a_plan_runs_end_to_end(stack: Stack, tmp_path: Path) -> None:
         assert read_back["path"] == os.path.join(real_tmp, "aip-demo", "hello.txt")
 
         device.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(device.wait(), 10) == 0
+        async with asyncio.timeout(10):
+            assert await device.wait() == 0
 
 
 async def test_failure_exits_non_zero(stack: Stack) -> None:
@@ -101,7 +102,8 @@ async def test_a_closed_stdout_ends_aip_task_quietly(stack: Stack) -> None:
                 stdout=write_end, stderr=asyncio.subprocess.PIPE, env=ENV)
         finally:
             os.close(write_end)
-        _, err = await asyncio.wait_for(process.communicate(), 30)
+        async with asyncio.timeout(30):
+            _, err = await process.communicate()
         text = err.decode()
         assert process.returncode == 141, text
         assert "Traceback" not in text and "Exception ignored" not in text, text

@@ -315,7 +315,8 @@ async def test_a_newer_connection_with_the_token_takes_over(
     await first.start(timeout=10)
     assert first._runner is not None
     async with fast_device(stack.ws_url, "twin", token="twin-secret") as second:
-        await asyncio.wait_for(first._runner, 5)  # the first one stopped on takeover
+        async with asyncio.timeout(5):
+            await first._runner  # the first one stopped on takeover
         assert not first.connected and second.connected
         async with ConstellationClient(stack.ws_url, "twin-c", target_id="twin",
                                        token="c") as client:
@@ -363,7 +364,8 @@ async def test_a_dropped_connection_stops_the_work_of_its_sessions(stack: Stack)
                 {"steps": [[call("long_nap", "n1")]]}, task_name="drop", timeout=20))
             await wait_for(lambda: events == ["start"], 10)
             proxy.cut()
-            result = await asyncio.wait_for(running, 15)
+            async with asyncio.timeout(15):
+                result = await running
             assert result.status == "failed"
             await wait_for(lambda: events == ["start", "cancelled"], 5)
             proxy.restore()

@@ -82,7 +82,8 @@ async def test_ctrl_c_of_aip_task_cancels_its_session(stack: Stack, tmp_path: Pa
             pids = await pids_in(pid_file)
             [session_id] = [sid for sid, s in stack.service.manager.sessions.items() if s.running]
             task.send_signal(signal.SIGINT)
-            _, err = await asyncio.wait_for(task.communicate(), 10)
+            async with asyncio.timeout(10):
+                _, err = await task.communicate()
         finally:
             await stop(task)
         assert task.returncode == 130, err.decode()

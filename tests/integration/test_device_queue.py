@@ -102,7 +102,8 @@ async def test_one_session_at_a_time_in_arrival_order(make_stack: StackFactory) 
             assert not commands_of(device, "two", "three")
             await device.send(results_for(step, "dev1"))
             await answer(device, "dev1", "one", steps=1)
-            update = await asyncio.wait_for(watch.read(), 10)
+            async with asyncio.timeout(10):
+                update = await watch.read()
             assert update.kind == pb.UPDATE_KIND_STARTED, update
             assert update.session.state == pb.SESSION_STATE_RUNNING
             watch.cancel()

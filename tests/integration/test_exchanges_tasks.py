@@ -144,7 +144,8 @@ async def test_session_id_is_echoed_byte_for_byte(stack: Stack, sid: str) -> Non
     constellation = await register_constellation(stack.ws_url, "c1", "dev1")
     await constellation.send(task_frame("c1", plan([cmd("a")]), client_type="constellation",
                                         target_id="dev1", session_id=sid))
-    ack_raw = await asyncio.wait_for(constellation.ws.recv(), 5)
+    async with asyncio.timeout(5):
+        ack_raw = await constellation.ws.recv()
     assert json.loads(ack_raw)["session_id"] == sid
     command = await device.recv_type("command")
     assert command["session_id"] == sid

@@ -102,7 +102,8 @@ async def raw_request(stack: Stack, head: str, body: bytes = b"") -> tuple[int, 
     try:
         writer.write(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
         await writer.drain()
-        answer = await asyncio.wait_for(reader.read(65536), 5)
+        async with asyncio.timeout(5):
+            answer = await reader.read(65536)
         status = int(answer.split(b" ", 2)[1])
         return status, answer
     finally:

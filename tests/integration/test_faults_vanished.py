@@ -43,7 +43,8 @@ async def test_device_that_stops_reading_is_found_by_pings(make_stack: StackFact
     stack = await make_stack(gateway={"ws_ping_interval": 0.2, "ws_ping_timeout": 0.2})
     raw = await websockets.connect(stack.ws_url, ping_interval=None, max_size=None)
     await raw.send(json.dumps(register_frame("dev1")))
-    confirmation = json.loads(await asyncio.wait_for(raw.recv(), 5))
+    async with asyncio.timeout(5):
+        confirmation = json.loads(await raw.recv())
     assert confirmation["type"] == "heartbeat" and confirmation["status"] == "ok"
     device = Recorder(Client(raw), "dev1")
     constellation = Recorder(await register_constellation(stack.ws_url, "c1", "dev1"), "c1")

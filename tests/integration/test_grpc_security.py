@@ -149,7 +149,8 @@ async def test_aip_task_sends_the_session_token(make_stack: StackFactory) -> Non
     async def listed(*extra: str) -> list[dict[str, object]]:
         process = await asyncio.create_subprocess_exec(
             *command, *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(process.communicate(), 30)
+        async with asyncio.timeout(30):
+            out, err = await process.communicate()
         assert process.returncode == 0, err
         devices: list[dict[str, object]] = json.loads(out)
         return devices

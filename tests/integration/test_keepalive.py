@@ -43,7 +43,8 @@ class RawPeer:
         protocol.send_request(protocol.connect())
         peer = cls(reader, writer, protocol)
         peer.flush()
-        await asyncio.wait_for(peer.arrived.wait(), 5)  # the handshake's response
+        async with asyncio.timeout(5):
+            await peer.arrived.wait()  # the handshake's response
         if protocol.handshake_exc is not None:
             raise protocol.handshake_exc
         return peer
@@ -72,7 +73,8 @@ class RawPeer:
         deadline = time.monotonic() + timeout
         while not self.texts:
             self.arrived.clear()
-            await asyncio.wait_for(self.arrived.wait(), deadline - time.monotonic())
+            async with asyncio.timeout(deadline - time.monotonic()):
+                await self.arrived.wait()
         return self.texts[0]
 
     async def talk_for(self, seconds: float, every: float) -> None:

@@ -47,7 +47,8 @@ async def _announce(address: str, metadata: tuple[tuple[str, str], ...]) -> None
                                        gateway_id="gw-fake")
         await call.write(link_pb2.GatewayBatch(messages=[link_pb2.GatewayMessage(
             hello=link_pb2.Hello(gateway_id="gw-fake", clients=[fake]))]))
-        answer = await asyncio.wait_for(call.read(), 5)
+        async with asyncio.timeout(5):
+            answer = await call.read()
         assert answer is not grpc.aio.EOF
         assert answer.messages[0].WhichOneof("body") == "welcome"
         call.cancel()
@@ -146,7 +147,8 @@ async def test_insecure_link_opts_out_loudly() -> None:
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
         assert process.stderr is not None
-        line = await asyncio.wait_for(process.stderr.readline(), 30)
+        async with asyncio.timeout(30):
+            line = await process.stderr.readline()
         assert b"INSECURE" in line and b"--insecure-link" in line, line
         answer = None
         for _ in range(100):
@@ -159,4 +161,5 @@ async def test_insecure_link_opts_out_loudly() -> None:
         assert answer is not None and not answer.devices
     finally:
         process.terminate()
-        await asyncio.wait_for(process.wait(), 30)
+        async with asyncio.timeout(30):
+            await process.wait()

@@ -39,12 +39,14 @@ async def test_an_oversized_fragment_stream_closes_that_link_only(
         call = link_pb2_grpc.GatewayLinkStub(channel).Connect()
         await call.write(link_pb2.GatewayBatch(messages=[
             link_pb2.GatewayMessage(hello=link_pb2.Hello(gateway_id="gw-raw"))]))
-        welcome = await asyncio.wait_for(call.read(), 5)
+        async with asyncio.timeout(5):
+            welcome = await call.read()
         assert welcome.messages[0].WhichOneof("body") == "welcome"
         for _ in range(2):
             await call.write(link_pb2.GatewayBatch(messages=[link_pb2.GatewayMessage(
                 fragment=link_pb2.Fragment(piece=b"x" * 800, last=False))]))
-        assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
+        async with asyncio.timeout(5):
+            assert await call.read() is grpc.aio.EOF
     await wait_for(lambda: "gw-raw" not in stack.service.hub.peers)
     (broken,) = warnings(caplog, "aip.session.link", "broke the link protocol")
     assert "gw-raw" in broken and "exceeds 1024 bytes" in broken

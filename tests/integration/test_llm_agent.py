@@ -243,7 +243,8 @@ async def test_cancel_during_a_model_call_ends_the_session_at_once(
                 pb.CancelSessionRequest(session_id=started.session_id),
             )
             session = stack.service.manager.sessions[started.session_id]
-            await asyncio.wait_for(session.ended.wait(), 5)
+            async with asyncio.timeout(5):
+                await session.ended.wait()
             assert loop.time() - asked < 5
             info = await get_session(stack.replica.address, started.session_id)
     assert info.state == pb.SESSION_STATE_CANCELLED

@@ -59,7 +59,8 @@ async def test_no_secret_nor_forged_line_in_the_gateway_log(tmp_path: Path, leve
         refusal = await intruder.recv()
         assert refusal["type"] == "error" and "\n" not in refusal["error"]
         with pytest.raises(ConnectionClosed):
-            await asyncio.wait_for(intruder.ws.recv(), 5)
+            async with asyncio.timeout(5):
+                await intruder.ws.recv()
         await device.close()
         await wait_for(lambda: any("dev1 disconnected" in line for line in gateway.log), 10)
     finally:

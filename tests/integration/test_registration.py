@@ -48,7 +48,8 @@ async def expect_refusal(client: Client, timeout: float = 3.0) -> tuple[dict[str
     assert frame["status"] == "error", frame
     assert isinstance(frame["error"], str) and frame["error"], frame
     with pytest.raises(ConnectionClosed) as closed:
-        extra = await asyncio.wait_for(client.ws.recv(), timeout)
+        async with asyncio.timeout(timeout):
+            extra = await client.ws.recv()
         raise AssertionError(f"frame after the refusal: {extra!r}")
     assert closed.value.rcvd is not None, "the server did not send a close frame"
     code = closed.value.rcvd.code
@@ -329,9 +330,11 @@ async def test_duplicate_client_id_newer_connection_with_token_takes_over(
 
     # The stale socket is closed by the server, with a close frame.
     with pytest.raises(ConnectionClosed) as closed:
-        await asyncio.wait_for(old.ws.recv(), 3)
+        async with asyncio.timeout(3):
+            await old.ws.recv()
     assert closed.value.rcvd is not None, "the old socket was dropped without a close frame"
-    await asyncio.wait_for(old.ws.wait_closed(), 3)
+    async with asyncio.timeout(3):
+        await old.ws.wait_closed()
     await asyncio.sleep(0.2)  # let the old socket's cleanup run on the server
 
     # Its cleanup did not clobber the new registration.

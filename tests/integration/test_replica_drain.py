@@ -86,7 +86,8 @@ async def test_drain_lets_a_running_session_finish_and_refuses_new_ones(
     await answer_commands(device, "dev1", 1)
     end = await requester.recv_type("task_end")
     assert end["status"] == "completed" and end["session_id"] == "finishing"
-    await asyncio.wait_for(stopping, 5)
+    async with asyncio.timeout(5):
+        await stopping
     assert loop.time() - began < 5  # it stopped once the session was done, not at 10 s
     await device.close()
     await requester.close()

@@ -62,7 +62,8 @@ async def run_sessions(requester: Client, first: int, count: int) -> None:
         await send_next()
     ended = 0
     while ended < count:
-        frame: dict[str, Any] = json.loads(await asyncio.wait_for(requester.ws.recv(), 10))
+        async with asyncio.timeout(10):
+            frame: dict[str, Any] = json.loads(await requester.ws.recv())
         if frame.get("type") == "task_end":
             assert frame["status"] == "completed", frame
             ended += 1

@@ -224,7 +224,8 @@ async def test_watch_cancel_and_devices_on_replicas_that_do_not_own(shared: Shar
         shared.held.discard(session_id)  # the second command is answered as it comes
         [first] = shared.device.of_type("command", session_id)
         await shared.device.send(results_for(first, DEVICE))
-        await asyncio.wait_for(watching, 15)
+        async with asyncio.timeout(15):
+            await watching
         kinds = [u.kind for u in updates]
         assert kinds[0] == pb.UPDATE_KIND_WATCHING and kinds[-1] == pb.UPDATE_KIND_ENDED
         assert kinds.count(pb.UPDATE_KIND_COMMAND_SENT) == 2, kinds
@@ -350,7 +351,8 @@ async def test_a_killed_owner_is_failed_everywhere_within_10s(shared: Shared) ->
             assert got.state == pb.SESSION_STATE_FAILED and got.cancel_reason == \
                 "replica_lost", got
     took = loop.time() - killed_at
-    await asyncio.wait_for(watching, 10)
+    async with asyncio.timeout(10):
+        await watching
     assert updates[0].kind == pb.UPDATE_KIND_WATCHING
     assert updates[-1].kind == pb.UPDATE_KIND_ENDED, updates
     assert updates[-1].session.state == pb.SESSION_STATE_FAILED

@@ -74,7 +74,8 @@ class Twin:
                 first = await client.recv(10)
                 if first["type"] == "error":
                     with pytest.raises(ConnectionClosed) as closed:
-                        await asyncio.wait_for(client.ws.recv(), 5)
+                        async with asyncio.timeout(5):
+                            await client.ws.recv()
                     code = closed.value.rcvd.code if closed.value.rcvd else 1006
                     self.refused.append((first["error"], code))
                 else:
@@ -89,7 +90,8 @@ class Twin:
                 self.refused.append(("dropped", 1006))
             finally:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.close(), 2)
+                    async with asyncio.timeout(2):
+                        await client.close()
             await asyncio.sleep(RECONNECT_DELAY)
 
 
@@ -103,7 +105,8 @@ async def test_twins_do_not_flap_and_a_frozen_holder_loses_the_id(
     second = Twin(stack.ws_url, "twin")
     tasks = [asyncio.get_running_loop().create_task(first.run())]
     try:
-        await asyncio.wait_for(first.confirmed.wait(), 5)
+        async with asyncio.timeout(5):
+            await first.confirmed.wait()
         holder = stack.gateway.registry.get("twin")
         tasks.append(asyncio.get_running_loop().create_task(second.run()))
         await asyncio.sleep(8)
@@ -143,7 +146,8 @@ async def test_a_valid_token_takes_over_at_once(make_stack: StackFactory, tmp_pa
     stack = await make_stack(gateway={"tokens_file": tokens_file, "takeover_probe_timeout": 30.0})
     before = await takeovers(stack)
     first = await register_device(stack.ws_url + "?token=dev-secret", "dev1")
-    second = await asyncio.wait_for(register_device(stack.ws_url + "?token=dev-secret", "dev1"), 5)
+    async with asyncio.timeout(5):
+        second = await register_device(stack.ws_url + "?token=dev-secret", "dev1")
     with pytest.raises(ConnectionClosed) as closed:
         await first.recv(3)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
@@ -177,7 +181,8 @@ async def test_twins_sharing_a_token_change_hands_at_most_once(
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(first.run())]
     try:
-        await asyncio.wait_for(first.confirmed.wait(), 5)
+        async with asyncio.timeout(5):
+            await first.confirmed.wait()
         tasks.append(loop.create_task(second.run()))
         await asyncio.sleep(8)
         after = await takeovers(stack)

@@ -123,6 +123,7 @@ async def test_run_shell_ends_its_process_group_when_cancelled_or_timed_out(tmp_
     stubborn = "trap '' TERM; sleep 30 & echo $$ > b.tmp; echo $! >> b.tmp; mv b.tmp b; wait"
     timed = asyncio.ensure_future(shell.call("run_shell", {"cmd": stubborn, "timeout": 0.5}))
     pids = await _wait_pids(tmp_path / "b")
-    outcome = await asyncio.wait_for(timed, 10)
+    async with asyncio.timeout(10):
+        outcome = await timed
     assert outcome.status == "failure" and "timed out after 0.5s" in (outcome.error or "")
     await _wait_gone(pids)

@@ -148,9 +148,8 @@ async def test_timeout_gives_failure_per_call_id() -> None:
 async def test_undeliverable_gives_failure_without_waiting() -> None:
     deliver = Recorder(accept=False)
     dispatcher = CommandDispatcher("s1", deliver)
-    out = await asyncio.wait_for(
-        dispatcher.execute({"response_id": "r1"}, ["a", "b"], timeout=60), 1
-    )
+    async with asyncio.timeout(1):
+        out = await dispatcher.execute({"response_id": "r1"}, ["a", "b"], timeout=60)
     assert out == [failure("a", "the device is not reachable"),
                    failure("b", "the device is not reachable")]
     assert len(deliver.frames) == 1

@@ -225,7 +225,8 @@ class Harness:
             await asyncio.sleep(0)
         for conn in self.connections:
             if conn.tasks:
-                await asyncio.wait_for(asyncio.gather(*list(conn.tasks)), 5)
+                async with asyncio.timeout(5):
+                    await asyncio.gather(*list(conn.tasks))
         for conn in self.connections:
             await conn.outbox.drain(5)
         for _ in range(3):

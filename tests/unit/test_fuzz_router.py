@@ -115,7 +115,8 @@ async def route_one(
     for _ in range(5):
         await asyncio.sleep(0)
     if conn.tasks:
-        await asyncio.wait_for(asyncio.gather(*conn.tasks), 5)
+        async with asyncio.timeout(5):
+            await asyncio.gather(*conn.tasks)
     await conn.outbox.drain(5)
     await dev.outbox.drain(5)
     for _ in range(5):

@@ -151,7 +151,8 @@ async def test_closed_queue_refuses_and_wakes_its_writer() -> None:
     await asyncio.sleep(0)
     queue.put(1)
     queue.close()
-    assert await asyncio.wait_for(waiter, 1) is None
+    async with asyncio.timeout(1):
+        assert await waiter is None
     assert not queue.put(2)
     assert await queue.next_batch() is None
 
@@ -167,7 +168,8 @@ async def test_pump_writes_encoded_batches_until_closed() -> None:
         else:
             queue.close()
 
-    await asyncio.wait_for(pump(queue, lambda batch: [sum(batch)], write), 1)
+    async with asyncio.timeout(1):
+        await pump(queue, lambda batch: [sum(batch)], write)
     assert written == [3, 3]
 
 
@@ -180,7 +182,8 @@ async def test_pump_writes_every_stream_message_a_batch_encodes_to() -> None:
         if len(written) == 5:
             queue.close()
 
-    await asyncio.wait_for(pump(queue, lambda batch: range(batch[0]), write), 1)
+    async with asyncio.timeout(1):
+        await pump(queue, lambda batch: range(batch[0]), write)
     assert written == [0, 1, 2, 3, 4]
 
 

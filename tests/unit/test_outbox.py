@@ -146,13 +146,15 @@ async def test_failing_send_leaves_no_unretrieved_task_exception() -> None:
 
 async def test_drain_with_nothing_pending_returns() -> None:
     outbox = Outbox(Sink(), limit=1, on_overflow=Counter())
-    await asyncio.wait_for(outbox.drain(1), 1)
+    async with asyncio.timeout(1):
+        await outbox.drain(1)
 
 
 async def test_drain_times_out_on_a_stuck_writer() -> None:
     outbox = Outbox(Sink(delay=10), limit=5, on_overflow=Counter())
     outbox.put("a")
-    await asyncio.wait_for(outbox.drain(0.01), 1)
+    async with asyncio.timeout(1):
+        await outbox.drain(0.01)
     outbox.close()
 
 

@@ -275,7 +275,8 @@ async def test_an_urgent_write_cuts_the_commit_interval_short() -> None:
         committed = asyncio.get_running_loop().create_future()
         began = time.monotonic()
         grouped.record_started(record("s"), committed.set_result)
-        assert await asyncio.wait_for(committed, 1.0) is True
+        async with asyncio.timeout(1.0):
+            assert await committed is True
         assert time.monotonic() - began < 0.5
         assert grouped.get("s") is not None and grouped.get("first") is not None
     finally:

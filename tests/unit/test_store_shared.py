@@ -198,7 +198,8 @@ async def _poll(store: SessionStore, session_ids: list[str]) -> dict[str, Placem
     answered: asyncio.Future[dict[str, Placement] | None] = \
         asyncio.get_running_loop().create_future()
     store.poll_slots(session_ids, answered.set_result)
-    return await asyncio.wait_for(answered, 10)
+    async with asyncio.timeout(10):
+        return await answered
 
 
 async def test_the_devices_queues_are_shared_by_the_stores(stores: list[SessionStore],

@@ -39,7 +39,8 @@ async def test_a_cancelled_reader_takes_nothing_and_others_still_wake() -> None:
     with pytest.raises(asyncio.CancelledError):
         await cancelled
     inbox.put_nowait("kept")
-    assert await asyncio.wait_for(other, 1) == "kept"
+    async with asyncio.timeout(1):
+        assert await other == "kept"
     assert inbox.empty()
 
 
@@ -51,13 +52,15 @@ async def test_flag_waits_until_set_and_not_after_clear() -> None:
     assert not waiter.done()
     flag.set()
     assert await waiter is True
-    assert await asyncio.wait_for(flag.wait(), 1) is True  # already set: no wait
+    async with asyncio.timeout(1):
+        assert await flag.wait() is True  # already set: no wait
     flag.clear()
     again = asyncio.ensure_future(flag.wait())
     await asyncio.sleep(0.01)
     assert not again.done()
     flag.set()
-    assert await asyncio.wait_for(again, 1) is True
+    async with asyncio.timeout(1):
+        assert await again is True
 
 
 def _opened() -> ServerProtocol:
