@@ -97,3 +97,21 @@ async def mcp_client(http_url: str, headers: dict[str, str] | None = None,
 def text_of(result: types.CallToolResult) -> str:
     return "\n".join(block.text for block in result.content
                      if isinstance(block, types.TextContent))
+
+
+def structured(result: types.CallToolResult) -> dict[str, Any]:
+    """A successful result's structured content."""
+    assert not result.is_error, text_of(result)
+    assert isinstance(result.structured_content, dict), result
+    return result.structured_content
+
+
+#: The tools :func:`device_tools` serves that the tests look for (and a builtin one).
+SERVED_TOOLS = {"get_system_info", "screenshot", "add", "jam", "nap"}
+
+
+async def tools_by_name(client: ClientSession, device_id: str) -> dict[str, dict[str, Any]]:
+    """``list_device_tools`` for ``device_id``, by tool name."""
+    tools = structured(await client.call_tool("list_device_tools",
+                                              {"device_id": device_id}))["tools"]
+    return {tool["name"]: tool for tool in tools}

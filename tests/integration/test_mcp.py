@@ -21,12 +21,15 @@ from gateway_service.auth import hash_token
 from tests.conftest import StackFactory
 from tests.integration.mcp_support import (
     PNG_BASE64,
+    SERVED_TOOLS,
     Notifications,
     bearer,
     device,
     mcp_client,
     mcp_url,
+    structured,
     text_of,
+    tools_by_name,
 )
 from tests.stack import Stack, api_call, get_session, wait_for
 
@@ -46,12 +49,6 @@ async def sessions_of(stack: Stack, requester_id: str) -> list[pb.SessionInfo]:
     answer = await api_call(stack.replica.address, "ListSessions",
                             pb.ListSessionsRequest(requester_id=requester_id))
     return list(answer.sessions)
-
-
-def structured(result: types.CallToolResult) -> dict:
-    assert not result.is_error, text_of(result)
-    assert isinstance(result.structured_content, dict), result
-    return result.structured_content
 
 
 async def test_tools_are_listed_with_their_schemas(stack: Stack) -> None:
@@ -74,10 +71,8 @@ async def test_list_devices_info_and_device_tools(stack: Stack) -> None:
         info = structured(await client.call_tool("device_info", {"device_id": "mcp-dev"}))
         assert info["hostname"] == socket.gethostname()
 
-        tools = structured(await client.call_tool("list_device_tools",
-                                                  {"device_id": "mcp-dev"}))["tools"]
-        by_name = {tool["name"]: tool for tool in tools}
-        assert {"get_system_info", "screenshot", "add", "jam", "nap"} <= set(by_name)
+        by_name = await tools_by_name(client, "mcp-dev")
+        assert SERVED_TOOLS <= set(by_name)
         assert by_name["add"]["inputSchema"]["required"] == ["a", "b"]
         assert by_name["add"]["inputSchema"]["properties"]["a"]["type"] == "integer"
         assert by_name["screenshot"]["tool_type"] == "data_collection"

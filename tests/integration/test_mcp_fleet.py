@@ -12,25 +12,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import mcp_types as types
 import pytest
 from mcp.client.session import ClientSession
 
 from aip_grpc import session_api_pb2 as pb
 from tests.conftest import StackFactory
 from tests.integration.llm_support import FAKE_KEY, ScriptedModel, answer, llm_settings, tool_call
-from tests.integration.mcp_support import device, mcp_client, text_of
+from tests.integration.mcp_support import (
+    SERVED_TOOLS,
+    device,
+    mcp_client,
+    structured,
+    text_of,
+    tools_by_name,
+)
 from tests.stack import GatewayProcess, SessionReplica, api_call, get_session
 
 pytestmark = pytest.mark.timeout(90)
 
 Progress = list[tuple[float, float | None, str | None]]
-
-
-def structured(result: types.CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, text_of(result)
-    assert isinstance(result.structured_content, dict), result
-    return result.structured_content
 
 
 def progress_recorder() -> tuple[Progress, Any]:
@@ -149,10 +149,8 @@ async def test_mcp_on_one_gateway_reaches_a_device_on_another() -> None:
         info = structured(await client.call_tool("device_info", {"device_id": "far-dev"}))
         assert info["hostname"] == socket.gethostname()
 
-        tools = structured(await client.call_tool("list_device_tools",
-                                                  {"device_id": "far-dev"}))["tools"]
-        by_name = {tool["name"]: tool for tool in tools}
-        assert {"get_system_info", "screenshot", "add", "jam", "nap"} <= set(by_name)
+        by_name = await tools_by_name(client, "far-dev")
+        assert SERVED_TOOLS <= set(by_name)
         assert by_name["add"]["inputSchema"]["required"] == ["a", "b"]
 
         system = await client.call_tool("call_device_tool", {
