@@ -207,13 +207,17 @@ async def test_devices_coming_and_going_notify_resource_listeners(
         assert [r.name for r in listed.resources] == ["first"]
 
 
+#: A raw ``initialize`` request, for probing the endpoint's refusals without a client.
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {},
+    "clientInfo": {"name": "probe", "version": "0"}}}
+ACCEPT = {"Accept": "application/json, text/event-stream"}
+
+
 async def test_credentials_origin_and_allow_lists(make_stack: StackFactory) -> None:
     stack = await make_stack(gateway={"api_key": API_KEY, "tokens": TOKENS})
     url = mcp_url(stack.http_url)
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {},
-        "clientInfo": {"name": "probe", "version": "0"}}}
-    accept = {"Accept": "application/json, text/event-stream"}
+    initialize, accept = INITIALIZE, ACCEPT
     async with asyncio.timeout(40), httpx2.AsyncClient(timeout=10) as http:
         # No credential, a wrong one, a device's token, the X-API-Key form: 401.
         for headers in ({}, bearer("wrong"), bearer(DEVICE_SECRET), {"X-API-Key": API_KEY}):
@@ -308,3 +312,14 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_read(
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream"})
     assert answer.status_code == 413
+
+
+async def test_host_names_are_answered_only_when_allowed(make_stack: StackFactory) -> None:
+    # As the Kubernetes manifest configures it: the Service's name, any port.
+    stack = await make_stack(gateway={"mcp_allowed_hosts": "aip-gateway-http:*"})
+    async with asyncio.timeout(30), httpx2.AsyncClient(timeout=10) as http:
+        for host, status in (("aip-gateway-http:8000", 200), ("evil.example:8000", 421),
+                             ("aip-gateway-http.evil.example:8000", 421)):
+            answer = await http.post(mcp_url(stack.http_url), json=INITIALIZE,
+                                     headers={**ACCEPT, "Host": host})
+            assert answer.status_code == status, (host, answer.status_code, answer.text)
