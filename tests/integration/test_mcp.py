@@ -217,20 +217,19 @@ ACCEPT = {"Accept": "application/json, text/event-stream"}
 async def test_credentials_origin_and_allow_lists(make_stack: StackFactory) -> None:
     stack = await make_stack(gateway={"api_key": API_KEY, "tokens": TOKENS})
     url = mcp_url(stack.http_url)
-    initialize, accept = INITIALIZE, ACCEPT
     async with asyncio.timeout(40), httpx2.AsyncClient(timeout=10) as http:
         # No credential, a wrong one, a device's token, the X-API-Key form: 401.
         for headers in ({}, bearer("wrong"), bearer(DEVICE_SECRET), {"X-API-Key": API_KEY}):
-            answer = await http.post(url, json=initialize, headers={**accept, **headers})
+            answer = await http.post(url, json=INITIALIZE, headers={**ACCEPT, **headers})
             assert answer.status_code == 401, (headers, answer.text)
             assert answer.headers["www-authenticate"].startswith("Bearer")
             assert answer.json()["error"] == "unauthorized"
         # The right credential from a foreign page: refused (DNS rebinding).
-        answer = await http.post(url, json=initialize, headers={
-            **accept, **bearer(API_KEY), "Origin": "http://evil.example"})
+        answer = await http.post(url, json=INITIALIZE, headers={
+            **ACCEPT, **bearer(API_KEY), "Origin": "http://evil.example"})
         assert answer.status_code == 403, answer.text
-        answer = await http.post(url, json=initialize, headers={
-            **accept, **bearer(API_KEY), "Origin": "http://localhost:3000"})
+        answer = await http.post(url, json=INITIALIZE, headers={
+            **ACCEPT, **bearer(API_KEY), "Origin": "http://localhost:3000"})
         assert answer.status_code == 200, answer.text
 
     async with asyncio.timeout(40), \
