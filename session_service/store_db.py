@@ -18,6 +18,8 @@ import time
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from session_service.store_files import FileStore, root_of
+
 
 class Db(Protocol):
     """What the store's SQL functions use of a connection."""
@@ -40,10 +42,20 @@ def shown(location: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+class SqliteConnection(sqlite3.Connection):
+    """An SQLite connection that knows where its large values go
+    (:mod:`session_service.store_files`)."""
+
+    files: FileStore | None = None
+
+
 class PgConnection:
     """A psycopg connection with the ``sqlite3`` calls the store makes."""
 
     dialect = "postgresql"
+    #: Every value stays in its row: the replicas sharing the database may be on other
+    #: hosts, and TOAST keeps large values out of the table's pages already.
+    files: FileStore | None = None
 
     def __init__(self, url: str) -> None:
         import psycopg  # only replicas configured for PostgreSQL need it
@@ -70,13 +82,15 @@ def connect(location: str) -> Any:
 
     SQLite: WAL (readers never wait for the writer, and several processes may write),
     ``synchronous = NORMAL`` and a busy timeout of 10 s, so that a replica waits for
-    another's commit instead of failing. A new file gets :data:`PAGE_SIZE` pages.
+    another's commit instead of failing. A new file gets :data:`PAGE_SIZE` pages, and
+    large values go to files beside it.
     """
     if is_postgres(location):
         return PgConnection(location)
     db = sqlite3.connect(location, check_same_thread=False, isolation_level=None,
-                         timeout=BUSY_TIMEOUT)
+                         timeout=BUSY_TIMEOUT, factory=SqliteConnection)
     if location != ":memory:":
+        db.files = FileStore(root_of(location))
         # Only a file not yet written takes it (and only before WAL): existing files keep
         # theirs until a VACUUM outside WAL.
         db.execute(f"PRAGMA page_size = {PAGE_SIZE}")

@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from session_service import store_slots
+from session_service import store_files, store_slots
 from session_service.records import CommandRecord, SessionRecord
 from session_service.store_db import Db
-from session_service.store_sql import COLUMNS, LIVE
+from session_service.store_sql import COLUMNS, LIVE, record_of
 
 #: The largest page :func:`page` returns, whatever is asked.
 MAX_PAGE = 1000
@@ -69,11 +69,15 @@ def one(db: Db, where: str, args: tuple[Any, ...],
         return None
     record = _record(db, row)
     if with_commands:
-        record.commands = [CommandRecord(*command) for command in db.execute(
-            "SELECT seq, response_id, actions_json, sent_at, status, results_json, "
-            "received_at FROM commands WHERE session_id = ? ORDER BY seq",
-            (record.session_id,),
-        )]
+        record.commands = [
+            CommandRecord(seq, response_id, actions, sent_at, status,
+                          store_files.text_of(db, results, results_file), received_at)
+            for seq, response_id, actions, sent_at, status, results, results_file,
+            received_at in db.execute(
+                "SELECT seq, response_id, actions_json, sent_at, status, results_json, "
+                "results_file, received_at FROM commands WHERE session_id = ? ORDER BY seq",
+                (record.session_id,),
+            )]
         record.turns = [row[0] for row in db.execute(
             "SELECT turn_json FROM model_turns WHERE session_id = ? ORDER BY seq",
             (record.session_id,),
@@ -128,7 +132,7 @@ def page(db: Db, filters: Filters, page_size: int,
 
 
 def _record(db: Db, row: Any) -> SessionRecord:
-    record = SessionRecord(*row)
+    record = record_of(db, row)
     if record.state == "queued":
         record.queue_position = store_slots.position(db, record.session_id)
     return record

@@ -104,6 +104,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX device_slots_by_device ON device_slots (device_id, running, ticket);
     CREATE INDEX sessions_live ON sessions (instance) WHERE state IN ('queued', 'running');
     """,
+    # 6: large values in files beside an SQLite store (session_service.store_files); a
+    # row naming a file holds NULL in the value's own column.
+    """
+    ALTER TABLE commands ADD COLUMN results_file TEXT;
+    ALTER TABLE sessions ADD COLUMN result_file TEXT;
+    """,
 )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aip_wire.frames import dumps
 from aip_wire.vocab import CancelReason
-from session_service import store_slots
+from session_service import store_files, store_slots
 from session_service.core.device_queue import QueueLimits, Verdict
 from session_service.records import Claim, SessionRecord
 from session_service.store_db import Db
@@ -36,10 +36,22 @@ LIVE = "state IN ('queued', 'running')"
 PROGRESS = ("(SELECT MAX(seq) + 1 FROM commands WHERE commands.session_id = "
             "sessions.session_id AND commands.status NOT IN ('sent', 'unanswered'))")
 
+#: A session's columns as :func:`record_of` reads them: :class:`SessionRecord`'s fields
+#: in order, then the file of its result.
 COLUMNS = ("session_id, task_name, request, device_id, requester_id, requester_kind, agent, "
            "replica_id, state, created_at, result_json, error, cancel_reason, ended_at, "
            f"CASE WHEN {LIVE} THEN COALESCE({PROGRESS}, steps_done) ELSE steps_done END "
-           "AS steps_done, steps_total")
+           "AS steps_done, steps_total, result_file")
+
+
+def record_of(db: Db, row: Any) -> SessionRecord:
+    """The record of a row selected with :data:`COLUMNS`, its result read back from its
+    file if it has one."""
+    *fields, result_file = row
+    record = SessionRecord(*fields)
+    if result_file is not None:
+        record.result_json = store_files.text_of(db, record.result_json, result_file)
+    return record
 
 
 def claim_session(db: Db, record: SessionRecord, instance: str,
@@ -82,7 +94,7 @@ def claim_session(db: Db, record: SessionRecord, instance: str,
     if row is None:  # held a moment ago, pruned since: rare enough to refuse plainly
         raise RuntimeError(f"session {record.session_id!r} conflicted with a record "
                            "that is gone")
-    claim.winner = SessionRecord(*row)
+    claim.winner = record_of(db, row)
 
 
 def insert_command(db: Db, session_id: str, seq: int, response_id: str,
@@ -101,24 +113,26 @@ def insert_answered_command(db: Db, session_id: str, seq: int, response_id: str,
                             status: str) -> None:
     """:func:`insert_command` and then :func:`update_command`, as one statement: a
     command sent and answered between two commits is written once."""
+    placed = store_files.place(db, session_id, f"c{seq}", results)
     db.execute(
         "INSERT INTO commands (session_id, seq, response_id, actions_json, sent_at, status, "
-        "results_json, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "results_json, results_file, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (session_id, seq) DO UPDATE SET response_id = excluded.response_id, "
         "actions_json = excluded.actions_json, sent_at = excluded.sent_at, "
         "status = excluded.status, results_json = excluded.results_json, "
-        "received_at = excluded.received_at",
-        (session_id, seq, response_id, _json(actions), sent_at, status, _json(results),
-         received_at),
+        "results_file = excluded.results_file, received_at = excluded.received_at",
+        (session_id, seq, response_id, _json(actions), sent_at, status, placed.text,
+         placed.file, received_at),
     )
 
 
 def update_command(db: Db, session_id: str, seq: int, results: Any,
                    received_at: float, status: str) -> None:
+    placed = store_files.place(db, session_id, f"c{seq}", results)
     db.execute(
-        "UPDATE commands SET results_json = ?, received_at = ?, status = ? "
-        "WHERE session_id = ? AND seq = ?",
-        (_json(results), received_at, status, session_id, seq),
+        "UPDATE commands SET results_json = ?, results_file = ?, received_at = ?, "
+        "status = ? WHERE session_id = ? AND seq = ?",
+        (placed.text, placed.file, received_at, status, session_id, seq),
     )
     # The session's progress is read from here (PROGRESS), in the same batch.
 
@@ -135,11 +149,13 @@ def insert_turn(db: Db, session_id: str, seq: int, turn: Any, at: float) -> None
 def end_session(db: Db, session_id: str, state: str, result: Any,
                 error: str | None, cancel_reason: str | None, ended_at: float,
                 steps_done: int, steps_total: int) -> None:
+    placed = store_files.place(db, session_id, store_files.RESULT, result)
     db.execute(
-        "UPDATE sessions SET state = ?, result_json = ?, error = ?, cancel_reason = ?, "
-        f"ended_at = ?, steps_done = ?, steps_total = ? WHERE session_id = ? AND {LIVE}",
-        (state, _json(result), error, cancel_reason, ended_at, steps_done, steps_total,
-         session_id),
+        "UPDATE sessions SET state = ?, result_json = ?, result_file = ?, error = ?, "
+        "cancel_reason = ?, ended_at = ?, steps_done = ?, steps_total = ? "
+        f"WHERE session_id = ? AND {LIVE}",
+        (state, placed.text, placed.file, error, cancel_reason, ended_at, steps_done,
+         steps_total, session_id),
     )
     store_slots.release(db, session_id)
     db.execute("UPDATE commands SET status = 'unanswered' WHERE session_id = ? AND "
@@ -147,13 +163,23 @@ def end_session(db: Db, session_id: str, state: str, result: Any,
 
 
 def prune(db: Db, ended_before: float) -> int:
-    """Forget sessions (and their commands) that ended before ``ended_before``."""
+    """Forget sessions (their commands, turns and files) that ended before
+    ``ended_before``."""
+    files = store_files.of(db)
+    pruned = [] if files is None else [row[0] for row in db.execute(
+        "SELECT session_id FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?",
+        (ended_before,))]
     db.execute("DELETE FROM model_turns WHERE session_id IN (SELECT session_id FROM "
                "sessions WHERE ended_at IS NOT NULL AND ended_at < ?)", (ended_before,))
     db.execute("DELETE FROM commands WHERE session_id IN (SELECT session_id FROM sessions "
                "WHERE ended_at IS NOT NULL AND ended_at < ?)", (ended_before,))
     cursor = db.execute("DELETE FROM sessions WHERE ended_at IS NOT NULL AND ended_at < ?",
                         (ended_before,))
+    if files is not None:
+        # Before the commit: should it fail, the rows of sessions past their retention
+        # remain and read their large values as missing, which is no loss worth a second
+        # pass after every commit.
+        files.drop(pruned)
     return cursor.rowcount
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from session_service import store_sql
+from session_service import store_schema, store_sql
 from session_service.store import MEMORY, SessionStore
 from session_service.store_fold import fold
 from tests.unit.test_store import record
@@ -79,13 +79,11 @@ def test_folded_or_not_the_rows_are_the_same(folded: bool,
 
 
 def test_the_statement_matches_insert_then_update() -> None:
-    db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE commands (session_id TEXT, seq INTEGER, response_id TEXT, "
-               "actions_json TEXT, sent_at REAL, status TEXT, results_json TEXT, "
-               "received_at REAL, PRIMARY KEY (session_id, seq))")
-    db.execute("CREATE TABLE sessions (session_id TEXT PRIMARY KEY, steps_done INTEGER)")
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    store_schema.migrate(db)
     store_sql.insert_command(db, "a", 0, "r", [1], 1.0)
     store_sql.update_command(db, "a", 0, [2], 2.0, "timeout")
     store_sql.insert_answered_command(db, "b", 0, "r", [1], 1.0, [2], 2.0, "timeout")
     rows = db.execute("SELECT * FROM commands ORDER BY session_id").fetchall()
-    assert [row[1:] for row in rows] == [(0, "r", "[1]", 1.0, "timeout", "[2]", 2.0)] * 2
+    assert [row[1:] for row in rows] == [(0, "r", "[1]", 1.0, "timeout", "[2]", 2.0,
+                                          None)] * 2
