@@ -15,13 +15,11 @@ right queue.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import weakref
 from typing import Any
 
 import grpc
-import orjson
 
 from aip_grpc import link_pb2, link_pb2_grpc
 from aip_link import codec
@@ -32,6 +30,7 @@ from aip_link.dispatch import Inbound
 from aip_link.fragments import FragmentError, Reassembly
 from aip_link.sizes import size_hint
 from aip_runtime import log_context
+from aip_wire.frames import load_json
 from aip_wire.vocab import CancelReason
 from session_service import metrics
 from session_service.core.decisions import SessionRejected
@@ -134,13 +133,9 @@ def action_results_of(frame_json: bytes) -> Any:
     """The ``action_results`` of a device's ``command_results`` frame (``[]`` when it has
     none, ``None`` when the frame cannot be read)."""
     try:
-        frame = orjson.loads(frame_json)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits, which the gateway's parser accepted.
-        try:
-            frame = json.loads(frame_json)
-        except ValueError:
-            return None
+        frame = load_json(frame_json)
+    except ValueError:
+        return None
     if not isinstance(frame, dict):
         return None
     results = frame.get("action_results")
