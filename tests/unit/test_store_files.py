@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -195,3 +197,38 @@ def test_a_file_of_the_previous_schema_gains_the_file_columns(path: str) -> None
         assert got.result_json == '"ok"'
     finally:
         upgraded.close()
+
+
+@pytest.mark.parametrize("size", [store_files.SPILL_BYTES + 1, 20 * store_files.ALIGNMENT,
+                                  store_files.KEPT_BUFFER + 12345])
+def test_a_value_is_written_byte_for_byte_whatever_its_alignment(
+    tmp_path: Path, size: int
+) -> None:
+    files = store_files.FileStore(tmp_path / "files")
+    value = "x" * (size - 2)  # serialized with its two quotes: exactly ``size`` bytes
+    placed = files.place("s1", "c0", value)
+    assert placed.text is None and placed.file is not None
+    assert (tmp_path / "files" / placed.file).read_bytes() == json.dumps(value).encode()
+    assert files.read(placed.file) == json.dumps(value)
+    # Only a buffer up to the bound is kept between writes.
+    kept = files._buffer
+    assert (kept is not None and len(kept) >= size) if size <= store_files.KEPT_BUFFER \
+        else (kept is None or len(kept) < size)
+
+
+def test_a_file_system_without_direct_writes_gets_buffered_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def refuse_direct(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", refuse_direct)
+    files = store_files.FileStore(tmp_path / "files")
+    for seq in range(2):
+        placed = files.place("s1", f"c{seq}", BIG)
+        assert placed.file is not None and files.read(placed.file) == json.dumps(BIG)
+    assert files.direct is False
