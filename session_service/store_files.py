@@ -115,9 +115,10 @@ class FileStore:
                 self._write_direct(path, data)
                 return
             except OSError as exc:
-                if exc.errno != errno.EINVAL:
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                     raise
-                # tmpfs and some others refuse O_DIRECT: the page cache it is.
+                # tmpfs and some others refuse O_DIRECT (or its alignment): the page
+                # cache it is.
                 self.direct = False
                 log.info("%s takes no direct writes: large values go through the page "
                          "cache", self.root)
