@@ -255,9 +255,14 @@ async def backend(args: argparse.Namespace, device: Any) -> None:
         await refused(api.ListDevices(pb.ListDevicesRequest(), timeout=10,
                                       metadata=link_auth))
         call = link_pb2_grpc.GatewayLinkStub(channel).Connect(metadata=api_auth)
-        await call.write(link_pb2.GatewayBatch(messages=[link_pb2.GatewayMessage(
-            hello=link_pb2.Hello(gateway_id="compose-stranger"))]))
-        await refused(call.read())
+
+        async def hello_then_read() -> None:
+            await call.write(link_pb2.GatewayBatch(messages=[link_pb2.GatewayMessage(
+                hello=link_pb2.Hello(gateway_id="compose-stranger"))]))
+            await call.read()
+
+        # The refusal may end the call before the hello is written: either step fails.
+        await refused(hello_then_read())
     log("the API refuses no token and the link token; the link refuses the API token")
 
 
