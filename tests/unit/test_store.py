@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -35,14 +36,21 @@ def end(store: SessionStore, session_id: str, *, state: str = "completed",
                        else ended_at, steps_done=1, steps_total=1)
 
 
+@contextlib.contextmanager
+def opened(path: str = MEMORY, replica_id: str = "r1") -> Iterator[SessionStore]:
+    """A store at ``path``, open for the block and closed after it."""
+    store = SessionStore(path, replica_id)
+    store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
 @pytest.fixture
 def store() -> Iterator[SessionStore]:
-    opened = SessionStore(MEMORY, "r1")
-    opened.open()
-    try:
-        yield opened
-    finally:
-        opened.close()
+    with opened() as memory:
+        yield memory
 
 
 def test_a_session_and_its_command_log_round_trip(store: SessionStore) -> None:

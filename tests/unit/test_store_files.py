@@ -14,7 +14,7 @@ import pytest
 
 from session_service import metrics, store_files, store_reads, store_schema
 from session_service.store import MEMORY, SessionStore
-from tests.unit.test_store import end, record
+from tests.unit.test_store import end, opened, record
 
 #: A screenshot's worth of base64, over the threshold once serialized.
 BIG = "data:image/png;base64," + "QUJD" * (store_files.SPILL_BYTES // 2)
@@ -31,12 +31,8 @@ def path(tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(path: str) -> Iterator[SessionStore]:
-    opened = SessionStore(path, "r1")
-    opened.open()
-    try:
-        yield opened
-    finally:
-        opened.close()
+    with opened(path) as on_file:
+        yield on_file
 
 
 def rows(path: str, sql: str) -> list[tuple[object, ...]]:
@@ -160,9 +156,7 @@ def test_a_file_that_cannot_be_written_fails_its_write_alone(
 
 
 def test_a_memory_store_keeps_large_values_in_rows() -> None:
-    memory = SessionStore(MEMORY, "r1")
-    memory.open()
-    try:
+    with opened(MEMORY) as memory:
         memory.record_started(record("s1"))
         memory.record_command("s1", 0, "r-0", [], 1.0)
         memory.record_results("s1", 0, big_results(), 1.5, "answered")
@@ -170,8 +164,6 @@ def test_a_memory_store_keeps_large_values_in_rows() -> None:
         got = memory.get("s1")
         assert got is not None and json.loads(got.commands[0].results_json or "") == \
             big_results()
-    finally:
-        memory.close()
 
 
 def test_a_file_of_the_previous_schema_gains_the_file_columns(path: str) -> None:
@@ -186,17 +178,13 @@ def test_a_file_of_the_previous_schema_gains_the_file_columns(path: str) -> None
                    "sent_at, status, results_json) VALUES ('s0', 0, 'r', '[]', 1, "
                    "'answered', '[1]')")
         db.execute("COMMIT")
-    upgraded = SessionStore(path, "r1")
-    upgraded.open()
-    try:
+    with opened(path) as upgraded:
         upgraded.record_started(record("s0"))
         end(upgraded, "s0")
         assert upgraded.flush()
         got = upgraded.get("s0")
         assert got is not None and got.commands[0].results_json == "[1]"
         assert got.result_json == '"ok"'
-    finally:
-        upgraded.close()
 
 
 @pytest.mark.parametrize("size", [store_files.SPILL_BYTES + 1, 20 * store_files.ALIGNMENT,
