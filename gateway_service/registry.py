@@ -46,7 +46,7 @@ class Outbox:
     """
 
     __slots__ = ("_bytes", "_flusher", "_held", "_limit", "_max_bytes", "_queue", "_send",
-                 "_writing", "closed", "on_overflow", "overflow")
+                 "_writing", "closed", "on_overflow", "overflow", "write_now")
 
     def __init__(
         self, send: SendText, *, limit: int, max_bytes: int | None = None,
@@ -67,6 +67,10 @@ class Outbox:
         self._writing = False
         self._held = False
         self.closed = False
+        #: Writes one frame at once when it can (``True``), past ``send`` and its task:
+        #: tried only while nothing is queued, held or being written, so frames keep
+        #: their order. The server's extension, when it offers one.
+        self.write_now: Callable[[str], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._queue) if self._queue is not None else 0
@@ -89,6 +93,10 @@ class Outbox:
             return False
         queue = self._queue
         if queue is None:
+            write_now = self.write_now
+            if (write_now is not None and not self._writing and not self._held
+                    and self._flusher is None and write_now(text)):
+                return True
             queue = self._queue = deque()
         elif len(queue) >= self._limit:
             return self._overflowed(f"{self._limit} frames")
@@ -158,6 +166,7 @@ class Outbox:
         self.closed = True
         self._queue = None
         self._bytes = 0
+        self.write_now = None  # the socket's protocol: not kept alive by its connection
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None

@@ -41,6 +41,7 @@ from gateway_service.ws_protocol import (
     INLINE_EXTENSION,
     PROBE_EXTENSION,
     REGISTERED_EXTENSION,
+    WRITE_EXTENSION,
 )
 
 log = logging.getLogger("aip.gateway.ws")
@@ -238,7 +239,9 @@ async def _registered(websocket: WebSocket, send: Send, gateway: Gateway,
             check_target(registration, await gateway.device_connected(registration.target_id))
         await _admit_over_holder(gateway, registration.client_id, token_valid=auth.enabled)
         conn = gateway.register(registration, _text_sender(send), _closer(websocket))
-        conn.probe = websocket.scope.get("extensions", {}).get(PROBE_EXTENSION)
+        extensions = websocket.scope.get("extensions", {})
+        conn.probe = extensions.get(PROBE_EXTENSION)
+        conn.outbox.write_now = extensions.get(WRITE_EXTENSION)
     except FrameError as exc:
         await _refuse(websocket, Refusal(RefusalCode.BAD_REGISTRATION, str(exc)))
         return None

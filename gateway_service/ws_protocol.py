@@ -36,8 +36,9 @@ ASGI extensions are offered to the application, under ``scope["extensions"]``:
 :data:`ABORT_EXTENSION`, a callable that drops the connection at once (for a handler that
 knows its peer is gone), :data:`REGISTERED_EXTENSION`, a callable to report that the
 client registered, :data:`PROBE_EXTENSION`, a ping that reports whether its pong came,
-and :data:`INLINE_EXTENSION`, to answer messages (heartbeats) where they are read.
-An application that does not find them falls back to an ordinary close, to the server's
+and :data:`INLINE_EXTENSION`, to answer messages (heartbeats) where they are read, and
+:data:`WRITE_EXTENSION`, to write a message without an ASGI event or a task. An
+application that does not find them falls back to an ordinary close, to the server's
 single size limit and to its receive loop for every message.
 """
 
@@ -55,6 +56,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 from aip_runtime.throttled_log import Throttled
 from gateway_service import metrics
@@ -73,6 +75,9 @@ REGISTERED_EXTENSION = "aip.registered"
 #: Name of the ASGI extension through which the application answers some messages where
 #: the socket reads them: ``install(answer)``, ``answer(data)`` the reply's text or ``None``.
 INLINE_EXTENSION = "aip.inline"
+#: Name of the ASGI extension that writes a text message at once, past the ASGI ``send``:
+#: ``write_now(text)`` is whether it did (see :meth:`GatewayWebSocketProtocol.write_now`).
+WRITE_EXTENSION = "aip.write_now"
 #: Seconds a connection may take to go once the application is done with it (uvicorn
 #: gives the close handshake as long).
 CLOSE_TIMEOUT = 10.0
@@ -128,6 +133,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         extensions[REGISTERED_EXTENSION] = self.mark_registered  # type: ignore[assignment]
         extensions[PROBE_EXTENSION] = self.probe  # type: ignore[assignment]
         extensions[INLINE_EXTENSION] = self.answer_inline  # type: ignore[assignment]
+        extensions[WRITE_EXTENSION] = self.write_now  # type: ignore[assignment]
 
     def mark_registered(self) -> None:
         """The client registered: accept its full-size messages, give its slot back."""
@@ -176,6 +182,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         extensions.pop(REGISTERED_EXTENSION, None)
         extensions.pop(PROBE_EXTENSION, None)
         extensions.pop(INLINE_EXTENSION, None)
+        extensions.pop(WRITE_EXTENSION, None)
         self._inline = None  # it holds the application's connection
         # websockets' parser is a generator of the connection object, whose frame refers
         # back to it; closing the generator releases the frame.
@@ -293,6 +300,24 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
     # ------------------------------------------------------------------ writing
+
+    def write_now(self, text: str) -> bool:
+        """Write one text message now, from where the caller is, if nothing stands in the
+        way: the socket is accepted and open both ways, the application has not sent its
+        close, and the transport takes writes (not above its high-water mark). ``False``
+        leaves the message to the ASGI ``send``, which waits or refuses as it must.
+
+        The caller keeps the order: it writes here only when none of its messages is
+        still on the ASGI way. A command for a device then costs no task, no ASGI event
+        and no wake-up of a writer.
+        """
+        if (self.disconnected or self.close_sent or not self.handshake_complete
+                or self._write_blocked or not self.writable.is_set()
+                or self.conn.state is not State.OPEN or self.transport.is_closing()):
+            return False
+        self.conn.send_text(text.encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
 
     def pause_writing(self) -> None:
         """The write buffer is over its high-water mark: the peer reads slower than it is

@@ -322,3 +322,66 @@ async def test_a_closed_outbox_lets_go_of_its_owner() -> None:
     outbox.close()
     assert outbox.on_overflow is not owner
     assert outbox.put("late") is False
+
+
+# ------------------------------------------------------------------ writing at once
+
+
+class Direct:
+    """A server's ``write_now``: takes frames at once while ``open``, refuses otherwise."""
+
+    def __init__(self, *, open: bool = True) -> None:
+        self.open = open
+        self.written: list[str] = []
+        self.asked = 0
+
+    def __call__(self, text: str) -> bool:
+        self.asked += 1
+        if not self.open:
+            return False
+        self.written.append(text)
+        return True
+
+
+async def test_an_idle_outbox_writes_at_once_without_a_task() -> None:
+    sink, direct = Sink(), Direct()
+    outbox = Outbox(sink, limit=10)
+    outbox.write_now = direct
+    tasks = len(asyncio.all_tasks())
+    assert outbox.put("a") and outbox.put("b")
+    assert direct.written == ["a", "b"]  # before any await
+    assert len(asyncio.all_tasks()) == tasks and outbox.idle and len(outbox) == 0
+    await settle()
+    assert sink.sent == []
+
+
+async def test_a_refused_write_queues_and_later_frames_stay_behind_it() -> None:
+    sink, direct = Sink(delay=0.02), Direct(open=False)
+    outbox = Outbox(sink, limit=10)
+    outbox.write_now = direct
+    assert outbox.put("first")  # refused (the socket's buffer is full): the writer's
+    direct.open = True
+    assert outbox.put("second")  # queued behind it, not written past it
+    assert direct.written == [] and direct.asked == 1
+    await outbox.drain(1)
+    assert sink.sent == ["first", "second"]
+    assert outbox.put("third")  # idle again: at once
+    assert direct.written == ["third"]
+
+
+async def test_a_held_outbox_does_not_write_at_once() -> None:
+    sink, direct = Sink(), Direct()
+    outbox = Outbox(sink, limit=10)
+    outbox.write_now = direct
+    outbox.hold()
+    assert outbox.put("answer")
+    assert direct.asked == 0
+    await outbox.release()
+    assert sink.sent == ["answer"]
+
+
+async def test_close_forgets_the_direct_writer() -> None:
+    outbox = Outbox(Sink(), limit=5)
+    outbox.write_now = Direct()
+    outbox.close()
+    assert outbox.write_now is None and outbox.put("late") is False
