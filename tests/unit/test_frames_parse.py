@@ -4,9 +4,11 @@ unknown fields ignored, request and error given as JSON values kept as JSON text
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from aip_wire.frames import FrameError, UnreadObject
 from tests.unit.frames_support import parse
 
 
@@ -114,8 +116,20 @@ def test_command_results_frame() -> None:
             "status": "continue",
         }
     )
-    assert frame.action_results == results
+    # Checked for shape; what each result holds is left to the session service.
+    assert frame.action_results == [UnreadObject()]
     assert frame.prev_response_id == "r7"
+
+
+def test_action_results_other_than_objects_are_kept_as_they_came() -> None:
+    frame = parse({"type": "command_results", "action_results": [1, "x", [2], None, {}]})
+    assert frame.action_results == [1, "x", [2], None, UnreadObject()]
+
+
+@pytest.mark.parametrize("results", ["not a list", 7, {"status": "success"}])
+def test_action_results_that_are_not_a_list_are_refused(results: Any) -> None:
+    with pytest.raises(FrameError):
+        parse({"type": "command_results", "action_results": results})
 
 
 def test_request_given_as_object_is_kept_as_json_text() -> None:
