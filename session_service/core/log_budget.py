@@ -16,19 +16,43 @@ from session_service.core.session import Session
 
 #: What a number, ``None`` or a boolean is counted for; containers add this much each.
 SCALAR_BYTES = 8
+_SCALARS = frozenset({type(None), bool, int, float})
 
 
 def approx_bytes(value: Any) -> int:
     """About how many bytes ``value`` (decoded JSON) takes as JSON, without encoding it:
     strings count their length, which is what dominates (base64 screenshots). Its cost
-    grows with the number of values, not with their size."""
+    grows with the number of values, not with their size.
+
+    It runs once per command's results, hence the exact type checks and plain loops
+    (half the time of ``isinstance`` and generator expressions); subclasses of ``str``,
+    ``dict`` and ``list`` take the slower checks at the end."""
+    kind = type(value)
+    if kind is str:
+        return len(value) + 2
+    if kind is dict:
+        total = SCALAR_BYTES
+        for key, item in value.items():
+            total += (len(key) if type(key) is str else len(str(key))) + 3
+            kind = type(item)
+            if kind is str:
+                total += len(item) + 2
+            elif kind in _SCALARS:
+                total += SCALAR_BYTES
+            else:
+                total += approx_bytes(item)
+        return total
+    if kind is list or kind is tuple:
+        total = SCALAR_BYTES
+        for item in value:
+            total += approx_bytes(item) + 1
+        return total
     if isinstance(value, str):
         return len(value) + 2
     if isinstance(value, dict):
-        return SCALAR_BYTES + sum(len(str(key)) + 3 + approx_bytes(item)
-                                  for key, item in value.items())
+        return approx_bytes(dict(value))
     if isinstance(value, list | tuple):
-        return SCALAR_BYTES + sum(approx_bytes(item) + 1 for item in value)
+        return approx_bytes(list(value))
     return SCALAR_BYTES
 
 

@@ -49,3 +49,17 @@ def test_within_the_budget_nothing_is_released() -> None:
     session = session_with([100, 100])
     assert keep_within(session, 10_000) == 0
     assert session.released == 0
+
+
+def test_approx_bytes_counts_subclasses_as_their_base_types() -> None:
+    from collections import OrderedDict
+    from enum import StrEnum
+
+    class Kind(StrEnum):
+        OK = "ok"
+
+    plain = {"status": "ok", "items": [1, "ab", None, {"k": True}], 7: "x"}
+    shaped = OrderedDict([("status", Kind.OK), ("items", (1, "ab", None, {"k": True})),
+                          (7, "x")])
+    assert approx_bytes(shaped) == approx_bytes(plain) > 0
+    assert approx_bytes(3.5) == approx_bytes(None) == approx_bytes(True) == 8
