@@ -194,6 +194,14 @@ class GatewaySettings(BaseSettings):
         description="A link that brings nothing back for this long (not even a pong) is "
         "taken for dead and reconnected, s.",
     )
+    presence_linger: float = Field(
+        0.002, ge=0, le=1,
+        description="Seconds a client's arrival or departure may wait on a replica link "
+        "for others to share its stream message (registrations one by one cost a link "
+        "write each otherwise); anything else sent on the link takes it along at once. "
+        "A replica's StartSession waits for a device that is not there yet "
+        "(--device-wait), so this window is not seen there. 0 writes each at once.",
+    )
     log_level: LogLevel = Field(LogLevel.INFO, description="debug, info, warning or error.")
     otlp_endpoint: str = Field(
         "", description="Send OpenTelemetry traces to this OTLP/gRPC collector "

@@ -165,6 +165,13 @@ class SessionApiServicer(session_api_pb2_grpc.SessionApiServicer):
         first = self.idempotency.get(requester_id, key)
         if first is not None:
             return await self._first_session(first, context)
+        if self.presence.device(request.device_id) is None:
+            await self.presence.wait_device(request.device_id,
+                                            self.manager.settings.device_wait)
+            # Looked up again in the same step as the submission (see below).
+            first = self.idempotency.get(requester_id, key)
+            if first is not None:
+                return await self._first_session(first, context)
         try:
             session = self.manager.submit(
                 session_id=request.session_id or str(uuid.uuid4()),

@@ -6,6 +6,8 @@ on any device and knows where to send its commands.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,8 @@ class ClientRecord:
 class Presence:
     def __init__(self) -> None:
         self._clients: dict[str, ClientRecord] = {}
+        #: device_id -> what waits for it to come online (:meth:`wait_device`).
+        self._waiting: dict[str, list[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -52,6 +56,33 @@ class Presence:
 
     def online(self, record: ClientRecord) -> None:
         self._clients[record.client_id] = record
+        if self._waiting and record.client_type == ClientType.DEVICE:
+            for waiter in self._waiting.pop(record.client_id, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_device(self, device_id: str, timeout: float) -> ClientRecord | None:
+        """The device, once it is connected, waiting at most ``timeout`` seconds for it.
+
+        A device hears its registration accepted a moment before the replicas do (the
+        gateway may hold presence back to batch it): a backend told at once of a new
+        device must not find it unknown here."""
+        record = self.device(device_id)
+        if record is not None or timeout <= 0:
+            return record
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(device_id, []).append(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await waiter
+        finally:
+            waiters = self._waiting.get(device_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiting[device_id]
+        return self.device(device_id)
 
     def offline(self, client_id: str, gateway_id: str) -> ClientRecord | None:
         """Remove a client if it is still known on ``gateway_id``; returns it if removed."""
@@ -72,7 +103,7 @@ class Presence:
         for record in gone:
             del self._clients[record.client_id]
         for record in records:
-            self._clients[record.client_id] = record
+            self.online(record)
         return gone
 
     def drop_gateway(self, gateway_id: str) -> list[ClientRecord]:

@@ -110,6 +110,12 @@ class SessionSettings(BaseSettings):
         "fewer wake-ups of its writer thread under load, at the price of losing at most "
         "that much of the command log if the process is killed; 0 commits at once.",
     )
+    device_wait: float = Field(
+        0.25, ge=0, le=30, description="Seconds StartSession waits for a device that is "
+        "not connected (yet) before answering NOT_FOUND: a device learns that its "
+        "registration was accepted a moment before the replicas do (a gateway gathers "
+        "presence for up to its --presence-linger). 0 answers at once.",
+    )
     drain_timeout: float = Field(
         30.0, ge=0, description="On SIGTERM, seconds running sessions may take to finish "
         "before they are cancelled with reason replica_shutdown.",

@@ -41,6 +41,8 @@ class Replica:
         #: Queue one message for the replica; ``False`` when its link is down. The
         #: transport's own bound method: results and submits pay no extra call for it.
         self.send: Callable[[m.GatewayMessage], bool] = transport.send
+        #: Queue a presence message, which may wait a moment for others to join it.
+        self.announce: Callable[[m.GatewayMessage], bool] = transport.announce
         self.replica_id = ""
         #: The replica's own count, from its last answer; raised by one per submit sent.
         self.active_sessions = 0
@@ -116,7 +118,7 @@ class ReplicaPool:
 
     def broadcast(self, message: m.GatewayMessage) -> None:
         for replica in self._replicas.values():
-            replica.send(message)
+            replica.announce(message)
 
     async def refresh(self) -> None:
         """Open a link to each replica address found, close those no longer found."""
@@ -148,6 +150,7 @@ class ReplicaPool:
             backoff_max=settings.link_backoff_max,
             ping_interval=settings.link_ping_interval,
             silence_limit=settings.link_silence_limit,
+            presence_linger=settings.presence_linger,
             security=self._security,
         )
         replica = Replica(address, link)

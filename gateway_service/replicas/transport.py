@@ -121,6 +121,7 @@ class ReplicaLink:
         backoff_max: float = 5.0,
         ping_interval: float = 5.0,
         silence_limit: float = 15.0,
+        presence_linger: float = 0.0,
         security: LinkSecurity | None = None,
     ) -> None:
         self.address = address
@@ -132,6 +133,7 @@ class ReplicaLink:
         self._backoff_max = backoff_max
         self._ping_interval = ping_interval
         self._silence_limit = silence_limit
+        self._presence_linger = presence_linger
         # Channels belong to the event loop they are created on, hence made in start().
         self.channel: grpc.aio.Channel | None = None
         self._stub: link_pb2_grpc.GatewayLinkStub | None = None
@@ -172,6 +174,12 @@ class ReplicaLink:
     def send(self, message: GatewayMessage) -> bool:
         """Queue one message for the replica; ``False`` when the link is down."""
         return self._queue.put(message)
+
+    def announce(self, message: GatewayMessage) -> bool:
+        """Queue a presence message (a client came, went or changed its info): it may
+        wait up to ``presence_linger`` seconds to share a stream message with others,
+        and goes out at once with the next message that may not wait."""
+        return self._queue.put(message, lazy=True)
 
     async def _run(self) -> None:
         attempt = 0
@@ -237,7 +245,8 @@ class ReplicaLink:
         # client registering meanwhile is either in the snapshot or in the queue after
         # its last page.
         queue: BatchQueue[GatewayMessage] = BatchQueue(
-            presence_pages(self._owner.hello(), LINK_BATCH_BYTES), measure=size_hint)
+            presence_pages(self._owner.hello(), LINK_BATCH_BYTES), measure=size_hint,
+            linger=self._presence_linger)
         self._queue = queue
         loop = asyncio.get_running_loop()
         self._heard_at = loop.time()

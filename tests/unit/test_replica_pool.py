@@ -23,6 +23,8 @@ class FakeLink:
         self.metadata: tuple[tuple[str, str], ...] = ()
         self.channel = None
         self.sent: list[m.GatewayMessage] = []
+        #: Which of ``sent`` were presence (``announce``), which may wait for others.
+        self.announced: list[m.GatewayMessage] = []
         self.started = self.stopped = False
 
     def start(self) -> None:
@@ -36,6 +38,12 @@ class FakeLink:
             return False
         self.sent.append(message)
         return True
+
+    def announce(self, message: m.GatewayMessage) -> bool:
+        sent = self.send(message)
+        if sent:
+            self.announced.append(message)
+        return sent
 
 
 class Owner:
@@ -153,6 +161,7 @@ async def test_broadcast_goes_to_every_replica_whose_link_is_up() -> None:
     await up(replicas, a)
     replicas.broadcast(m.ClientOffline("dev1", "device", "gw"))  # type: ignore[arg-type]
     assert link(a).sent == [m.ClientOffline("dev1", "device", "gw")]  # type: ignore[arg-type]
+    assert link(a).announced == link(a).sent  # presence may wait to share a write
     assert link(b).sent == []
     assert replicas.send(b, m.Ping(1)) is False
 

@@ -58,6 +58,8 @@ class FakeTransport:
     def send(self, message: m.GatewayMessage) -> bool:
         raise AssertionError("sent past the port")
 
+    announce = send
+
 
 class Sink:
     def __init__(self) -> None:
