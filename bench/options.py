@@ -37,7 +37,7 @@ class Options:
     throughput_steps: int = 2000
     devices: int = 100
     heartbeat_devices: int = 1000
-    registrations: int = 1000
+    registrations: int = 5000
     memory_devices: tuple[int, ...] = (1000, 5000, 10000)
     memory_sessions: int = 2000
     big_result_bytes: int = 5_000_000

@@ -195,7 +195,7 @@ class GatewaySettings(BaseSettings):
         "taken for dead and reconnected, s.",
     )
     presence_linger: float = Field(
-        0.002, ge=0, le=1,
+        0.01, ge=0, le=1,
         description="Seconds a client's arrival or departure may wait on a replica link "
         "for others to share its stream message (registrations one by one cost a link "
         "write each otherwise); anything else sent on the link takes it along at once. "
