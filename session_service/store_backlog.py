@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from session_service.core import log_budget
+
 #: Results smaller than this are always queued whole: eliding them would save nothing.
 ALWAYS_KEPT = 4096
 REASON = "the store's write backlog was full (--store-backlog-bytes)"
@@ -45,7 +47,4 @@ class Backlog:
 
 def elided(results: Any, size: int) -> Any:
     """``results`` as recorded when they could not be queued whole."""
-    marker = {"elided": True, "bytes": size, "reason": REASON}
-    if isinstance(results, list) and all(isinstance(item, dict) for item in results):
-        return [{**item, "result": marker} for item in results]
-    return marker
+    return log_budget.elided(results, size, REASON)

@@ -40,6 +40,9 @@ class AgentContext(Protocol):
     #: the requester chose for this session (``""``: the endpoint's default).
     llm: LlmConfig | None
     model: str
+    #: Bytes of results the session keeps in memory (``--session-log-bytes``); results
+    #: an agent keeps for its own use or its result stay within it too.
+    log_bytes: int
 
     def set_total_steps(self, total: int) -> None: ...
 

@@ -14,8 +14,11 @@ A command is ``{"tool_name": str, "parameters": object|null, "tool_type":
 "action"|"data_collection", "call_id": str}``; ``tool_type`` defaults to ``action`` and a
 missing ``call_id`` is generated. ``agent_name``, ``process_name``, ``root_name`` and
 ``timeout`` may also be given at the top level of the plan object as defaults for every
-step. The result is the list of step results; the session fails at the first step with a
-``failure`` result unless ``continue_on_failure`` is true.
+step. The result is the list of step results, the oldest elided once they pass the
+session's memory budget (``--session-log-bytes``; see :class:`~session_service.core.
+log_budget.StepResults`: the session's record keeps every command's results); the
+session fails at the first step with a ``failure`` result unless ``continue_on_failure``
+is true.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import orjson
 
 from session_service.agents.base import AgentContext, Outcome, Step
+from session_service.core.log_budget import StepResults
 
 PLAN_FORM = (
     'a JSON plan: {"steps": [[command, ...], ...]} or a list of commands, where a command '
@@ -168,7 +172,9 @@ class PlanAgent:
             return Outcome(result=None, error=str(exc))
         context.set_total_steps(len(plan.steps))
         default_agent = DEFAULT_AGENT_NAMES.get(context.platform.lower())
-        step_results: list[list[dict[str, Any]]] = []
+        # Every step's results make the result, the oldest elided past the session's
+        # memory budget: a long plan of screenshots would otherwise hold them all.
+        step_results = StepResults(context.log_bytes)
         for index, step in enumerate(plan.steps):
             if step.agent_name is None and default_agent is not None:
                 step = Step(step.actions, default_agent, step.process_name, step.root_name,
@@ -179,8 +185,8 @@ class PlanAgent:
             if failed is not None and not plan.continue_on_failure:
                 call = failed.get("call_id") or "?"
                 return Outcome(
-                    result=step_results,
+                    result=step_results.items,
                     error=f"Step {index + 1} failed (call_id {call}): "
                     f"{failed.get('error') or 'the device reported failure'}",
                 )
-        return Outcome(result=step_results)
+        return Outcome(result=step_results.items)

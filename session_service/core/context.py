@@ -24,7 +24,7 @@ class AgentSessionContext:
         self._session = session
         self._records = records
         self._command_timeout = command_timeout
-        self._log_bytes = log_bytes
+        self._log_bytes = self.log_bytes = log_bytes
         self.session_id = session.session_id
         self.task_name = session.task_name
         self.request = session.request

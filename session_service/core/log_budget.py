@@ -6,6 +6,13 @@ them all. The store has every command's results, so a running session keeps only
 newest in memory, within a byte budget (``--session-log-bytes``); older entries keep
 their actions, status and times and give their results back (``released``). The newest
 entry always keeps its results: the agent and watchers of the current step need them.
+
+An agent that collects results for the session's own result (the plan agent: every
+step's) keeps them within the same budget through :class:`StepResults`: older steps
+are *elided* there, each action keeping its status, error and call id and its
+``result`` replaced by a marker with its size. Without it, a long plan answered with
+screenshots held all of them until the session ended (a 2,000-step plan of 5 MB results:
+10 GB), and its ``task_end`` could never have been sent.
 """
 
 from __future__ import annotations
@@ -54,6 +61,47 @@ def approx_bytes(value: Any) -> int:
     if isinstance(value, list | tuple):
         return approx_bytes(list(value))
     return SCALAR_BYTES
+
+
+def elided(results: Any, size: int, reason: str) -> Any:
+    """``results`` without their payloads: each action keeps everything but its
+    ``result``, which becomes a marker of the size it had and ``reason``."""
+    marker = {"elided": True, "bytes": size, "reason": reason}
+    if isinstance(results, list) and all(isinstance(item, dict) for item in results):
+        return [{**item, "result": marker} for item in results]
+    return marker
+
+
+#: Why a step's results are missing from a session's result.
+RESULT_REASON = ("the session's result keeps its newest results within "
+                 "--session-log-bytes; the session's record has every command's results")
+
+
+class StepResults:
+    """Each step's results, in order, for a session's result: once they pass ``budget``
+    bytes, the oldest are elided (the newest is always whole)."""
+
+    __slots__ = ("_bytes", "_oldest", "_sizes", "budget", "items")
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        #: Every step's results so far, the oldest perhaps elided.
+        self.items: list[Any] = []
+        self._sizes: list[int] = []
+        self._bytes = 0
+        self._oldest = 0  # the first step not elided
+
+    def append(self, results: Any) -> None:
+        size = approx_bytes(results)
+        self.items.append(results)
+        self._sizes.append(size)
+        self._bytes += size
+        last = len(self.items) - 1
+        while self._bytes > self.budget and self._oldest < last:
+            index = self._oldest
+            self.items[index] = elided(self.items[index], self._sizes[index], RESULT_REASON)
+            self._bytes -= self._sizes[index]
+            self._oldest += 1
 
 
 def keep_within(session: Session, budget: int) -> int:

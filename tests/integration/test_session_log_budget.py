@@ -44,3 +44,42 @@ async def test_old_results_leave_memory_and_come_back_from_the_store(
         (result,) = json.loads(command.results_json)
         assert result["result"].startswith(f"{step:03}"), step
         assert len(result["result"]) == RESULT + 3
+
+
+async def test_a_finished_plan_keeps_its_newest_results_whole_and_elides_the_oldest(
+    make_stack: StackFactory,
+) -> None:
+    """The plan agent's result (every step's results) stays within the same budget: a
+    long plan of screenshots would otherwise hold them all until its end."""
+    stack = await make_stack(session={"session_log_bytes": BUDGET})
+    device = await register_device(stack.ws_url, "dev1")
+    address = stack.replica.address
+    await wait_for(lambda: stack.replica.service.presence.get("dev1") is not None)
+    await api_call(address, "StartSession", pb.StartSessionRequest(
+        device_id="dev1", session_id="long-plan", request=plan(*[[cmd()]] * STEPS)))
+    for step in range(STEPS):
+        command = await device.recv_type("command")
+        await device.send(results_for(command, "dev1", result=f"{step:03}" + "x" * RESULT))
+    await wait_for(lambda: not stack.replica.service.manager.sessions["long-plan"].running,
+                   what="the session's end")
+
+    info = await api_call(address, "GetSession", pb.GetSessionRequest(session_id="long-plan"))
+    steps = json.loads(info.result_json)
+    assert len(steps) == STEPS
+    whole = [n for n, (action,) in enumerate(steps) if isinstance(action["result"], str)]
+    # The newest steps, as many as the budget holds, and never none.
+    assert whole == list(range(STEPS - len(whole), STEPS)) and 1 <= len(whole) <= 3
+    for n, (action,) in enumerate(steps):
+        if n in whole:
+            assert action["result"].startswith(f"{n:03}")
+        else:
+            assert action["status"] == "success" and action["call_id"]
+            assert action["result"]["elided"] is True
+            assert action["result"]["bytes"] >= RESULT
+    # The record still has every command's results.
+    store = stack.replica.service.store
+    assert store is not None and store.flush(10)
+    info = await api_call(address, "GetSession", pb.GetSessionRequest(session_id="long-plan"))
+    for n, command in enumerate(info.commands):
+        (result,) = json.loads(command.results_json)
+        assert result["result"].startswith(f"{n:03}") and len(result["result"]) == RESULT + 3

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 
 from aip_wire.vocab import RequesterKind
-from session_service.core.log_budget import approx_bytes, keep_within
+from session_service.core.log_budget import (
+    RESULT_REASON,
+    StepResults,
+    approx_bytes,
+    elided,
+    keep_within,
+)
 from session_service.core.session import CommandEntry, Session
 
 
@@ -63,3 +69,43 @@ def test_approx_bytes_counts_subclasses_as_their_base_types() -> None:
                           (7, "x")])
     assert approx_bytes(shaped) == approx_bytes(plain) > 0
     assert approx_bytes(3.5) == approx_bytes(None) == approx_bytes(True) == 8
+
+
+def step(call_id: str, size: int) -> list[dict[str, object]]:
+    return [{"status": "success", "error": None, "result": "x" * size, "call_id": call_id}]
+
+
+def test_step_results_within_budget_are_kept_whole_and_in_order() -> None:
+    kept = StepResults(budget=10_000)
+    for n in range(3):
+        kept.append(step(f"c{n}", 1_000))
+    assert kept.items == [step(f"c{n}", 1_000) for n in range(3)]
+
+
+def test_step_results_past_the_budget_elide_the_oldest_first() -> None:
+    kept = StepResults(budget=2_500)
+    for n in range(5):
+        kept.append(step(f"c{n}", 1_000))
+    whole = [item for item in kept.items if isinstance(item[0]["result"], str)]
+    assert whole == [step("c3", 1_000), step("c4", 1_000)]
+    for n in range(3):
+        (action,) = kept.items[n]
+        assert action["call_id"] == f"c{n}" and action["status"] == "success"
+        marker = action["result"]
+        assert marker["elided"] is True and marker["reason"] == RESULT_REASON
+        assert marker["bytes"] == approx_bytes(step(f"c{n}", 1_000))
+
+
+def test_the_newest_step_is_whole_even_over_the_budget() -> None:
+    kept = StepResults(budget=100)
+    kept.append(step("c0", 50))
+    kept.append(step("c1", 5_000))
+    assert kept.items[1] == step("c1", 5_000)
+    assert kept.items[0][0]["result"]["elided"] is True
+    kept.append(step("c2", 10))
+    assert kept.items[1][0]["result"]["elided"] is True
+    assert kept.items[2] == step("c2", 10)
+
+
+def test_elided_results_that_are_not_a_list_of_actions_become_one_marker() -> None:
+    assert elided("odd", 3, "why") == {"elided": True, "bytes": 3, "reason": "why"}

@@ -201,6 +201,7 @@ class FakeContext:
     replies: list[list[dict[str, Any]]] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     total: int | None = None
+    log_bytes: int = 32 * 1024 * 1024
 
     def set_total_steps(self, total: int) -> None:
         self.total = total
