@@ -24,7 +24,7 @@ class AgentSessionContext:
         self._session = session
         self._records = records
         self._command_timeout = command_timeout
-        self._log_bytes = self.log_bytes = log_bytes
+        self.log_bytes = log_bytes
         self.session_id = session.session_id
         self.task_name = session.task_name
         self.request = session.request
@@ -76,8 +76,8 @@ class AgentSessionContext:
                                      entry.received_at, entry.status, entry.size)
         session.steps_done += 1
         session.log_bytes += entry.size
-        if session.log_bytes > self._log_bytes:
-            metrics.RESULTS_RELEASED.inc(keep_within(session, self._log_bytes))
+        if session.log_bytes > self.log_bytes:
+            metrics.RESULTS_RELEASED.inc(keep_within(session, self.log_bytes))
         session.publish(Update(UpdateKind.RESULTS_RECEIVED, frame["response_id"], results))
         return results
 

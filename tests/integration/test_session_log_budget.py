@@ -7,7 +7,16 @@ import json
 
 from aip_grpc import session_api_pb2
 from tests.conftest import StackFactory
-from tests.stack import api_call, cmd, plan, register_device, results_for, wait_for
+from tests.stack import (
+    Client,
+    Stack,
+    api_call,
+    cmd,
+    plan,
+    register_device,
+    results_for,
+    wait_for,
+)
 
 pb = session_api_pb2
 RESULT = 100_000
@@ -15,15 +24,22 @@ BUDGET = 300_000
 STEPS = 8
 
 
+async def start_plan(make_stack: StackFactory, session_id: str) -> tuple[Stack, Client]:
+    """A stack with a small log budget, its device, and a plan of ``STEPS`` steps started
+    on it through the API."""
+    stack = await make_stack(session={"session_log_bytes": BUDGET})
+    device = await register_device(stack.ws_url, "dev1")
+    await wait_for(lambda: stack.replica.service.presence.get("dev1") is not None)
+    await api_call(stack.replica.address, "StartSession", pb.StartSessionRequest(
+        device_id="dev1", session_id=session_id, request=plan(*[[cmd()]] * STEPS)))
+    return stack, device
+
+
 async def test_old_results_leave_memory_and_come_back_from_the_store(
     make_stack: StackFactory,
 ) -> None:
-    stack = await make_stack(session={"session_log_bytes": BUDGET})
-    device = await register_device(stack.ws_url, "dev1")
+    stack, device = await start_plan(make_stack, "big-log")
     address = stack.replica.address
-    await wait_for(lambda: stack.replica.service.presence.get("dev1") is not None)
-    await api_call(address, "StartSession", pb.StartSessionRequest(
-        device_id="dev1", session_id="big-log", request=plan(*[[cmd()]] * STEPS)))
     for step in range(STEPS - 1):
         command = await device.recv_type("command")
         await device.send(results_for(command, "dev1", result=f"{step:03}" + "x" * RESULT))
@@ -51,12 +67,8 @@ async def test_a_finished_plan_keeps_its_newest_results_whole_and_elides_the_old
 ) -> None:
     """The plan agent's result (every step's results) stays within the same budget: a
     long plan of screenshots would otherwise hold them all until its end."""
-    stack = await make_stack(session={"session_log_bytes": BUDGET})
-    device = await register_device(stack.ws_url, "dev1")
+    stack, device = await start_plan(make_stack, "long-plan")
     address = stack.replica.address
-    await wait_for(lambda: stack.replica.service.presence.get("dev1") is not None)
-    await api_call(address, "StartSession", pb.StartSessionRequest(
-        device_id="dev1", session_id="long-plan", request=plan(*[[cmd()]] * STEPS)))
     for step in range(STEPS):
         command = await device.recv_type("command")
         await device.send(results_for(command, "dev1", result=f"{step:03}" + "x" * RESULT))
