@@ -241,21 +241,21 @@ async def test_a_png_in_a_result_shows_as_an_image(
         ]
         await start_from_page(browser, "laptop-screen", plan)
         await browser.wait_text("#session-state", "completed")
-        images = await browser.wait(
-            lambda: browser.driver.find_elements(By.CSS_SELECTOR, "#commands img.shot"),
-            "an image in the command log",
-        )
-        size = await browser.script(
-            "const img = arguments[0]; return img.complete && [img.naturalWidth, "
-            "img.naturalHeight];",
-            images[0],
+        # Found and measured in one look: an update of the log may swap the element
+        # between two calls.
+        size = await browser.wait(
+            lambda: browser.driver.execute_script(
+                "const img = document.querySelector('#commands img.shot');"
+                "return img && img.complete && [img.naturalWidth, img.naturalHeight];"),
+            "a decoded image in the command log",
         )
         assert size == [160, 90]  # the browser decoded the PNG the device sent
         # The JSON around it shows, the image's text does not.
         result_text = await browser.text("#commands li")
         assert '"width": 160' in result_text and "base64" not in result_text
         shots = shots_dir(tmp_path)
-        await browser.script("arguments[0].scrollIntoView({block: 'center'});", images[0])
+        await browser.script("document.querySelector('#commands img.shot')"
+                             ".scrollIntoView({block: 'center'});")
         await browser.screenshot(shots / "console-session.png")
         await browser.get(stack.http_url + "/")
         await browser.wait_text("#sessions", "completed")
