@@ -16,7 +16,7 @@ missing ``call_id`` is generated. ``agent_name``, ``process_name``, ``root_name`
 ``timeout`` may also be given at the top level of the plan object as defaults for every
 step. The result is the list of step results, the oldest elided once they pass the
 session's memory budget (``--session-log-bytes``; see :class:`~session_service.core.
-log_budget.StepResults`: the session's record keeps every command's results); the
+log_budget.StepResults`: the store's record keeps every command's results); the
 session fails at the first step with a ``failure`` result unless ``continue_on_failure``
 is true.
 """

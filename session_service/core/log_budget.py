@@ -74,7 +74,8 @@ def elided(results: Any, size: int, reason: str) -> Any:
 
 #: Why a step's results are missing from a session's result.
 RESULT_REASON = ("the session's result keeps its newest results within "
-                 "--session-log-bytes; the session's record has every command's results")
+                 "--session-log-bytes; the store's record of the session has every "
+                 "command's results")
 
 
 class StepResults:
